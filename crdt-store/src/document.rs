@@ -1,0 +1,337 @@
+//! Reading documents by Tandem's convention, and restoring them.
+//!
+//! The server syncs any Yjs document without looking inside. Features that read text follow
+//! one convention: a root `Y.Map` named [`FILES_ROOT`] maps a path to a `Y.Text`; any other
+//! root `Y.Text` is treated as a file named after the root.
+//!
+//! A document decoded from bytes does not know the types of its roots (Yjs does not encode
+//! them); [`classify_root`] infers them from their content.
+
+use serde_json::{Map as JsonMap, Value};
+use dissimilar::Chunk;
+use yrs::types::ToJson;
+use yrs::{
+    Any, Array, ArrayRef, Doc, GetString, Map, MapRef, Out, ReadTxn, Text, TextPrelim, TextRef,
+    Transact, TransactionMut, WriteTxn,
+};
+
+/// The root map holding a multi-file room's files.
+pub const FILES_ROOT: &str = "files";
+
+/// What a root type turned out to be.
+pub enum RootKind {
+    /// A `Y.Text`.
+    Text(TextRef),
+    /// A `Y.Map`.
+    Map(MapRef),
+    /// A `Y.Array` (or anything else with sequence content that is not text).
+    Array(ArrayRef),
+    /// XML types and subdocuments: reported, never edited by the server.
+    Other(Out),
+}
+
+/// Infers a root's type. A root of unknown type whose map part has entries is a map; one
+/// whose sequence is all text is a text; anything else with sequence content is an array.
+/// An empty root of unknown type reads as an empty text.
+pub fn classify_root<T: ReadTxn>(txn: &T, root: Out) -> RootKind {
+    match root {
+        Out::YText(text) => RootKind::Text(text),
+        Out::YMap(map) => RootKind::Map(map),
+        Out::YArray(array) => RootKind::Array(array),
+        Out::UndefinedRef(branch) => {
+            let map = MapRef::from(branch);
+            if map.len(txn) > 0 {
+                return RootKind::Map(map);
+            }
+            let array = ArrayRef::from(branch);
+            let text = TextRef::from(branch);
+            let sequence_len = array.len(txn) as usize;
+            if sequence_len == text.get_string(txn).encode_utf16().count() {
+                RootKind::Text(text)
+            } else {
+                RootKind::Array(array)
+            }
+        }
+        other => RootKind::Other(other),
+    }
+}
+
+/// Every root of `doc` with its inferred kind, sorted by name.
+fn roots<T: ReadTxn>(txn: &T) -> Vec<(String, RootKind)> {
+    let mut roots: Vec<(String, RootKind)> = txn
+        .root_refs()
+        .map(|(name, out)| (name.to_owned(), classify_root(txn, out)))
+        .collect();
+    roots.sort_by(|a, b| a.0.cmp(&b.0));
+    roots
+}
+
+fn any_to_json(any: Any) -> Value {
+    serde_json::to_value(any).unwrap_or(Value::Null)
+}
+
+/// The document's root types as JSON: texts as strings, maps as objects, arrays as arrays.
+pub fn to_json(doc: &Doc) -> Value {
+    let txn = doc.transact();
+    let mut object = JsonMap::new();
+    for (name, kind) in roots(&txn) {
+        let value = match kind {
+            RootKind::Text(text) => Value::String(text.get_string(&txn)),
+            RootKind::Map(map) => any_to_json(map.to_json(&txn)),
+            RootKind::Array(array) => any_to_json(array.to_json(&txn)),
+            RootKind::Other(out) => any_to_json(out.to_json(&txn)),
+        };
+        object.insert(name, value);
+    }
+    Value::Object(object)
+}
+
+/// Every file of the document by the convention: `files/<path>` entries and root texts.
+pub fn files(doc: &Doc) -> Vec<(String, String)> {
+    let txn = doc.transact();
+    let mut files = Vec::new();
+    for (name, kind) in roots(&txn) {
+        match kind {
+            RootKind::Map(map) if name == FILES_ROOT => {
+                for (path, value) in map.iter(&txn) {
+                    if let Out::YText(text) = value {
+                        files.push((path.to_owned(), text.get_string(&txn)));
+                    }
+                }
+            }
+            RootKind::Text(text) => files.push((name, text.get_string(&txn))),
+            _ => {}
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Edits the live document (through `txn`) until its content equals `target`'s:
+/// - root texts and texts inside root maps get a minimal character diff, so unchanged text
+///   keeps its identity (and cursors anchored in it stay put);
+/// - map entries missing from `target` are removed, missing texts are created, changed plain
+///   values are overwritten;
+/// - arrays are replaced whole when they differ;
+/// - roots of other kinds are left alone.
+pub fn restore_into(txn: &mut TransactionMut<'_>, target: &Doc) {
+    let target_txn = target.transact();
+    let target_roots = roots(&target_txn);
+    let live_roots: Vec<String> = roots(txn).into_iter().map(|(name, _)| name).collect();
+
+    for (name, kind) in &target_roots {
+        match kind {
+            RootKind::Text(target_text) => {
+                let live = txn.get_or_insert_text(name.as_str());
+                diff_text(txn, &live, &target_text.get_string(&target_txn));
+            }
+            RootKind::Map(target_map) => {
+                let live = txn.get_or_insert_map(name.as_str());
+                restore_map(txn, &live, target_map, &target_txn);
+            }
+            RootKind::Array(target_array) => {
+                let live = txn.get_or_insert_array(name.as_str());
+                let wanted = target_array.to_json(&target_txn);
+                if live.to_json(txn) != wanted {
+                    let len = live.len(txn);
+                    live.remove_range(txn, 0, len);
+                    if let Any::Array(items) = wanted {
+                        live.insert_range(txn, 0, items.iter().cloned());
+                    }
+                }
+            }
+            RootKind::Other(_) => {}
+        }
+    }
+    // Roots created after the version: texts are emptied, maps cleared, arrays emptied.
+    for name in live_roots {
+        if target_roots.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        let Some(root) = txn.root_refs().find(|(n, _)| *n == name).map(|(_, out)| out) else {
+            continue;
+        };
+        match classify_root(txn, root) {
+            RootKind::Text(text) => diff_text(txn, &text, ""),
+            RootKind::Map(map) => {
+                let keys: Vec<String> = map.keys(txn).map(str::to_owned).collect();
+                for key in keys {
+                    map.remove(txn, &key);
+                }
+            }
+            RootKind::Array(array) => {
+                let len = array.len(txn);
+                array.remove_range(txn, 0, len);
+            }
+            RootKind::Other(_) => {}
+        }
+    }
+}
+
+fn restore_map<T: ReadTxn>(
+    txn: &mut TransactionMut<'_>,
+    live: &MapRef,
+    target: &MapRef,
+    target_txn: &T,
+) {
+    let live_keys: Vec<String> = live.keys(txn).map(str::to_owned).collect();
+    for key in live_keys {
+        if target.get(target_txn, &key).is_none() {
+            live.remove(txn, &key);
+        }
+    }
+    for (key, value) in target.iter(target_txn) {
+        match value {
+            Out::YText(target_text) => {
+                let wanted = target_text.get_string(target_txn);
+                match live.get(txn, key) {
+                    Some(Out::YText(live_text)) => diff_text(txn, &live_text, &wanted),
+                    _ => {
+                        live.insert(txn, key, TextPrelim::new(wanted));
+                    }
+                }
+            }
+            Out::Any(any) => {
+                if live.get(txn, key).map(|v| v.to_json(txn)) != Some(any.clone()) {
+                    live.insert(txn, key, any);
+                }
+            }
+            other => {
+                // Nested maps and arrays are written back as plain values.
+                let any = other.to_json(target_txn);
+                if live.get(txn, key).map(|v| v.to_json(txn)) != Some(any.clone()) {
+                    live.insert(txn, key, any);
+                }
+            }
+        }
+    }
+}
+
+/// Turns `text` into `wanted` with a minimal character diff (Myers, as in
+/// diff-match-patch), applied front to back while tracking the UTF-16 offset Yjs counts in.
+pub fn diff_text(txn: &mut TransactionMut<'_>, text: &TextRef, wanted: &str) {
+    let current = text.get_string(txn);
+    if current == wanted {
+        return;
+    }
+    let mut offset = 0u32;
+    for chunk in dissimilar::diff(&current, wanted) {
+        match chunk {
+            Chunk::Equal(same) => offset += utf16_len(same),
+            Chunk::Delete(gone) => text.remove_range(txn, offset, utf16_len(gone)),
+            Chunk::Insert(new) => {
+                text.insert(txn, offset, new);
+                offset += utf16_len(new);
+            }
+        }
+    }
+}
+
+fn utf16_len(s: &str) -> u32 {
+    s.encode_utf16().count() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::new_doc;
+    use proptest::prelude::*;
+    use yrs::updates::decoder::Decode;
+    use yrs::{StateVector, Update};
+
+    /// A copy of `doc` decoded from its bytes, as the server sees documents it did not create.
+    fn reloaded(doc: &Doc) -> Doc {
+        let bytes = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let copy = new_doc();
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(&bytes).unwrap())
+            .unwrap();
+        copy
+    }
+
+    #[test]
+    fn json_of_a_decoded_document_infers_root_types() {
+        let doc = new_doc();
+        {
+            let mut txn = doc.transact_mut();
+            txn.get_or_insert_text("notes").insert(&mut txn, 0, "héllo 🌍");
+            let files = txn.get_or_insert_map(FILES_ROOT);
+            files.insert(&mut txn, "src/main.rs", TextPrelim::new("fn main() {}"));
+            let list = txn.get_or_insert_array("list");
+            list.insert(&mut txn, 0, 42);
+        }
+        let json = to_json(&reloaded(&doc));
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "notes": "héllo 🌍",
+                "files": {"src/main.rs": "fn main() {}"},
+                "list": [42],
+            })
+        );
+        assert_eq!(
+            files(&reloaded(&doc)),
+            vec![
+                ("notes".to_owned(), "héllo 🌍".to_owned()),
+                ("src/main.rs".to_owned(), "fn main() {}".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_is_a_minimal_edit() {
+        let live = new_doc();
+        let text = live.get_or_insert_text("t");
+        text.insert(&mut live.transact_mut(), 0, "the quick brown fox");
+        let target = new_doc();
+        target
+            .get_or_insert_text("t")
+            .insert(&mut target.transact_mut(), 0, "the slow brown dog");
+        let before = live.transact().state_vector();
+        restore_into(&mut live.transact_mut(), &reloaded(&target));
+        assert_eq!(text.get_string(&live.transact()), "the slow brown dog");
+        // Only the changed characters were inserted: far fewer than the whole text.
+        let after = live.transact().state_vector();
+        let inserted = after.get(&live.client_id()) - before.get(&live.client_id());
+        assert!(inserted < 10, "inserted {inserted} characters");
+    }
+
+    #[test]
+    fn restore_recreates_and_removes_files() {
+        let live = new_doc();
+        {
+            let mut txn = live.transact_mut();
+            let files = txn.get_or_insert_map(FILES_ROOT);
+            files.insert(&mut txn, "keep.txt", TextPrelim::new("kept, edited"));
+            files.insert(&mut txn, "new.txt", TextPrelim::new("created later"));
+        }
+        let target = new_doc();
+        {
+            let mut txn = target.transact_mut();
+            let files = txn.get_or_insert_map(FILES_ROOT);
+            files.insert(&mut txn, "keep.txt", TextPrelim::new("kept"));
+            files.insert(&mut txn, "gone.txt", TextPrelim::new("deleted later"));
+        }
+        restore_into(&mut live.transact_mut(), &reloaded(&target));
+        assert_eq!(
+            files(&live),
+            vec![
+                ("gone.txt".to_owned(), "deleted later".to_owned()),
+                ("keep.txt".to_owned(), "kept".to_owned()),
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn diff_text_reaches_any_target(current in "[a-c🌍é \n]{0,40}", wanted in "[a-c🌍é \n]{0,40}") {
+            let doc = new_doc();
+            let text = doc.get_or_insert_text("t");
+            text.insert(&mut doc.transact_mut(), 0, &current);
+            diff_text(&mut doc.transact_mut(), &text, &wanted);
+            prop_assert_eq!(text.get_string(&doc.transact()), wanted);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Rooms: documents in memory, their fan-out, and their persistence.
+//!
+//! # Layout
+//! - [`registry`]: every room of this process, each loaded exactly once; idle eviction,
+//!   automatic versions, shutdown.
+//! - [`room`]: one room's `yrs` document and awareness, applying updates, fan-out to
+//!   subscribers ([`RoomConnection`]), versions and restore.
+//! - `persist`: the group-commit writer between rooms and the database.
+//! - [`storage`]: the update log, snapshot compaction and versions in SQL (sea-orm).
+//! - [`document`]: reading documents by Tandem's file convention; JSON; minimal-diff restore.
+//!
+//! This crate knows nothing of HTTP, WebSocket framing or JSON DTOs: the server maps its
+//! errors and types onto the wire.
+
+pub mod config;
+pub mod document;
+mod entity;
+pub mod ids;
+pub mod metrics;
+mod persist;
+pub mod registry;
+pub mod room;
+pub mod storage;
+pub mod version;
+
+pub use config::{Durability, StoreConfig};
+pub use ids::{ConnectionId, InvalidRoomId, RoomId};
+pub use registry::{JoinError, RoomRegistry};
+pub use room::{
+    ApplyError, Delivery, JoinRefused, Outbound, RestoreError, Room, RoomConnection, RoomLease,
+    new_doc,
+};
+pub use storage::{Storage, StorageError};
+pub use version::{VersionInfo, VersionKind};

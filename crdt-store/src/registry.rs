@@ -1,0 +1,296 @@
+//! The room registry: every room in memory, each loaded exactly once.
+//!
+//! A room's slot is a `OnceCell` in a `DashMap`. The first joiner inserts the empty cell
+//! (under the map's shard lock, so two joiners cannot insert two cells) and runs the load;
+//! everyone else arriving meanwhile awaits the same cell. A failed load leaves the cell empty
+//! and removes it, so the next join tries again: no joiner is ever handed a blank document
+//! standing in for one that failed to load.
+//!
+//! Eviction closes a room (no new lease), flushes its pending writes, then removes its slot and
+//! signals `evicted`; a joiner that found the closed room waits for that signal and loads the
+//! room afresh, so it never reads the database before the old copy's last writes landed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Durability, StoreConfig};
+use crate::ids::{ConnectionId, RoomId};
+use crate::metrics::StoreMetrics;
+use crate::persist::{PersistCommand, PersistQueue, run_writer};
+use crate::room::{JoinRefused, Room, RoomConnection, RoomLease};
+use crate::storage::{Storage, StorageError, rebuild_doc};
+use crate::version::VersionKind;
+
+/// State shared by the registry and every room it loaded.
+pub(crate) struct Shared {
+    pub(crate) config: StoreConfig,
+    pub(crate) storage: Storage,
+    /// Sends to the persistence writer. The writer stops once every clone is dropped.
+    pub(crate) persist: PersistQueue,
+    pub(crate) metrics: StoreMetrics,
+    /// Background work (compactions); shutdown waits for it.
+    pub(crate) tasks: TaskTracker,
+    next_connection: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_connection_id(&self) -> ConnectionId {
+        ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Why a room could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// Loading the room failed; nothing of it is served.
+    #[error("room could not be loaded: {0}")]
+    Load(#[from] StorageError),
+    /// `max_rooms` rooms are in memory already.
+    #[error("too many rooms in memory")]
+    TooManyRooms,
+    /// The room has `max_connections_per_room` connections already.
+    #[error("room is full")]
+    RoomFull,
+}
+
+type Slot = Arc<OnceCell<Room>>;
+
+struct RegistryInner {
+    rooms: DashMap<RoomId, Slot>,
+    shared: Arc<Shared>,
+    stop_maintenance: CancellationToken,
+}
+
+/// All rooms of this process. Cheap to clone; build it once and share it.
+#[derive(Clone)]
+pub struct RoomRegistry {
+    inner: Arc<RegistryInner>,
+}
+
+impl RoomRegistry {
+    /// Starts the persistence writer and the maintenance pass over `storage`.
+    pub fn start(config: StoreConfig, storage: Storage) -> Self {
+        let metrics = StoreMetrics::register();
+        let (persist, queue) = mpsc::channel(config.persist_queue);
+        let tasks = TaskTracker::new();
+        tasks.spawn(run_writer(
+            storage.clone(),
+            queue,
+            config.max_batch,
+            metrics.clone(),
+        ));
+        let registry = Self {
+            inner: Arc::new(RegistryInner {
+                rooms: DashMap::new(),
+                shared: Arc::new(Shared {
+                    config,
+                    storage,
+                    persist,
+                    metrics,
+                    tasks,
+                    next_connection: AtomicU64::new(1),
+                }),
+                stop_maintenance: CancellationToken::new(),
+            }),
+        };
+        let maintenance = registry.clone();
+        registry
+            .inner
+            .shared
+            .tasks
+            .spawn(async move { maintenance.run_maintenance().await });
+        registry
+    }
+
+    /// The database behind the rooms.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.shared.storage
+    }
+
+    /// The configuration the registry runs with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.shared.config
+    }
+
+    /// Number of rooms in memory.
+    pub fn rooms_in_memory(&self) -> usize {
+        self.inner.rooms.len()
+    }
+
+    /// Joins `id` as a subscriber, loading it if needed.
+    pub async fn connect(&self, id: &RoomId) -> Result<RoomConnection, JoinError> {
+        loop {
+            let room = self.loaded(id).await?;
+            match room.connect() {
+                Ok(connection) => return Ok(connection),
+                Err(JoinRefused::Full) => return Err(JoinError::RoomFull),
+                Err(JoinRefused::Evicted) => room.0.evicted.cancelled().await,
+            }
+        }
+    }
+
+    /// Holds `id` in memory for the duration of a REST operation, loading it if needed.
+    pub async fn lease(&self, id: &RoomId) -> Result<RoomLease, JoinError> {
+        loop {
+            let room = self.loaded(id).await?;
+            match room.lease() {
+                Ok(lease) => return Ok(lease),
+                Err(JoinRefused::Full) => return Err(JoinError::RoomFull),
+                Err(JoinRefused::Evicted) => room.0.evicted.cancelled().await,
+            }
+        }
+    }
+
+    async fn loaded(&self, id: &RoomId) -> Result<Room, JoinError> {
+        let slot = match self.inner.rooms.get(id) {
+            Some(slot) => slot.clone(),
+            None => {
+                if self.inner.rooms.len() >= self.inner.shared.config.max_rooms {
+                    return Err(JoinError::TooManyRooms);
+                }
+                self.inner.rooms.entry(id.clone()).or_default().clone()
+            }
+        };
+        let result = slot.get_or_try_init(|| self.load(id)).await.cloned();
+        if result.is_err() {
+            self.inner
+                .rooms
+                .remove_if(id, |_, s| Arc::ptr_eq(s, &slot) && !s.initialized());
+        }
+        result
+    }
+
+    async fn load(&self, id: &RoomId) -> Result<Room, JoinError> {
+        let shared = &self.inner.shared;
+        let loaded = async {
+            let stored = shared.storage.load(id).await?;
+            let logged = stored.updates.len() as u64;
+            let room_id = id.clone();
+            let doc = tokio::task::spawn_blocking(move || {
+                rebuild_doc(&room_id, stored.snapshot.as_deref(), &stored.updates)
+            })
+            .await??;
+            Ok::<_, StorageError>((doc, logged))
+        }
+        .await;
+        match loaded {
+            Ok((doc, logged)) => {
+                shared.metrics.room_loads.increment(1);
+                shared.metrics.rooms_in_memory.increment(1.0);
+                info!(room = %id, logged_updates = logged, "room loaded");
+                Ok(Room::new(id.clone(), doc, logged, shared.clone()))
+            }
+            Err(err) => {
+                shared.metrics.room_load_failures.increment(1);
+                warn!(room = %id, error = %err, "room load failed");
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Waits until every update handed to persistence so far is committed.
+    pub async fn flush(&self) {
+        let (done, committed) = oneshot::channel();
+        if self
+            .inner
+            .shared
+            .persist
+            .send(PersistCommand::Flush(done))
+            .await
+            .is_ok()
+        {
+            // An error means the writer is gone, and with it nothing left to wait for.
+            let _ = committed.await;
+        }
+    }
+
+    fn loaded_rooms(&self) -> Vec<Room> {
+        self.inner
+            .rooms
+            .iter()
+            .filter_map(|slot| slot.get().cloned())
+            .collect()
+    }
+
+    async fn run_maintenance(&self) {
+        let mut tick = tokio::time::interval(self.inner.shared.config.maintenance_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.inner.stop_maintenance.cancelled() => return,
+                _ = tick.tick() => self.maintain().await,
+            }
+        }
+    }
+
+    /// One maintenance pass: automatic versions and idle eviction.
+    pub async fn maintain(&self) {
+        let config = &self.inner.shared.config;
+        let now = Instant::now();
+        for room in self.loaded_rooms() {
+            let (evict, version_due) = {
+                let mut activity = room.activity();
+                let version_due = activity
+                    .unversioned_since
+                    .is_some_and(|since| now.duration_since(since) >= config.auto_version_interval);
+                let evict = activity.leases == 0
+                    && !activity.compacting
+                    && now.duration_since(activity.last_used) >= config.idle_timeout;
+                if evict {
+                    activity.closed = true;
+                }
+                (evict, version_due)
+            };
+            if evict {
+                self.evict(room).await;
+            } else if version_due {
+                self.auto_version(&room).await;
+            }
+        }
+    }
+
+    async fn auto_version(&self, room: &Room) {
+        if let Err(err) = room.create_version(VersionKind::Auto, None).await {
+            warn!(room = %room.id(), error = %err, "automatic version failed");
+        }
+    }
+
+    async fn evict(&self, room: Room) {
+        if room.activity().unversioned_since.is_some() {
+            self.auto_version(&room).await;
+        }
+        self.flush().await;
+        self.inner.rooms.remove_if(room.id(), |_, slot| {
+            slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
+        });
+        room.0.evicted.cancel();
+        self.inner.shared.metrics.rooms_in_memory.decrement(1.0);
+        self.inner.shared.metrics.room_evictions.increment(1);
+        info!(room = %room.id(), "idle room evicted");
+    }
+
+    /// Stops background work and makes everything durable: pending writes are committed and
+    /// rooms with unversioned edits get an automatic version. Connections should be closed
+    /// first; edits arriving during shutdown are still persisted but may miss the version.
+    pub async fn shutdown(&self) {
+        self.inner.stop_maintenance.cancel();
+        for room in self.loaded_rooms() {
+            if room.activity().unversioned_since.is_some() {
+                self.auto_version(&room).await;
+            }
+        }
+        self.flush().await;
+        if self.inner.shared.config.durability == Durability::Relaxed {
+            info!("relaxed durability: all fanned-out updates are now committed");
+        }
+        self.inner.shared.tasks.close();
+        // Compactions finish on their own; the writer only stops when the process does.
+    }
+}

@@ -1,0 +1,494 @@
+//! One room in memory: its document, its awareness, and the channel its updates fan out on.
+//!
+//! Who holds what:
+//! - `doc` is the `yrs` document. Its own lock serialises transactions; each transaction
+//!   here is short (apply one update, or encode one diff) and none is held across `.await`.
+//! - `awareness` is behind a `std::sync::Mutex` on purpose: every use is a few map
+//!   operations with no `.await` inside.
+//! - `fanout` carries each update frame, encoded once, to every subscriber as a shared
+//!   [`Bytes`]. A subscriber that falls more than `subscriber_queue` frames behind gets
+//!   [`Delivery::Lagged`] and must be disconnected so its client resyncs.
+//! - `activity` is the bookkeeping the registry's maintenance pass reads (connections,
+//!   idleness, pending versions and compaction).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use yrs::sync::awareness::{Awareness, AwarenessUpdate};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
+
+use crate::config::Durability;
+use crate::document;
+use crate::ids::{ConnectionId, RoomId};
+use crate::persist::PersistCommand;
+use crate::registry::Shared;
+use crate::storage::StorageError;
+use crate::version::{VersionInfo, VersionKind};
+
+/// A new, empty document configured the way every Tandem document is: text offsets in
+/// UTF-16 code units, as JavaScript counts them, so positions mean the same on both sides.
+pub fn new_doc() -> Doc {
+    Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    })
+}
+
+/// A frame on its way to the subscribers of a room.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// The connection the change came from; it is not sent back there.
+    pub origin: ConnectionId,
+    /// One complete y-protocols message.
+    pub frame: Bytes,
+}
+
+/// Why an update was refused. The room is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The bytes are not a v1 Yjs update.
+    #[error("malformed update: {0}")]
+    Malformed(#[from] yrs::encoding::read::Error),
+    /// The update decoded but does not fit this document.
+    #[error("update does not apply: {0}")]
+    Rejected(#[from] yrs::error::UpdateError),
+    /// The persistence writer has stopped (the server is shutting down).
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a connection could not join a room.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The room was evicted between lookup and join; the registry retries with a fresh load.
+    #[error("room was evicted")]
+    Evicted,
+    /// The room has `max_connections_per_room` connections already.
+    #[error("room is full")]
+    Full,
+}
+
+/// What one subscriber receives next.
+pub enum Delivery {
+    /// A frame to send.
+    Frame(Bytes),
+    /// The subscriber missed frames; it must be disconnected so its client resyncs.
+    Lagged,
+}
+
+/// Bookkeeping read by the maintenance pass.
+pub(crate) struct Activity {
+    /// Leases currently held (sockets plus in-flight REST operations).
+    pub(crate) leases: usize,
+    /// Set once by eviction; a closed room accepts no new lease.
+    pub(crate) closed: bool,
+    /// Last time a lease was released or an update applied.
+    pub(crate) last_used: Instant,
+    /// When the first edit not covered by a version was applied.
+    pub(crate) unversioned_since: Option<Instant>,
+    /// A compaction task is running for this room.
+    pub(crate) compacting: bool,
+}
+
+pub(crate) struct RoomInner {
+    pub(crate) id: RoomId,
+    pub(crate) doc: Doc,
+    awareness: Mutex<Awareness>,
+    fanout: broadcast::Sender<Outbound>,
+    pub(crate) activity: Mutex<Activity>,
+    /// Updates in the log since the last snapshot (approximate; triggers compaction).
+    pub(crate) logged_updates: AtomicU64,
+    /// Cancelled once the room is evicted and its writes flushed: joiners that found it
+    /// closed wait for this before loading a fresh copy.
+    pub(crate) evicted: CancellationToken,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A loaded room. Cheap to clone.
+#[derive(Clone)]
+pub struct Room(pub(crate) Arc<RoomInner>);
+
+impl Room {
+    pub(crate) fn new(id: RoomId, doc: Doc, logged_updates: u64, shared: Arc<Shared>) -> Self {
+        let (fanout, _) = broadcast::channel(shared.config.subscriber_queue);
+        Room(Arc::new(RoomInner {
+            id,
+            awareness: Mutex::new(Awareness::new(doc.clone())),
+            doc,
+            fanout,
+            activity: Mutex::new(Activity {
+                leases: 0,
+                closed: false,
+                last_used: Instant::now(),
+                unversioned_since: None,
+                compacting: false,
+            }),
+            logged_updates: AtomicU64::new(logged_updates),
+            evicted: CancellationToken::new(),
+            shared,
+        }))
+    }
+
+    /// The room's name.
+    pub fn id(&self) -> &RoomId {
+        &self.0.id
+    }
+
+    pub(crate) fn activity(&self) -> MutexGuard<'_, Activity> {
+        // A poisoned lock only means another thread panicked mid-update of plain counters.
+        self.0.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn awareness(&self) -> MutexGuard<'_, Awareness> {
+        self.0.awareness.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the room in memory while held, without receiving its frames (REST operations).
+    pub fn lease(&self) -> Result<RoomLease, JoinRefused> {
+        let mut activity = self.activity();
+        if activity.closed {
+            return Err(JoinRefused::Evicted);
+        }
+        activity.leases += 1;
+        Ok(RoomLease { room: self.clone() })
+    }
+
+    /// Joins as a subscriber: receives every frame other connections produce from now on.
+    pub fn connect(&self) -> Result<RoomConnection, JoinRefused> {
+        {
+            let activity = self.activity();
+            if activity.leases >= self.0.shared.config.max_connections_per_room {
+                return Err(JoinRefused::Full);
+            }
+        }
+        let lease = self.lease()?;
+        // Subscribe after taking the lease so no frame published after the join is missed.
+        let receiver = self.0.fanout.subscribe();
+        Ok(RoomConnection {
+            lease,
+            id: self.0.shared.next_connection_id(),
+            receiver,
+            awareness_clients: HashSet::new(),
+        })
+    }
+
+    /// `[sync, step 1, state vector]` of the room's document: what a new connection is sent.
+    pub fn sync_step1_frame(&self) -> Bytes {
+        let sv = self.0.doc.transact().state_vector().encode_v1();
+        protocol::encode_sync_step1_frame(&sv)
+    }
+
+    /// `[sync, step 2, diff]`: everything the holder of `remote` lacks.
+    pub fn sync_step2_frame(&self, remote: &StateVector) -> Bytes {
+        let diff = self.0.doc.transact().encode_diff_v1(remote);
+        protocol::encode_sync_step2_frame(&diff)
+    }
+
+    /// Every known awareness state as one frame, or `None` when nobody has announced one.
+    pub fn awareness_frame(&self) -> Option<Bytes> {
+        let awareness = self.awareness();
+        let update = awareness.update().ok()?;
+        if update.clients.is_empty() {
+            return None;
+        }
+        Some(protocol::encode_awareness_frame(&update))
+    }
+
+    /// The whole document as one v1 update.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.0
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    /// The document's root types as JSON (see [`document::to_json`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        document::to_json(&self.0.doc)
+    }
+
+    /// Applies a v1 update from `origin` and publishes it.
+    ///
+    /// `frame`, when given, is the `[sync, update, …]` frame the update arrived in, forwarded
+    /// as is; otherwise one is encoded. Either way it is built once for all subscribers.
+    pub async fn apply_update(
+        &self,
+        origin: ConnectionId,
+        update: Bytes,
+        frame: Option<Bytes>,
+    ) -> Result<(), ApplyError> {
+        let decoded = Update::decode_v1(&update)?;
+        if decoded.is_empty() {
+            // y-websocket answers a step 1 with an empty step 2 when it has nothing new.
+            return Ok(());
+        }
+        self.0.doc.transact_mut().apply_update(decoded)?;
+        let frame = frame.unwrap_or_else(|| protocol::encode_update_frame(&update));
+        self.publish(Outbound { origin, frame }, update).await
+    }
+
+    /// Makes a change on the server's behalf (restore, import) and publishes it to every
+    /// connection. `change` runs inside one transaction; the update it produces is returned.
+    pub async fn edit<F>(&self, change: F) -> Result<Bytes, ApplyError>
+    where
+        F: FnOnce(&mut yrs::TransactionMut<'_>),
+    {
+        let update = {
+            let mut txn = self.0.doc.transact_mut();
+            change(&mut txn);
+            Bytes::from(txn.encode_update_v1())
+        };
+        let frame = protocol::encode_update_frame(&update);
+        self.publish(
+            Outbound {
+                origin: ConnectionId::SERVER,
+                frame,
+            },
+            update.clone(),
+        )
+        .await?;
+        Ok(update)
+    }
+
+    /// Hands an applied update to persistence and subscribers in the order the durability
+    /// mode promises.
+    async fn publish(&self, outbound: Outbound, update: Bytes) -> Result<(), ApplyError> {
+        {
+            let mut activity = self.activity();
+            activity.last_used = Instant::now();
+            activity.unversioned_since.get_or_insert_with(Instant::now);
+        }
+        self.0.shared.metrics.updates_applied.increment(1);
+        let fanout_after_commit = match self.0.shared.config.durability {
+            Durability::Durable => Some(outbound),
+            Durability::Relaxed => {
+                self.broadcast(outbound);
+                None
+            }
+        };
+        self.0
+            .shared
+            .persist
+            .send(PersistCommand::Append {
+                room: self.clone(),
+                update,
+                fanout: fanout_after_commit,
+            })
+            .await
+            .map_err(|_| ApplyError::ShuttingDown)
+    }
+
+    /// Sends a frame to every subscriber. Never blocks: slow subscribers lag and are cut.
+    pub(crate) fn broadcast(&self, outbound: Outbound) {
+        // An error only means nobody is subscribed right now.
+        let _ = self.0.fanout.send(outbound);
+    }
+
+    /// Called by the writer after `count` updates of this room were committed; starts a
+    /// compaction when the log has grown past the threshold and none is running.
+    pub(crate) fn note_logged(&self, count: u64) {
+        let logged = self.0.logged_updates.fetch_add(count, Ordering::Relaxed) + count;
+        if logged < self.0.shared.config.compact_after_updates {
+            return;
+        }
+        {
+            let mut activity = self.activity();
+            if activity.compacting {
+                return;
+            }
+            activity.compacting = true;
+        }
+        let room = self.clone();
+        self.0.shared.tasks.spawn(async move {
+            match room.0.shared.storage.compact(&room.0.id).await {
+                Ok(compacted) => {
+                    if compacted {
+                        room.0.shared.metrics.compactions.increment(1);
+                    }
+                    // Everything counted so far was merged (or merged by another node).
+                    let _ = room.0.logged_updates.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |n| Some(n.saturating_sub(logged)),
+                    );
+                }
+                Err(err) => warn!(room = %room.0.id, error = %err, "compaction failed"),
+            }
+            room.activity().compacting = false;
+        });
+    }
+
+    /// Takes a version of the current state.
+    pub async fn create_version(
+        &self,
+        kind: VersionKind,
+        label: Option<String>,
+    ) -> Result<VersionInfo, StorageError> {
+        // Everything applied so far is in the snapshot we encode, so activity up to here is
+        // covered; a concurrent edit re-arms the timer after this point.
+        self.activity().unversioned_since = None;
+        let doc = self.0.doc.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            doc.transact()
+                .encode_state_as_update_v1(&StateVector::default())
+        })
+        .await?;
+        let info = self
+            .0
+            .shared
+            .storage
+            .insert_version(&self.0.id, kind, label, data)
+            .await?;
+        self.0.shared.metrics.versions_created.increment(1);
+        Ok(info)
+    }
+
+    /// Brings the document back to the content of `version_data` as a forward edit: a minimal
+    /// text diff per file, so unchanged text (and the cursors in it) stays put. The restore is
+    /// published like any edit and recorded as a version of its own.
+    pub async fn restore(
+        &self,
+        version_data: &[u8],
+        label: String,
+    ) -> Result<VersionInfo, RestoreError> {
+        let target = {
+            let update = Update::decode_v1(version_data)?;
+            let doc = new_doc();
+            doc.transact_mut().apply_update(update)?;
+            doc
+        };
+        self.edit(|txn| document::restore_into(txn, &target))
+            .await?;
+        Ok(self.create_version(VersionKind::Restore, Some(label)).await?)
+    }
+}
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The stored version does not decode.
+    #[error("stored version is corrupt: {0}")]
+    CorruptVersion(#[from] yrs::encoding::read::Error),
+    /// The stored version does not apply.
+    #[error("stored version does not apply: {0}")]
+    VersionRejected(#[from] yrs::error::UpdateError),
+    /// Publishing the restore failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Recording the restore version failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Keeps a room in memory while held. Dropping it releases the room for eviction.
+pub struct RoomLease {
+    room: Room,
+}
+
+impl RoomLease {
+    /// The leased room.
+    pub fn room(&self) -> &Room {
+        &self.room
+    }
+}
+
+impl Drop for RoomLease {
+    fn drop(&mut self) {
+        let mut activity = self.room.activity();
+        activity.leases -= 1;
+        activity.last_used = Instant::now();
+    }
+}
+
+/// One subscriber of a room. Dropping it removes the awareness states it announced and
+/// tells the others.
+pub struct RoomConnection {
+    lease: RoomLease,
+    id: ConnectionId,
+    receiver: broadcast::Receiver<Outbound>,
+    /// Awareness client ids this connection announced and has not yet removed.
+    awareness_clients: HashSet<ClientID>,
+}
+
+impl RoomConnection {
+    /// The room joined.
+    pub fn room(&self) -> &Room {
+        self.lease.room()
+    }
+
+    /// This connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Waits for the next frame from another connection. Returns `None` when the room is
+    /// gone (never while this connection holds it).
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(out) if out.origin == self.id => continue,
+                Ok(out) => return Some(Delivery::Frame(out.frame)),
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some(Delivery::Lagged),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Applies an update sent by this connection.
+    pub async fn apply_update(&self, update: Bytes, frame: Option<Bytes>) -> Result<(), ApplyError> {
+        self.room().apply_update(self.id, update, frame).await
+    }
+
+    /// Applies an awareness update sent by this connection and relays `frame` (the message it
+    /// arrived in) to the others. Client ids announced here are removed when it closes.
+    pub fn apply_awareness(&mut self, update: AwarenessUpdate, frame: Bytes) {
+        for (client, entry) in &update.clients {
+            if &*entry.json == "null" {
+                self.awareness_clients.remove(client);
+            } else {
+                self.awareness_clients.insert(*client);
+            }
+        }
+        {
+            let mut awareness = self.room().awareness();
+            // Only serde errors are possible and the entries are raw JSON strings.
+            let _ = awareness.apply_update(update);
+        }
+        // Echoed to the sender too, as the reference server does: a y-websocket client that
+        // hears nothing for 30 s reconnects, and a client alone in a room only hears the
+        // echo of its own 15 s awareness renewal.
+        self.room().broadcast(Outbound {
+            origin: ConnectionId::SERVER,
+            frame,
+        });
+    }
+}
+
+impl Drop for RoomConnection {
+    fn drop(&mut self) {
+        if self.awareness_clients.is_empty() {
+            return;
+        }
+        let update = {
+            let mut awareness = self.room().awareness();
+            for client in &self.awareness_clients {
+                awareness.remove_state(*client);
+            }
+            awareness.update_with_clients(self.awareness_clients.iter().copied())
+        };
+        if let Ok(update) = update {
+            self.room().broadcast(Outbound {
+                origin: self.id,
+                frame: protocol::encode_awareness_frame(&update),
+            });
+        }
+    }
+}

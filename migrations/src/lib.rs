@@ -1,0 +1,18 @@
+//! Tandem's schema history, applied at start-up by [`Migrator`].
+//!
+//! Each migration is self-contained (its own identifiers, no reference to the store's
+//! entities) and immutable once landed: schema changes are new migrations.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_room_storage;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_room_storage::Migration)]
+    }
+}

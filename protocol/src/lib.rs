@@ -1,0 +1,25 @@
+//! The wire formats Tandem speaks, without any I/O.
+//!
+//! # Layout
+//! - [`message`]: the y-protocols messages a `y-websocket` client exchanges with the server
+//!   (sync step 1/2, update, awareness, auth, query-awareness), decoded and encoded with
+//!   `yrs`'s own lib0 encoders.
+//! - [`frame`]: ready-to-send frames for the hot path, built once and shared by every
+//!   subscriber.
+//!
+//! Everything here is a pure function of its input: no clock, no randomness, no sockets.
+//! Bytes arriving from a client are hostile; decoding never panics and never allocates more
+//! than the input justifies.
+
+pub mod frame;
+pub mod message;
+
+pub use frame::{
+    encode_awareness_frame, encode_permission_denied_frame, encode_query_awareness_frame,
+    encode_sync_step1_frame, encode_sync_step2_frame, encode_update_frame,
+};
+pub use message::{DecodeError, Message, decode_message, encode_message};
+
+/// Re-exported so callers name the same types the codec produces.
+pub use yrs::StateVector;
+pub use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
