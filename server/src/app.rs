@@ -1,0 +1,128 @@
+//! Building, running and stopping the server.
+//!
+//! Shared state is built once here, outside actix's per-worker factory, and cloned into
+//! every worker: all workers see the same rooms.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use crdt_store::{RoomRegistry, Storage};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{Config, SessionConfig};
+use crate::routes;
+use crate::telemetry::{SessionMetrics, install_metrics};
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// All rooms.
+    pub registry: RoomRegistry,
+    /// WebSocket session settings.
+    pub session: SessionConfig,
+    /// Session metric handles.
+    pub session_metrics: SessionMetrics,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Cancelled when the server starts shutting down; sessions close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    server: Server,
+    address: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database (running migrations), starts the room registry, and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = install_metrics()?;
+        let synchronous_full = config.store.durability == crdt_store::Durability::Durable;
+        let storage = Storage::connect(&config.database_url, synchronous_full)
+            .await
+            .context("opening the database")?;
+        let registry = RoomRegistry::start(config.store.clone(), storage);
+        let state = AppState {
+            registry,
+            session: config.session.clone(),
+            session_metrics: SessionMetrics::register(),
+            metrics,
+            shutdown: CancellationToken::new(),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("binding {}", config.listen))?;
+        let address = listener.local_addr()?;
+        let shared = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(shared.clone()))
+                .configure(routes::configure)
+        })
+        .workers(config.workers)
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            server,
+            address,
+            state,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: stop accepting, close
+    /// every socket with 1001, commit everything pending, version unversioned edits.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            server,
+            address,
+            state,
+        } = self;
+        // Tests and scripts read this line to learn the port; keep its shape stable.
+        println!("tandem listening on http://{address}");
+        info!(%address, "listening");
+        let handle = server.handle();
+        let shutdown = state.shutdown.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            stop(&shutdown, &handle).await;
+        });
+        server.await?;
+        state.registry.shutdown().await;
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn stop(shutdown: &CancellationToken, handle: &ServerHandle) {
+    info!("shutting down: closing connections");
+    shutdown.cancel();
+    handle.stop(true).await;
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on signals, just not gracefully.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}

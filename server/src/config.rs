@@ -1,0 +1,176 @@
+//! Configuration: every setting is a flag with an environment variable of the same meaning.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use crdt_store::{Durability, StoreConfig};
+
+/// Tandem: a real-time collaborative editing server for Yjs clients.
+#[derive(Parser, Debug)]
+#[command(name = "tandem", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// See [`Durability`].
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DurabilityArg {
+    /// Committed before any other client receives it.
+    Durable,
+    /// Fanned out at once, committed within one group commit.
+    Relaxed,
+}
+
+/// `tandem serve` flags.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the embedded SQLite database (`tandem.db`).
+    #[arg(long, env = "TANDEM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Database URL (`sqlite://…` or `postgres://…`); overrides the SQLite file in --data-dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// When an update counts as saved relative to other clients seeing it.
+    #[arg(long, env = "TANDEM_DURABILITY", value_enum, default_value = "durable")]
+    pub durability: DurabilityArg,
+    /// Largest WebSocket message accepted, in bytes; larger ones close the connection (1009).
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_SIZE", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_size: usize,
+    /// How often the server pings each connection.
+    #[arg(long, env = "TANDEM_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+    /// A connection silent for this long (no message, no pong) is closed.
+    #[arg(long, env = "TANDEM_PING_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    pub ping_timeout: Duration,
+    /// A room with no connection for this long is flushed and evicted from memory.
+    #[arg(long, env = "TANDEM_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Logged updates after which a room's log is compacted into its snapshot.
+    #[arg(long, env = "TANDEM_COMPACT_AFTER", default_value_t = 1000)]
+    pub compact_after: u64,
+    /// An automatic version is taken this long after the first unversioned edit.
+    #[arg(long, env = "TANDEM_AUTO_VERSION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub auto_version_interval: Duration,
+    /// Frames a connection may fall behind before it is closed (1013) to resync.
+    #[arg(long, env = "TANDEM_SUBSCRIBER_QUEUE", default_value_t = 1024)]
+    pub subscriber_queue: usize,
+    /// Most updates per group commit.
+    #[arg(long, env = "TANDEM_MAX_BATCH", default_value_t = 512)]
+    pub max_batch: usize,
+    /// Most rooms in memory at once.
+    #[arg(long, env = "TANDEM_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+    /// Most connections to one room.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_ROOM", default_value_t = 1000)]
+    pub max_connections_per_room: usize,
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "TANDEM_WORKERS")]
+    pub workers: Option<usize>,
+    /// How long shutdown waits for connections to close.
+    #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Log line format.
+    #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Settings of the WebSocket sessions.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Largest accepted message.
+    pub max_message_size: usize,
+    /// Ping period.
+    pub ping_interval: Duration,
+    /// Silence after which a connection is closed.
+    pub ping_timeout: Duration,
+}
+
+/// Everything the server runs with, resolved.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The database URL (SQLite file under the data dir unless overridden).
+    pub database_url: String,
+    /// Room store settings.
+    pub store: StoreConfig,
+    /// Session settings.
+    pub session: SessionConfig,
+    /// HTTP workers.
+    pub workers: usize,
+    /// Graceful shutdown limit.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Resolves defaults (creating the data directory when SQLite is used).
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let database_url = match self.database_url {
+            Some(url) => url,
+            None => {
+                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                    format!("creating data directory {}", self.data_dir.display())
+                })?;
+                format!("sqlite://{}", self.data_dir.join("tandem.db").display())
+            }
+        };
+        let durability = match self.durability {
+            DurabilityArg::Durable => Durability::Durable,
+            DurabilityArg::Relaxed => Durability::Relaxed,
+        };
+        anyhow::ensure!(self.subscriber_queue > 0, "--subscriber-queue must be positive");
+        anyhow::ensure!(self.max_batch > 0, "--max-batch must be positive");
+        anyhow::ensure!(
+            self.ping_timeout > self.ping_interval,
+            "--ping-timeout must be longer than --ping-interval"
+        );
+        Ok(Config {
+            listen: self.listen,
+            database_url,
+            store: StoreConfig {
+                durability,
+                max_batch: self.max_batch,
+                subscriber_queue: self.subscriber_queue,
+                compact_after_updates: self.compact_after.max(1),
+                idle_timeout: self.idle_timeout,
+                auto_version_interval: self.auto_version_interval,
+                max_rooms: self.max_rooms,
+                max_connections_per_room: self.max_connections_per_room,
+                ..StoreConfig::default()
+            },
+            session: SessionConfig {
+                max_message_size: self.max_message_size,
+                ping_interval: self.ping_interval,
+                ping_timeout: self.ping_timeout,
+            },
+            workers: self
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}

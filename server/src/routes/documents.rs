@@ -1,0 +1,162 @@
+//! `/api/rooms/{room}/document` and `/api/rooms/{room}/versions`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use crdt_store::{RoomId, VersionKind, new_doc};
+use serde::Deserialize;
+use serde_json::json;
+use yrs::updates::decoder::Decode;
+use yrs::{Transact, Update};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Longest checkpoint label, in characters.
+const MAX_LABEL_CHARS: usize = 200;
+
+/// `?format=json` (default) or `?format=yjs` (one v1 Yjs update, binary).
+#[derive(Deserialize)]
+pub struct FormatQuery {
+    format: Option<String>,
+}
+
+enum Format {
+    Json,
+    Yjs,
+}
+
+impl FormatQuery {
+    fn parse(&self) -> Result<Format, ApiError> {
+        match self.format.as_deref() {
+            None | Some("json") => Ok(Format::Json),
+            Some("yjs") => Ok(Format::Yjs),
+            Some(other) => Err(ApiError::invalid(format!(
+                "unknown format {other:?}; use \"json\" or \"yjs\""
+            ))),
+        }
+    }
+}
+
+fn yjs_response(update: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(update)
+}
+
+/// `GET /api/rooms/{room}/document`: the current state.
+pub async fn document(
+    state: web::Data<AppState>,
+    room: web::Path<String>,
+    query: web::Query<FormatQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let format = query.parse()?;
+    let room_id = RoomId::parse(&room)?;
+    let lease = state.registry.lease(&room_id).await?;
+    let room = lease.room().clone();
+    Ok(match format {
+        Format::Json => HttpResponse::Ok().json(
+            web::block(move || room.to_json())
+                .await
+                .map_err(|e| ApiError::internal(&e))?,
+        ),
+        Format::Yjs => yjs_response(
+            web::block(move || room.encode_state())
+                .await
+                .map_err(|e| ApiError::internal(&e))?,
+        ),
+    })
+}
+
+/// `GET /api/rooms/{room}/versions`: newest first.
+pub async fn list_versions(
+    state: web::Data<AppState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = RoomId::parse(&room)?;
+    let versions = state.registry.storage().list_versions(&room_id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "versions": versions })))
+}
+
+/// Body of `POST /api/rooms/{room}/versions`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVersion {
+    label: String,
+}
+
+/// `POST /api/rooms/{room}/versions`: a named checkpoint of the current state.
+pub async fn create_version(
+    state: web::Data<AppState>,
+    room: web::Path<String>,
+    body: web::Json<CreateVersion>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = RoomId::parse(&room)?;
+    let label = body.into_inner().label.trim().to_owned();
+    if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
+        return Err(ApiError::invalid(format!(
+            "label must be 1 to {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    let lease = state.registry.lease(&room_id).await?;
+    let version = lease
+        .room()
+        .create_version(VersionKind::Named, Some(label))
+        .await?;
+    Ok(HttpResponse::build(StatusCode::CREATED).json(version))
+}
+
+/// `GET /api/rooms/{room}/versions/{id}`: the version's content.
+pub async fn get_version(
+    state: web::Data<AppState>,
+    path: web::Path<(String, i64)>,
+    query: web::Query<FormatQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let format = query.parse()?;
+    let (room, id) = path.into_inner();
+    let room_id = RoomId::parse(&room)?;
+    let (info, data) = state
+        .registry
+        .storage()
+        .get_version(&room_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("room {room_id} has no version {id}")))?;
+    match format {
+        Format::Yjs => Ok(yjs_response(data)),
+        Format::Json => {
+            let content = web::block(move || {
+                let doc = new_doc();
+                let update = Update::decode_v1(&data)?;
+                doc.transact_mut().apply_update(update).map_err(|e| {
+                    yrs::encoding::read::Error::Custom(format!("stored version: {e}"))
+                })?;
+                Ok::<_, yrs::encoding::read::Error>(crdt_store::document::to_json(&doc))
+            })
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))?;
+            Ok(HttpResponse::Ok().json(json!({ "version": info, "content": content })))
+        }
+    }
+}
+
+/// `POST /api/rooms/{room}/versions/{id}/restore`: bring the document back to a version, as a
+/// forward edit every connected client sees live.
+pub async fn restore_version(
+    state: web::Data<AppState>,
+    path: web::Path<(String, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (room, id) = path.into_inner();
+    let room_id = RoomId::parse(&room)?;
+    let (_, data) = state
+        .registry
+        .storage()
+        .get_version(&room_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("room {room_id} has no version {id}")))?;
+    let lease = state.registry.lease(&room_id).await?;
+    let version = lease
+        .room()
+        .restore(&data, format!("Restored from version {id}"))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "restored_from": id, "version": version })))
+}
