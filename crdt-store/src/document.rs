@@ -7,8 +7,8 @@
 //! A document decoded from bytes does not know the types of its roots (Yjs does not encode
 //! them); [`classify_root`] infers them from their content.
 
-use serde_json::{Map as JsonMap, Value};
 use dissimilar::Chunk;
+use serde_json::{Map as JsonMap, Value};
 use yrs::types::ToJson;
 use yrs::{
     Any, Array, ArrayRef, Doc, GetString, Map, MapRef, Out, ReadTxn, Text, TextPrelim, TextRef,
@@ -148,7 +148,11 @@ pub fn restore_into(txn: &mut TransactionMut<'_>, target: &Doc) {
         if target_roots.iter().any(|(n, _)| *n == name) {
             continue;
         }
-        let Some(root) = txn.root_refs().find(|(n, _)| *n == name).map(|(_, out)| out) else {
+        let Some(root) = txn
+            .root_refs()
+            .find(|(n, _)| *n == name)
+            .map(|(_, out)| out)
+        else {
             continue;
         };
         match classify_root(txn, root) {
@@ -256,7 +260,8 @@ mod tests {
         let doc = new_doc();
         {
             let mut txn = doc.transact_mut();
-            txn.get_or_insert_text("notes").insert(&mut txn, 0, "héllo 🌍");
+            txn.get_or_insert_text("notes")
+                .insert(&mut txn, 0, "héllo 🌍");
             let files = txn.get_or_insert_map(FILES_ROOT);
             files.insert(&mut txn, "src/main.rs", TextPrelim::new("fn main() {}"));
             let list = txn.get_or_insert_array("list");

@@ -367,7 +367,9 @@ impl Room {
         };
         self.edit(|txn| document::restore_into(txn, &target))
             .await?;
-        Ok(self.create_version(VersionKind::Restore, Some(label)).await?)
+        Ok(self
+            .create_version(VersionKind::Restore, Some(label))
+            .await?)
     }
 }
 
@@ -443,7 +445,11 @@ impl RoomConnection {
     }
 
     /// Applies an update sent by this connection.
-    pub async fn apply_update(&self, update: Bytes, frame: Option<Bytes>) -> Result<(), ApplyError> {
+    pub async fn apply_update(
+        &self,
+        update: Bytes,
+        frame: Option<Bytes>,
+    ) -> Result<(), ApplyError> {
         self.room().apply_update(self.id, update, frame).await
     }
 

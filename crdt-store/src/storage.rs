@@ -326,7 +326,10 @@ pub(crate) fn rebuild_doc(
     let doc = crate::room::new_doc();
     {
         let mut txn = doc.transact_mut();
-        for bytes in snapshot.into_iter().chain(updates.iter().map(Vec::as_slice)) {
+        for bytes in snapshot
+            .into_iter()
+            .chain(updates.iter().map(Vec::as_slice))
+        {
             let update = Update::decode_v1(bytes).map_err(|e| StorageError::Corrupt {
                 room: room.clone(),
                 detail: e.to_string(),

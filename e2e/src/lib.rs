@@ -1,1 +1,408 @@
-//! placeholder
+//! Black-box test harness: start the built `tandem` binary and drive it with real clients.
+//!
+//! - [`TandemServer`] runs the binary on a free loopback port with its own data directory,
+//!   and can stop it gracefully (SIGTERM), kill it (SIGKILL) and start it again on the same
+//!   data.
+//! - [`YjsDriver`] runs `e2e/js/driver.mjs`, a Node process holding real `yjs` +
+//!   `y-websocket` clients, and calls its commands (see `e2e/js/README.md`).
+//! - [`RawClient`] is a bare WebSocket for sending frames no real client would send.
+//!
+//! Nothing here imports the server's crates: tests see Tandem only through its sockets.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{Mutex, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// How long harness waits (server start, process exit) may take before failing the test.
+const HARNESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e sits inside the workspace")
+        .to_path_buf()
+}
+
+/// The `tandem` binary built alongside this test (`TANDEM_BIN` overrides).
+pub fn tandem_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TANDEM_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test binaries live in target/<profile>/deps; the server binary one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps layout");
+    let binary = profile_dir.join("tandem");
+    assert!(
+        binary.exists(),
+        "{} not found: build the workspace first (cargo nextest run --workspace builds it)",
+        binary.display()
+    );
+    binary
+}
+
+/// A running (or stopped) Tandem server process with its own data directory.
+pub struct TandemServer {
+    child: Option<Child>,
+    address: String,
+    data_dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    /// Where the server's stderr (logs) goes, for reading after a failure.
+    log_path: PathBuf,
+}
+
+impl TandemServer {
+    /// Starts a server with default settings plus `extra_args` (e.g. `["--max-message-size", "65536"]`).
+    pub async fn start(extra_args: &[&str]) -> Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let log_path = data_dir.path().join("server.log");
+        let mut server = Self {
+            child: None,
+            address: String::new(),
+            data_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log_path,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let mut child = Command::new(tandem_binary())
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(self.data_dir.path().join("data"))
+            .args(&self.extra_args)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting tandem")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = tokio::time::timeout(HARNESS_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line.strip_prefix("tandem listening on http://") {
+                    return Ok(url.trim().to_owned());
+                }
+            }
+            bail!("server exited before listening")
+        })
+        .await
+        .map_err(|_| anyhow!("server did not start in time"))?
+        .with_context(|| self.logs())?;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.address = address;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `host:port` the server listens on.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The base URL `y-websocket` is given (`ws://host:port/ws`).
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.address)
+    }
+
+    /// An absolute HTTP URL for `path`.
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// The server's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().context("server not running")?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub async fn stop(&mut self) -> Result<bool> {
+        self.signal("TERM")?;
+        let mut child = self.child.take().expect("running");
+        let status = tokio::time::timeout(HARNESS_TIMEOUT, child.wait())
+            .await
+            .map_err(|_| anyhow!("server did not stop after SIGTERM"))??;
+        Ok(status.success())
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything).
+    pub async fn kill(&mut self) -> Result<()> {
+        self.signal("KILL")?;
+        let mut child = self.child.take().expect("running");
+        tokio::time::timeout(HARNESS_TIMEOUT, child.wait()).await??;
+        Ok(())
+    }
+
+    /// Starts the server again on the same data directory (on a new port).
+    pub async fn restart(&mut self) -> Result<()> {
+        anyhow::ensure!(self.child.is_none(), "stop the server first");
+        self.spawn().await
+    }
+
+    /// Reads one metric's value from `/metrics` (sum over label sets), 0 if absent.
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let body = reqwest::get(self.http("/metrics")).await?.text().await?;
+        Ok(parse_metric(&body, name))
+    }
+}
+
+/// Sums every sample of `name` in Prometheus text format.
+pub fn parse_metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            let metric = key.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+
+/// A Node process holding real `yjs` + `y-websocket` clients.
+pub struct YjsDriver {
+    child: Child,
+    stdin: Mutex<ChildStdin>,
+    pending: Pending,
+    next_id: AtomicU64,
+}
+
+impl YjsDriver {
+    /// Starts `node e2e/js/driver.mjs`.
+    pub async fn start() -> Result<Self> {
+        let js_dir = workspace_root().join("e2e/js");
+        anyhow::ensure!(
+            js_dir.join("node_modules/yjs").exists(),
+            "e2e/js/node_modules is missing: run `npm ci` in e2e/js (the test script does)"
+        );
+        let mut child = Command::new("node")
+            .arg(js_dir.join("driver.mjs"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting node")?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let pending: Pending = Arc::default();
+        let readers = pending.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(reply) = serde_json::from_str::<Value>(&line) else {
+                    eprintln!("driver printed a non-JSON line: {line}");
+                    continue;
+                };
+                let Some(id) = reply["id"].as_u64() else {
+                    continue;
+                };
+                let outcome = if reply["ok"].as_bool() == Some(true) {
+                    Ok(reply["result"].clone())
+                } else {
+                    Err(reply["error"]
+                        .as_str()
+                        .unwrap_or("unknown error")
+                        .to_owned())
+                };
+                if let Some(waiter) = readers.lock().await.remove(&id) {
+                    let _ = waiter.send(outcome);
+                }
+            }
+        });
+        let driver = Self {
+            child,
+            stdin: Mutex::new(stdin),
+            pending,
+            next_id: AtomicU64::new(1),
+        };
+        driver.call("ping", json!({})).await?;
+        Ok(driver)
+    }
+
+    /// Runs one driver command; `args` is a JSON object merged into the request.
+    pub async fn call(&self, cmd: &str, args: Value) -> Result<Value> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut request = json!({"id": id, "cmd": cmd});
+        if let (Some(request), Value::Object(args)) = (request.as_object_mut(), args) {
+            request.extend(args);
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.pending.lock().await.insert(id, sender);
+        {
+            let mut stdin = self.stdin.lock().await;
+            stdin.write_all(format!("{request}\n").as_bytes()).await?;
+            stdin.flush().await?;
+        }
+        // Every driver wait has its own timeout; this outer one only guards a dead driver.
+        let outcome = tokio::time::timeout(Duration::from_secs(120), receiver)
+            .await
+            .map_err(|_| anyhow!("driver did not answer {cmd}"))?
+            .map_err(|_| anyhow!("driver exited during {cmd}"))?;
+        outcome.map_err(|e| anyhow!("{cmd} failed: {e}"))
+    }
+
+    /// Connects client `client` to `room` and waits for its first full sync.
+    pub async fn connect(&self, client: &str, server: &TandemServer, room: &str) -> Result<u64> {
+        let result = self
+            .call(
+                "connect",
+                json!({"client": client, "url": server.ws_url(), "room": room}),
+            )
+            .await?;
+        result["clientId"]
+            .as_u64()
+            .context("connect returned no clientId")
+    }
+
+    /// Inserts `value` at `index` into root text `text`.
+    pub async fn insert(&self, client: &str, text: &str, index: usize, value: &str) -> Result<()> {
+        self.call(
+            "insert",
+            json!({"client": client, "text": text, "index": index, "value": value}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The content of root text `text`.
+    pub async fn text(&self, client: &str, text: &str) -> Result<String> {
+        let value = self
+            .call("getText", json!({"client": client, "text": text}))
+            .await?;
+        Ok(value
+            .as_str()
+            .context("getText returned no string")?
+            .to_owned())
+    }
+
+    /// Waits until root text `text` equals `equals`.
+    pub async fn wait_text(&self, client: &str, text: &str, equals: &str) -> Result<()> {
+        self.call(
+            "waitText",
+            json!({"client": client, "text": text, "equals": equals}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Waits until all `clients` hold identical documents; returns the common text.
+    pub async fn wait_converged(&self, clients: &[String], text: &str) -> Result<String> {
+        let value = self
+            .call(
+                "waitConverged",
+                json!({"clients": clients, "text": text, "timeoutMs": 30000}),
+            )
+            .await?;
+        Ok(value.as_str().context("no text")?.to_owned())
+    }
+
+    /// Waits for the next close the server sends this client.
+    pub async fn wait_close(&self, client: &str) -> Result<(u64, String)> {
+        let value = self.call("waitClose", json!({"client": client})).await?;
+        Ok((
+            value["code"].as_u64().context("close without a code")?,
+            value["reason"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    /// Stops the driver process.
+    pub async fn shutdown(mut self) -> Result<()> {
+        drop(self.stdin);
+        tokio::time::timeout(HARNESS_TIMEOUT, self.child.wait()).await??;
+        Ok(())
+    }
+}
+
+/// A bare WebSocket to `/ws/{room}`, for frames real clients never send.
+pub struct RawClient {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl RawClient {
+    /// Opens a socket to `room`.
+    pub async fn connect(server: &TandemServer, room: &str) -> Result<Self> {
+        let (socket, _) =
+            tokio_tungstenite::connect_async(format!("{}/{room}", server.ws_url())).await?;
+        Ok(Self { socket })
+    }
+
+    /// Sends one binary frame.
+    pub async fn send(&mut self, frame: Vec<u8>) -> Result<()> {
+        self.socket.send(WsMessage::Binary(frame.into())).await?;
+        Ok(())
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn closed(&mut self) -> Result<(u16, String)> {
+        tokio::time::timeout(HARNESS_TIMEOUT, async {
+            while let Some(message) = self.socket.next().await {
+                match message {
+                    Ok(WsMessage::Close(Some(CloseFrame { code, reason }))) => {
+                        return Ok((u16::from(code), reason.to_string()));
+                    }
+                    Ok(WsMessage::Close(None)) => bail!("closed without a code"),
+                    Ok(_) => continue,
+                    Err(err) => bail!("socket error before close: {err}"),
+                }
+            }
+            bail!("socket ended without a close frame")
+        })
+        .await
+        .map_err(|_| anyhow!("server did not close the socket"))?
+    }
+}
+
+/// The seed for a randomized test: `TANDEM_SEED` if set, else fresh; always printed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("TANDEM_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    eprintln!("{test}: seed {seed} (rerun with TANDEM_SEED={seed})");
+    seed
+}

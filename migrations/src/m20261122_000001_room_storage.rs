@@ -49,9 +49,17 @@ impl MigrationTrait for Migration {
                             .auto_increment()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(RoomUpdates::RoomId).string_len(255).not_null())
+                    .col(
+                        ColumnDef::new(RoomUpdates::RoomId)
+                            .string_len(255)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(RoomUpdates::Data).blob().not_null())
-                    .col(ColumnDef::new(RoomUpdates::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(RoomUpdates::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -77,8 +85,16 @@ impl MigrationTrait for Migration {
                             .primary_key(),
                     )
                     .col(ColumnDef::new(RoomSnapshots::Data).blob().not_null())
-                    .col(ColumnDef::new(RoomSnapshots::LastUpdateId).big_integer().not_null())
-                    .col(ColumnDef::new(RoomSnapshots::UpdatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(RoomSnapshots::LastUpdateId)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RoomSnapshots::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -94,11 +110,19 @@ impl MigrationTrait for Migration {
                             .auto_increment()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(RoomVersions::RoomId).string_len(255).not_null())
+                    .col(
+                        ColumnDef::new(RoomVersions::RoomId)
+                            .string_len(255)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(RoomVersions::Kind).string_len(16).not_null())
                     .col(ColumnDef::new(RoomVersions::Label).string_len(200).null())
                     .col(ColumnDef::new(RoomVersions::Data).blob().not_null())
-                    .col(ColumnDef::new(RoomVersions::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(RoomVersions::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

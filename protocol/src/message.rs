@@ -1,6 +1,8 @@
 //! The y-protocols messages, as `y-websocket` frames them: one message per WebSocket frame,
 //! a varuint message type followed by its payload.
 
+use bytes::Bytes;
+use yrs::StateVector;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 use yrs::sync::awareness::AwarenessUpdate;
@@ -10,8 +12,6 @@ use yrs::sync::protocol::{
 };
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use bytes::Bytes;
-use yrs::StateVector;
 
 /// One y-protocols message.
 ///
@@ -189,16 +189,15 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut frame = encode_message(&Message::QueryAwareness);
         frame.push(0);
-        assert!(matches!(
-            decode(&frame),
-            Err(DecodeError::TrailingBytes(1))
-        ));
+        assert!(matches!(decode(&frame), Err(DecodeError::TrailingBytes(1))));
     }
 
     #[test]
     fn huge_declared_lengths_do_not_allocate() {
         // Awareness with a claimed 2^62 entries: must fail on the missing bytes, not on OOM.
-        let frame = [1u8, 10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40, 0];
+        let frame = [
+            1u8, 10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40, 0,
+        ];
         assert!(decode(&frame).is_err());
     }
 }

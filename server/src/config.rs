@@ -142,7 +142,10 @@ impl ServeArgs {
             DurabilityArg::Durable => Durability::Durable,
             DurabilityArg::Relaxed => Durability::Relaxed,
         };
-        anyhow::ensure!(self.subscriber_queue > 0, "--subscriber-queue must be positive");
+        anyhow::ensure!(
+            self.subscriber_queue > 0,
+            "--subscriber-queue must be positive"
+        );
         anyhow::ensure!(self.max_batch > 0, "--max-batch must be positive");
         anyhow::ensure!(
             self.ping_timeout > self.ping_interval,

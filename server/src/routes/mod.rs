@@ -18,12 +18,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .limit(MAX_JSON_BODY)
             .error_handler(json_error),
     )
-    .app_data(web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::invalid(format!("invalid query string: {err}")).into()
-    }))
-    .app_data(web::PathConfig::default().error_handler(|err, _| {
-        ApiError::invalid(format!("invalid path: {err}")).into()
-    }))
+    .app_data(
+        web::QueryConfig::default().error_handler(|err, _| {
+            ApiError::invalid(format!("invalid query string: {err}")).into()
+        }),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::invalid(format!("invalid path: {err}")).into()),
+    )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))

@@ -44,7 +44,9 @@ pub async fn connect(
         .aggregate_continuations()
         .max_continuation_size(max);
     let span = info_span!("ws", room = %room_id, conn = connection.id().get());
-    actix_web::rt::spawn(run_session(session, stream, connection, state.into_inner()).instrument(span));
+    actix_web::rt::spawn(
+        run_session(session, stream, connection, state.into_inner()).instrument(span),
+    );
     Ok(response)
 }
 
@@ -182,7 +184,9 @@ fn protocol_error(err: actix_ws::ProtocolError, max: usize) -> End {
             close(CloseCode::Size, format!("message larger than {max} bytes"))
         }
         // Continuation aggregation reports its size limit as an I/O error.
-        actix_ws::ProtocolError::Io(ref io) if io.to_string().contains("maximum continuation size") => {
+        actix_ws::ProtocolError::Io(ref io)
+            if io.to_string().contains("maximum continuation size") =>
+        {
             refused("oversized");
             close(CloseCode::Size, format!("message larger than {max} bytes"))
         }
