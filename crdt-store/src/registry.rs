@@ -276,6 +276,29 @@ impl RoomRegistry {
         info!(room = %room.id(), "idle room evicted");
     }
 
+    /// Deletes a room: it is closed to new joiners, its pending writes are committed, it
+    /// leaves memory, and everything stored for it is deleted. Callers close its sockets first.
+    pub async fn delete_room(&self, id: &RoomId) -> Result<(), StorageError> {
+        let loaded = self
+            .inner
+            .rooms
+            .get(id)
+            .and_then(|slot| slot.get().cloned());
+        if let Some(room) = &loaded {
+            room.activity().closed = true;
+            self.flush().await;
+            self.inner.rooms.remove_if(id, |_, slot| {
+                slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
+            });
+        }
+        let deleted = self.inner.shared.storage.delete_room(id).await;
+        if let Some(room) = loaded {
+            room.0.evicted.cancel();
+            self.inner.shared.metrics.rooms_in_memory.decrement(1.0);
+        }
+        deleted
+    }
+
     /// Stops background work and makes everything durable: pending writes are committed and
     /// rooms with unversioned edits get an automatic version. Connections should be closed
     /// first; edits arriving during shutdown are still persisted but may miss the version.

@@ -11,7 +11,7 @@
 //! - `activity` is the bookkeeping the registry's maintenance pass reads (connections,
 //!   idleness, pending versions and compaction).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -84,6 +84,14 @@ pub enum Delivery {
     Lagged,
 }
 
+/// A room's awareness and which connection announced each client id.
+struct AwarenessState {
+    awareness: Awareness,
+    /// Client id → the connection that announced it. A connection may only update or remove
+    /// the client ids it announced, so nobody can overwrite or erase another's presence.
+    owners: HashMap<ClientID, ConnectionId>,
+}
+
 /// Bookkeeping read by the maintenance pass.
 pub(crate) struct Activity {
     /// Leases currently held (sockets plus in-flight REST operations).
@@ -101,7 +109,7 @@ pub(crate) struct Activity {
 pub(crate) struct RoomInner {
     pub(crate) id: RoomId,
     pub(crate) doc: Doc,
-    awareness: Mutex<Awareness>,
+    awareness: Mutex<AwarenessState>,
     fanout: broadcast::Sender<Outbound>,
     pub(crate) activity: Mutex<Activity>,
     /// Updates in the log since the last snapshot (approximate; triggers compaction).
@@ -121,7 +129,10 @@ impl Room {
         let (fanout, _) = broadcast::channel(shared.config.subscriber_queue);
         Room(Arc::new(RoomInner {
             id,
-            awareness: Mutex::new(Awareness::new(doc.clone())),
+            awareness: Mutex::new(AwarenessState {
+                awareness: Awareness::new(doc.clone()),
+                owners: HashMap::new(),
+            }),
             doc,
             fanout,
             activity: Mutex::new(Activity {
@@ -147,7 +158,7 @@ impl Room {
         self.0.activity.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn awareness(&self) -> MutexGuard<'_, Awareness> {
+    fn awareness(&self) -> MutexGuard<'_, AwarenessState> {
         self.0.awareness.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -194,8 +205,8 @@ impl Room {
 
     /// Every known awareness state as one frame, or `None` when nobody has announced one.
     pub fn awareness_frame(&self) -> Option<Bytes> {
-        let awareness = self.awareness();
-        let update = awareness.update().ok()?;
+        let state = self.awareness();
+        let update = state.awareness.update().ok()?;
         if update.clients.is_empty() {
             return None;
         }
@@ -453,29 +464,94 @@ impl RoomConnection {
         self.room().apply_update(self.id, update, frame).await
     }
 
-    /// Applies an awareness update sent by this connection and relays `frame` (the message it
-    /// arrived in) to the others. Client ids announced here are removed when it closes.
-    pub fn apply_awareness(&mut self, update: AwarenessUpdate, frame: Bytes) {
-        for (client, entry) in &update.clients {
-            if &*entry.json == "null" {
-                self.awareness_clients.remove(client);
-            } else {
-                self.awareness_clients.insert(*client);
+    /// Applies an awareness update sent by this connection and relays it to everyone.
+    ///
+    /// Entries for client ids another connection announced are dropped. When `identity` is
+    /// given, its fields are written into each state's `user` object, so a client cannot
+    /// present itself as someone else. `frame` (the message the update arrived in) is relayed
+    /// as is when nothing had to change; otherwise the update is re-encoded.
+    pub fn apply_awareness(
+        &mut self,
+        mut update: AwarenessUpdate,
+        frame: Bytes,
+        identity: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) {
+        let room = self.lease.room.clone();
+        let frame = {
+            let mut state = room.awareness();
+            let received = update.clients.len();
+            update.clients.retain(|client, _| {
+                state
+                    .owners
+                    .get(client)
+                    .is_none_or(|owner| *owner == self.id)
+            });
+            let mut changed = update.clients.len() != received;
+            if let Some(identity) = identity {
+                for entry in update.clients.values_mut() {
+                    if let Some(stamped) = stamp_identity(&entry.json, identity) {
+                        entry.json = stamped.into();
+                        changed = true;
+                    }
+                }
             }
-        }
-        {
-            let mut awareness = self.room().awareness();
+            if update.clients.is_empty() {
+                return;
+            }
+            for (client, entry) in &update.clients {
+                if &*entry.json == "null" {
+                    state.owners.remove(client);
+                    self.awareness_clients.remove(client);
+                } else {
+                    state.owners.insert(*client, self.id);
+                    self.awareness_clients.insert(*client);
+                }
+            }
+            let frame = if changed {
+                protocol::encode_awareness_frame(&update)
+            } else {
+                frame
+            };
             // Only serde errors are possible and the entries are raw JSON strings.
-            let _ = awareness.apply_update(update);
-        }
+            let _ = state.awareness.apply_update(update);
+            frame
+        };
         // Echoed to the sender too, as the reference server does: a y-websocket client that
         // hears nothing for 30 s reconnects, and a client alone in a room only hears the
         // echo of its own 15 s awareness renewal.
-        self.room().broadcast(Outbound {
+        room.broadcast(Outbound {
             origin: ConnectionId::SERVER,
             frame,
         });
     }
+}
+
+/// Writes `identity`'s fields into the `user` object of an awareness state. Returns `None`
+/// for a `null` state (a removal), which carries nothing to stamp.
+fn stamp_identity(
+    json: &str,
+    identity: &serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    use serde_json::Value;
+    if json == "null" {
+        return None;
+    }
+    let mut state = match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let user = state
+        .entry("user")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if !user.is_object() {
+        *user = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(user) = user {
+        for (key, value) in identity {
+            user.insert(key.clone(), value.clone());
+        }
+    }
+    Some(Value::Object(state).to_string())
 }
 
 impl Drop for RoomConnection {
@@ -484,11 +560,14 @@ impl Drop for RoomConnection {
             return;
         }
         let update = {
-            let mut awareness = self.room().awareness();
+            let mut state = self.room().awareness();
             for client in &self.awareness_clients {
-                awareness.remove_state(*client);
+                state.owners.remove(client);
+                state.awareness.remove_state(*client);
             }
-            awareness.update_with_clients(self.awareness_clients.iter().copied())
+            state
+                .awareness
+                .update_with_clients(self.awareness_clients.iter().copied())
         };
         if let Ok(update) = update {
             self.room().broadcast(Outbound {

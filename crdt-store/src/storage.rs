@@ -63,7 +63,7 @@ pub struct Storage {
 }
 
 /// Milliseconds since the Unix epoch, as stored in `created_at` columns.
-pub(crate) fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -232,6 +232,30 @@ impl Storage {
             .await?;
         txn.commit().await?;
         Ok(true)
+    }
+
+    /// Deletes everything stored for a room (log, snapshot, versions) in one transaction.
+    pub async fn delete_room(&self, room: &RoomId) -> Result<(), StorageError> {
+        let txn = self.db.begin().await?;
+        room_update::Entity::delete_many()
+            .filter(room_update::Column::RoomId.eq(room.as_str()))
+            .exec(&txn)
+            .await?;
+        room_snapshot::Entity::delete_many()
+            .filter(room_snapshot::Column::RoomId.eq(room.as_str()))
+            .exec(&txn)
+            .await?;
+        room_version::Entity::delete_many()
+            .filter(room_version::Column::RoomId.eq(room.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The underlying connection pool, for tables other parts of the server own.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     /// Stores a version of a room.

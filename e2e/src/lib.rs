@@ -63,6 +63,26 @@ pub struct TandemServer {
     extra_args: Vec<String>,
     /// Where the server's stderr (logs) goes, for reading after a failure.
     log_path: PathBuf,
+    /// The account that owns the rooms [`YjsDriver::connect`] creates, made on first use.
+    owner: Mutex<Option<TestUser>>,
+}
+
+/// The signing secret test servers run with, so tests can mint tokens (e.g. expired ones).
+pub const TEST_JWT_SECRET: &str = "e2e-test-secret-not-for-production";
+
+/// An account created through the API.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    /// Account id.
+    pub id: String,
+    /// Email used to register.
+    pub email: String,
+    /// Password used to register.
+    pub password: String,
+    /// A current access token.
+    pub token: String,
+    /// The matching refresh token.
+    pub refresh_token: String,
 }
 
 impl TandemServer {
@@ -76,6 +96,7 @@ impl TandemServer {
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log_path,
+            owner: Mutex::new(None),
         };
         server.spawn().await?;
         Ok(server)
@@ -94,6 +115,7 @@ impl TandemServer {
             .arg(self.data_dir.path().join("data"))
             .args(&self.extra_args)
             .env_remove("DATABASE_URL")
+            .env("TANDEM_JWT_SECRET", TEST_JWT_SECRET)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -180,10 +202,101 @@ impl TandemServer {
         self.spawn().await
     }
 
+    /// Registers a new account named `name` (email `name-<random>@example.test`).
+    pub async fn register(&self, name: &str) -> Result<TestUser> {
+        let email = format!("{name}-{}@example.test", rand::random::<u32>());
+        let password = format!("pw-{}-long-enough", rand::random::<u32>());
+        let response = reqwest::Client::new()
+            .post(self.http("/api/auth/register"))
+            .json(&json!({"email": email, "password": password, "display_name": name}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().as_u16() == 201,
+            "register {name}: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+        let body: Value = response.json().await?;
+        Ok(TestUser {
+            id: body["user"]["id"].as_str().context("user id")?.to_owned(),
+            email,
+            password,
+            token: body["access_token"].as_str().context("token")?.to_owned(),
+            refresh_token: body["refresh_token"]
+                .as_str()
+                .context("refresh")?
+                .to_owned(),
+        })
+    }
+
+    /// The account owning rooms made by [`TandemServer::ensure_room`].
+    pub async fn owner(&self) -> Result<TestUser> {
+        let mut owner = self.owner.lock().await;
+        if owner.is_none() {
+            *owner = Some(self.register("owner").await?);
+        }
+        Ok(owner.clone().expect("just set"))
+    }
+
+    /// Creates room `room` owned by [`TandemServer::owner`] unless it exists; returns the
+    /// owner's token.
+    pub async fn ensure_room(&self, room: &str) -> Result<String> {
+        let owner = self.owner().await?;
+        let response = reqwest::Client::new()
+            .post(self.http("/api/rooms"))
+            .bearer_auth(&owner.token)
+            .json(&json!({"id": room, "name": room}))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        anyhow::ensure!(
+            status == 201 || status == 409,
+            "create room {room}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+        Ok(owner.token)
+    }
+
+    /// Makes `user` a participant of `room` with `role` through an invite from the owner.
+    pub async fn add_member(&self, room: &str, user: &TestUser, role: &str) -> Result<()> {
+        let owner = self.ensure_room(room).await?;
+        let http = reqwest::Client::new();
+        let invite: Value = http
+            .post(self.http(&format!("/api/rooms/{room}/invites")))
+            .bearer_auth(&owner)
+            .json(&json!({"role": role}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = invite["token"].as_str().context("invite token")?;
+        http.post(self.http(&format!("/api/invites/{token}/accept")))
+            .bearer_auth(&user.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     /// Reads one metric's value from `/metrics` (sum over label sets), 0 if absent.
     pub async fn metric(&self, name: &str) -> Result<f64> {
         let body = reqwest::get(self.http("/metrics")).await?.text().await?;
         Ok(parse_metric(&body, name))
+    }
+}
+
+impl Drop for TandemServer {
+    fn drop(&mut self) {
+        // Test runners show a test's output only when it fails: then the server's log is
+        // exactly what is needed.
+        let logs = self.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(80).collect();
+        eprintln!("--- tandem server log (last {} lines) ---", tail.len());
+        for line in tail.iter().rev() {
+            eprintln!("{line}");
+        }
     }
 }
 
@@ -284,12 +397,26 @@ impl YjsDriver {
         outcome.map_err(|e| anyhow!("{cmd} failed: {e}"))
     }
 
-    /// Connects client `client` to `room` and waits for its first full sync.
+    /// Connects client `client` to `room` as the room's owner (creating the room if needed)
+    /// and waits for its first full sync.
     pub async fn connect(&self, client: &str, server: &TandemServer, room: &str) -> Result<u64> {
+        let token = server.ensure_room(room).await?;
+        self.connect_with_token(client, server, room, &token).await
+    }
+
+    /// Connects client `client` to `room` with `token` (sent as `?token=`, as `y-websocket`'s
+    /// `params` does) and waits for its first full sync.
+    pub async fn connect_with_token(
+        &self,
+        client: &str,
+        server: &TandemServer,
+        room: &str,
+        token: &str,
+    ) -> Result<u64> {
         let result = self
             .call(
                 "connect",
-                json!({"client": client, "url": server.ws_url(), "room": room}),
+                json!({"client": client, "url": server.ws_url(), "room": room, "params": {"token": token}}),
             )
             .await?;
         result["clientId"]
@@ -364,10 +491,12 @@ pub struct RawClient {
 }
 
 impl RawClient {
-    /// Opens a socket to `room`.
+    /// Opens a socket to `room` as its owner (creating the room if needed).
     pub async fn connect(server: &TandemServer, room: &str) -> Result<Self> {
+        let token = server.ensure_room(room).await?;
         let (socket, _) =
-            tokio_tungstenite::connect_async(format!("{}/{room}", server.ws_url())).await?;
+            tokio_tungstenite::connect_async(format!("{}/{room}?token={token}", server.ws_url()))
+                .await?;
         Ok(Self { socket })
     }
 

@@ -38,10 +38,16 @@ async fn awareness_reaches_others_and_is_removed_on_disconnect() -> Result {
     let driver = YjsDriver::start().await?;
     let a = driver.connect("a", &server, "presence").await?;
     driver.connect("b", &server, "presence").await?;
-    let state = json!({"user": {"name": "Ada", "color": "#ff0000"}, "cursor": 3});
+    let claimed = json!({"user": {"name": "Ada", "color": "#ff0000"}, "cursor": 3});
     driver
-        .call("setAwareness", json!({"client": "a", "state": state}))
+        .call("setAwareness", json!({"client": "a", "state": claimed}))
         .await?;
+    // The server stamps the sender's real identity over whatever name it claimed.
+    let owner = server.owner().await?;
+    let state = json!({
+        "user": {"name": "owner", "id": owner.id, "color": "#ff0000"},
+        "cursor": 3,
+    });
     driver
         .call(
             "waitAwareness",
@@ -100,11 +106,13 @@ async fn fifty_clients_in_five_rooms_converge_under_random_edits() -> Result {
             .collect();
         let text = driver.wait_converged(&members, "text").await?;
         // The server's copy converged too.
-        let body: serde_json::Value =
-            reqwest::get(server.http(&format!("/api/rooms/{room}/document")))
-                .await?
-                .json()
-                .await?;
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(server.http(&format!("/api/rooms/{room}/document")))
+            .bearer_auth(server.owner().await?.token)
+            .send()
+            .await?
+            .json()
+            .await?;
         assert_eq!(
             body["text"].as_str(),
             Some(text.as_str()),

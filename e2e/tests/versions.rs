@@ -5,11 +5,24 @@ use serde_json::{Value, json};
 
 type Result = anyhow::Result<()>;
 
+/// A client sending `token` with every request.
+fn authorized(token: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 #[tokio::test]
 async fn restoring_a_checkpoint_reaches_every_client_and_is_itself_a_version() -> Result {
     let server = TandemServer::start(&[]).await?;
     let driver = YjsDriver::start().await?;
-    let http = reqwest::Client::new();
+    let token = server.ensure_room("history").await?;
+    let http = authorized(&token)?;
     driver.connect("a", &server, "history").await?;
     driver.connect("b", &server, "history").await?;
     driver.insert("a", "text", 0, "The quick brown fox").await?;
@@ -89,7 +102,8 @@ async fn restoring_a_checkpoint_reaches_every_client_and_is_itself_a_version() -
 async fn document_endpoint_serves_json_and_yjs_and_errors_have_one_shape() -> Result {
     let server = TandemServer::start(&[]).await?;
     let driver = YjsDriver::start().await?;
-    let http = reqwest::Client::new();
+    let token = server.ensure_room("doc").await?;
+    let http = authorized(&token)?;
     driver.connect("a", &server, "doc").await?;
     driver.insert("a", "text", 0, "héllo 🌍").await?;
     let body: Value = http

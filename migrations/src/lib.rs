@@ -6,6 +6,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_room_storage;
+mod m20261122_000002_accounts_and_access;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -13,6 +14,9 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_room_storage::Migration)]
+        vec![
+            Box::new(m20261122_000001_room_storage::Migration),
+            Box::new(m20261122_000002_accounts_and_access::Migration),
+        ]
     }
 }

@@ -13,6 +13,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::access::{AccessEvents, Presence};
+use crate::auth::{Auth, system_clock};
 use crate::config::{Config, SessionConfig};
 use crate::routes;
 use crate::telemetry::{SessionMetrics, install_metrics};
@@ -30,6 +32,19 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Cancelled when the server starts shutting down; sessions close with 1001.
     pub shutdown: CancellationToken,
+    /// Accounts and tokens.
+    pub auth: Auth,
+    /// Access changes announced to open sockets.
+    pub events: AccessEvents,
+    /// Who is connected where.
+    pub presence: Presence,
+}
+
+impl AppState {
+    /// The database.
+    pub fn db(&self) -> &sea_orm::DatabaseConnection {
+        self.registry.storage().connection()
+    }
 }
 
 /// A bound, not yet running server.
@@ -47,6 +62,13 @@ impl Application {
         let storage = Storage::connect(&config.database_url, synchronous_full)
             .await
             .context("opening the database")?;
+        let auth = Auth::init(
+            storage.connection().clone(),
+            config.auth.clone(),
+            system_clock(),
+        )
+        .await
+        .context("initialising authentication")?;
         let registry = RoomRegistry::start(config.store.clone(), storage);
         let state = AppState {
             registry,
@@ -54,14 +76,20 @@ impl Application {
             session_metrics: SessionMetrics::register(),
             metrics,
             shutdown: CancellationToken::new(),
+            auth,
+            events: AccessEvents::new(1024),
+            presence: Presence::default(),
         };
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;
         let shared = state.clone();
+        let cors_origins = config.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(shared.clone()))
+                .wrap(routes::security_headers())
+                .wrap(routes::cors(&cors_origins))
                 .configure(routes::configure)
         })
         .workers(config.workers)

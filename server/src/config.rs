@@ -96,6 +96,25 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Secret for signing access tokens (HS256). Generated and stored in the database when
+    /// not set; set it to rotate or to share one secret across nodes explicitly.
+    #[arg(long, env = "TANDEM_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of access tokens.
+    #[arg(long, env = "TANDEM_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Duration,
+    /// Lifetime of a session without a refresh.
+    #[arg(long, env = "TANDEM_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub refresh_token_ttl: Duration,
+    /// Failed logins (per email, within --login-lockout) that lock the email.
+    #[arg(long, env = "TANDEM_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+    /// How long a locked email stays locked (also the window failures are counted in).
+    #[arg(long, env = "TANDEM_LOGIN_LOCKOUT", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub login_lockout: Duration,
+    /// Origins allowed by CORS, comma-separated (`*` for any); none when empty.
+    #[arg(long, env = "TANDEM_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 /// Settings of the WebSocket sessions.
@@ -124,6 +143,10 @@ pub struct Config {
     pub workers: usize,
     /// Graceful shutdown limit.
     pub shutdown_timeout: Duration,
+    /// Authentication.
+    pub auth: crate::auth::AuthConfig,
+    /// Origins allowed by CORS.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -174,6 +197,17 @@ impl ServeArgs {
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             shutdown_timeout: self.shutdown_timeout,
+            auth: crate::auth::AuthConfig {
+                access_token_ttl: self.access_token_ttl,
+                refresh_token_ttl: self.refresh_token_ttl,
+                login: crate::auth::throttle::LoginPolicy {
+                    max_failures: self.login_max_failures.max(1),
+                    window: self.login_lockout,
+                    lockout: self.login_lockout,
+                },
+                jwt_secret: self.jwt_secret,
+            },
+            cors_origins: self.cors_origins,
         })
     }
 }

@@ -1,10 +1,15 @@
 //! The one error shape of the REST API: `{"error": {"code": "...", "message": "..."}}`.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use crdt_store::{InvalidRoomId, JoinError, RestoreError, StorageError};
 use serde::Serialize;
 use tracing::error;
+
+use crate::auth::AuthError;
 
 /// A REST failure: a status, a stable machine-readable code and a human message.
 #[derive(Debug)]
@@ -12,6 +17,10 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Per-field messages for validation failures.
+    fields: BTreeMap<&'static str, String>,
+    /// Sent as `Retry-After` (and `retry_after_seconds` in the body).
+    retry_after: Option<Duration>,
 }
 
 #[derive(Serialize)]
@@ -23,6 +32,10 @@ struct ErrorBody<'a> {
 struct ErrorDetail<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    fields: &'a BTreeMap<&'static str, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
@@ -32,7 +45,40 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            fields: BTreeMap::new(),
+            retry_after: None,
         }
+    }
+
+    /// 422 with `code: "validation_failed"` and one message per invalid field.
+    pub fn validation(fields: BTreeMap<&'static str, String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "some fields are invalid",
+        );
+        error.fields = fields;
+        error
+    }
+
+    /// 401 with `code: "unauthenticated"`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    /// 403 with `code: "forbidden"`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 409 with the given code.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 
     /// 404 with `code: "not_found"`.
@@ -68,10 +114,17 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let retry_after_seconds = self.retry_after.map(|d| d.as_secs().max(1));
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = retry_after_seconds {
+            response.insert_header(("Retry-After", seconds.to_string()));
+        }
+        response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
+                fields: &self.fields,
+                retry_after_seconds,
             },
         })
     }
@@ -116,6 +169,42 @@ impl From<StorageError> for ApiError {
 
 impl From<RestoreError> for ApiError {
     fn from(err: RestoreError) -> Self {
+        Self::internal(&err)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Missing => Self::unauthenticated(err.to_string()),
+            AuthError::InvalidToken => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_token", err.to_string())
+            }
+            AuthError::Expired => {
+                Self::new(StatusCode::UNAUTHORIZED, "token_expired", err.to_string())
+            }
+            AuthError::InvalidCredentials => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                err.to_string(),
+            ),
+            AuthError::Locked { retry_after } => {
+                let mut error = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "login_locked",
+                    err.to_string(),
+                );
+                error.retry_after = Some(retry_after);
+                error
+            }
+            AuthError::EmailTaken => Self::conflict("email_taken", err.to_string()),
+            AuthError::Database(_) | AuthError::Hashing(_) => Self::internal(&err),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(err: sea_orm::DbErr) -> Self {
         Self::internal(&err)
     }
 }

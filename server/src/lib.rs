@@ -5,14 +5,20 @@
 //! - [`app`]: builds shared state once, binds, runs, and shuts down gracefully.
 //! - `routes`: `/ws/{room}` (the y-protocols session loop), `/api/...` (REST),
 //!   `/healthz`, `/readyz`, `/metrics`.
+//! - [`auth`]: accounts, sessions, tokens, API keys, login throttling.
+//! - [`access`]: who may do what in a room; access changes pushed to open sockets; presence.
+//! - `entity`: sea-orm entities of the tables this crate owns (accounts and access).
 //! - [`error`]: the one JSON error shape every REST failure uses.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //!
 //! This is the only crate that knows HTTP and actix; rooms live in `crdt-store`, the wire
 //! format in `protocol`.
 
+pub mod access;
 pub mod app;
+pub mod auth;
 pub mod config;
+mod entity;
 pub mod error;
 mod routes;
 pub mod telemetry;

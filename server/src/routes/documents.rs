@@ -9,14 +9,17 @@ use yrs::updates::decoder::Decode;
 use yrs::{Transact, Update};
 
 use crate::app::AppState;
+use crate::auth::Role;
 use crate::error::ApiError;
+use crate::routes::caller::{Caller, require_role};
 
 /// Longest checkpoint label, in characters.
 const MAX_LABEL_CHARS: usize = 200;
 
 /// `?format=json` (default) or `?format=yjs` (one v1 Yjs update, binary).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct FormatQuery {
+    /// `json` (default) or `yjs`.
     format: Option<String>,
 }
 
@@ -43,14 +46,18 @@ fn yjs_response(update: Vec<u8>) -> HttpResponse {
         .body(update)
 }
 
-/// `GET /api/rooms/{room}/document`: the current state.
+/// The current document: JSON of its root types, or (`?format=yjs`) one Yjs v1 update.
+#[utoipa::path(get, path = "/api/rooms/{room}/document", tag = "documents", params(FormatQuery),
+    responses((status = 200), (status = 403), (status = 404)))]
 pub async fn document(
     state: web::Data<AppState>,
+    caller: Caller,
     room: web::Path<String>,
     query: web::Query<FormatQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let format = query.parse()?;
     let room_id = RoomId::parse(&room)?;
+    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
     let lease = state.registry.lease(&room_id).await?;
     let room = lease.room().clone();
     Ok(match format {
@@ -67,30 +74,38 @@ pub async fn document(
     })
 }
 
-/// `GET /api/rooms/{room}/versions`: newest first.
+/// Versions of the room, newest first.
+#[utoipa::path(get, path = "/api/rooms/{room}/versions", tag = "documents",
+    responses((status = 200), (status = 403), (status = 404)))]
 pub async fn list_versions(
     state: web::Data<AppState>,
+    caller: Caller,
     room: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = RoomId::parse(&room)?;
+    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
     let versions = state.registry.storage().list_versions(&room_id).await?;
     Ok(HttpResponse::Ok().json(json!({ "versions": versions })))
 }
 
 /// Body of `POST /api/rooms/{room}/versions`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVersion {
     label: String,
 }
 
-/// `POST /api/rooms/{room}/versions`: a named checkpoint of the current state.
+/// A named checkpoint of the current state (editors).
+#[utoipa::path(post, path = "/api/rooms/{room}/versions", tag = "documents", request_body = CreateVersion,
+    responses((status = 201), (status = 403), (status = 404)))]
 pub async fn create_version(
     state: web::Data<AppState>,
+    caller: Caller,
     room: web::Path<String>,
     body: web::Json<CreateVersion>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = RoomId::parse(&room)?;
+    require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
     let label = body.into_inner().label.trim().to_owned();
     if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
         return Err(ApiError::invalid(format!(
@@ -105,15 +120,19 @@ pub async fn create_version(
     Ok(HttpResponse::build(StatusCode::CREATED).json(version))
 }
 
-/// `GET /api/rooms/{room}/versions/{id}`: the version's content.
+/// A version's content (JSON, or `?format=yjs`).
+#[utoipa::path(get, path = "/api/rooms/{room}/versions/{id}", tag = "documents", params(FormatQuery),
+    responses((status = 200), (status = 403), (status = 404)))]
 pub async fn get_version(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, i64)>,
     query: web::Query<FormatQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let format = query.parse()?;
     let (room, id) = path.into_inner();
     let room_id = RoomId::parse(&room)?;
+    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
     let (info, data) = state
         .registry
         .storage()
@@ -139,14 +158,18 @@ pub async fn get_version(
     }
 }
 
-/// `POST /api/rooms/{room}/versions/{id}/restore`: bring the document back to a version, as a
-/// forward edit every connected client sees live.
+/// Brings the document back to a version as a forward edit every connected client sees live
+/// (editors).
+#[utoipa::path(post, path = "/api/rooms/{room}/versions/{id}/restore", tag = "documents",
+    responses((status = 200), (status = 403), (status = 404)))]
 pub async fn restore_version(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room, id) = path.into_inner();
     let room_id = RoomId::parse(&room)?;
+    require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
     let (_, data) = state
         .registry
         .storage()

@@ -1,15 +1,107 @@
-//! Route table.
+//! Route table, OpenAPI document, and the middleware every response goes through.
 
+mod accounts;
+mod caller;
 mod documents;
 mod health;
+mod rooms;
 mod ws;
 
-use actix_web::{HttpRequest, error::JsonPayloadError, web};
+use actix_cors::Cors;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpRequest, HttpResponse, error::JsonPayloadError, web};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::error::ApiError;
 
 /// Largest JSON request body accepted by the REST API.
 const MAX_JSON_BODY: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tandem",
+        description = "Real-time collaborative editing server for Yjs documents. Authenticate with `Authorization: Bearer <token>` (an access token, an API key `tdm_…`, or a share token `shr_…`) or `?token=`.",
+    ),
+    paths(
+        accounts::register, accounts::login, accounts::refresh, accounts::logout,
+        accounts::change_password, accounts::me,
+        accounts::create_api_key, accounts::list_api_keys, accounts::revoke_api_key,
+        rooms::create_room, rooms::list_rooms, rooms::get_room, rooms::rename_room,
+        rooms::delete_room, rooms::fork_room,
+        rooms::list_members, rooms::set_member_role, rooms::remove_member, rooms::transfer_ownership,
+        rooms::create_invite, rooms::list_invites, rooms::revoke_invite, rooms::accept_invite,
+        rooms::create_share_link, rooms::list_share_links, rooms::revoke_share_link,
+        documents::document, documents::list_versions, documents::create_version,
+        documents::get_version, documents::restore_version,
+        ws::connect,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []), ("query_token" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "query_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("token"))),
+        );
+    }
+}
+
+/// The OpenAPI 3 document of the REST API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(openapi())
+}
+
+async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(utoipa_redoc::Redoc::new(openapi()).to_html())
+}
+
+/// Headers every response carries.
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Cross-Origin-Opener-Policy", "same-origin"))
+        .add((
+            "Permissions-Policy",
+            "camera=(), microphone=(), geolocation=()",
+        ))
+        .add(("Cache-Control", "no-store"))
+}
+
+/// CORS for the configured origins (`*` allows any; none allows no cross-origin calls).
+pub fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allow_any_method()
+        .allowed_headers(["authorization", "content-type"])
+        .max_age(3600);
+    for origin in origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
+}
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,8 +123,51 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
     .route("/ws/{room}", web::get().to(ws::connect))
+    .route("/api/openapi.json", web::get().to(openapi_json))
+    .route("/api/docs", web::get().to(docs))
+    .service(
+        web::scope("/api/auth")
+            .route("/register", web::post().to(accounts::register))
+            .route("/login", web::post().to(accounts::login))
+            .route("/refresh", web::post().to(accounts::refresh))
+            .route("/logout", web::post().to(accounts::logout))
+            .route("/password", web::post().to(accounts::change_password)),
+    )
+    .route("/api/me", web::get().to(accounts::me))
+    .route("/api/api-keys", web::post().to(accounts::create_api_key))
+    .route("/api/api-keys", web::get().to(accounts::list_api_keys))
+    .route(
+        "/api/api-keys/{key_id}",
+        web::delete().to(accounts::revoke_api_key),
+    )
+    .route(
+        "/api/invites/{token}/accept",
+        web::post().to(rooms::accept_invite),
+    )
+    .route("/api/rooms", web::post().to(rooms::create_room))
+    .route("/api/rooms", web::get().to(rooms::list_rooms))
     .service(
         web::scope("/api/rooms/{room}")
+            .route("", web::get().to(rooms::get_room))
+            .route("", web::patch().to(rooms::rename_room))
+            .route("", web::delete().to(rooms::delete_room))
+            .route("/fork", web::post().to(rooms::fork_room))
+            .route("/members", web::get().to(rooms::list_members))
+            .route("/members/{user_id}", web::put().to(rooms::set_member_role))
+            .route("/members/{user_id}", web::delete().to(rooms::remove_member))
+            .route("/transfer", web::post().to(rooms::transfer_ownership))
+            .route("/invites", web::post().to(rooms::create_invite))
+            .route("/invites", web::get().to(rooms::list_invites))
+            .route(
+                "/invites/{invite_id}",
+                web::delete().to(rooms::revoke_invite),
+            )
+            .route("/share-links", web::post().to(rooms::create_share_link))
+            .route("/share-links", web::get().to(rooms::list_share_links))
+            .route(
+                "/share-links/{link_id}",
+                web::delete().to(rooms::revoke_share_link),
+            )
             .route("/document", web::get().to(documents::document))
             .route("/versions", web::get().to(documents::list_versions))
             .route("/versions", web::post().to(documents::create_version))

@@ -13,6 +13,14 @@
 //! | 1009 | a message larger than `--max-message-size` |
 //! | 1013 | the connection fell too far behind; the client reconnects and resyncs |
 //! | 1000 | no message or pong within `--ping-timeout` |
+//! | 4401 | the session, API key or share link was revoked (or the link expired) |
+//! | 4403 | the participant was removed from the room |
+//! | 4404 | the room was deleted |
+//!
+//! The 44xx codes tell `y-websocket` not to reconnect. Authorization is checked per message:
+//! a viewer's update is answered with a permission-denied message and never applied, and a
+//! role change announced on [`AccessEvents`](crate::access::AccessEvents) updates the
+//! session's role at once.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
@@ -20,14 +28,47 @@ use bytes::Bytes;
 use crdt_store::{ApplyError, Delivery, RoomConnection, RoomId};
 use futures_util::StreamExt;
 use protocol::{DecodeError, Message, decode_message};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info_span, warn};
 
+use crate::access::{AccessEvent, Identity, RoomAccess, room_access};
 use crate::app::AppState;
+use crate::auth::{AuthError, Principal, Role};
 use crate::error::ApiError;
+use crate::routes::caller::{bearer_token, require_role};
 use crate::telemetry::refused;
 
-/// `GET /ws/{room}`: upgrade and start the session.
+/// Close code: credentials revoked or expired while connected.
+const CLOSE_REVOKED: u16 = 4401;
+/// Close code: removed from the room.
+const CLOSE_REMOVED: u16 = 4403;
+/// Close code: the room was deleted.
+const CLOSE_ROOM_DELETED: u16 = 4404;
+
+/// What a session is allowed to do, kept current by access events.
+struct SessionAccess {
+    token: String,
+    principal: Principal,
+    role: Role,
+    /// Written into the `user` field of every awareness state this connection sends.
+    stamp: Map<String, Value>,
+}
+
+fn stamp(identity: &Identity) -> Map<String, Value> {
+    let mut stamp = Map::new();
+    stamp.insert(
+        "id".to_owned(),
+        identity.user_id.clone().map_or(Value::Null, Value::String),
+    );
+    stamp.insert("name".to_owned(), Value::String(identity.name.clone()));
+    stamp
+}
+
+/// The y-protocols WebSocket of a room. Token as `?token=` or `Authorization: Bearer`.
+#[utoipa::path(get, path = "/ws/{room}", tag = "sync",
+    responses((status = 101, description = "upgraded"), (status = 401), (status = 403), (status = 404)))]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
@@ -35,6 +76,17 @@ pub async fn connect(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = RoomId::parse(&room)?;
+    // Listen before checking, so a change between the check and the loop is not missed.
+    let events = state.events.subscribe();
+    let token = bearer_token(&req).ok_or(AuthError::Missing)?;
+    let principal = state.auth.authenticate(&token).await?;
+    let (role, identity) = require_role(&state, &principal, room_id.as_str(), Role::Viewer).await?;
+    let access = SessionAccess {
+        token,
+        principal,
+        role,
+        stamp: stamp(&identity),
+    };
     let connection = state.registry.connect(&room_id).await?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -44,8 +96,21 @@ pub async fn connect(
         .aggregate_continuations()
         .max_continuation_size(max);
     let span = info_span!("ws", room = %room_id, conn = connection.id().get());
+    let presence = state.presence.join(room_id.as_str(), &identity);
     actix_web::rt::spawn(
-        run_session(session, stream, connection, state.into_inner()).instrument(span),
+        async move {
+            let _presence = presence;
+            run_session(
+                session,
+                stream,
+                connection,
+                access,
+                events,
+                state.into_inner(),
+            )
+            .await
+        }
+        .instrument(span),
     );
     Ok(response)
 }
@@ -82,10 +147,20 @@ async fn run_session(
     mut session: Session,
     mut stream: AggregatedMessageStream,
     mut connection: RoomConnection,
+    mut access: SessionAccess,
+    mut events: broadcast::Receiver<AccessEvent>,
     state: std::sync::Arc<AppState>,
 ) {
     let _gauge = ConnectionGauge::open(&state.session_metrics.connections);
-    let end = session_loop(&mut session, &mut stream, &mut connection, &state).await;
+    let end = session_loop(
+        &mut session,
+        &mut stream,
+        &mut connection,
+        &mut access,
+        &mut events,
+        &state,
+    )
+    .await;
     // Leave the room first: that removes this client's awareness and tells the others.
     drop(connection);
     if let End::Close(code, reason) = end {
@@ -104,6 +179,8 @@ async fn session_loop(
     session: &mut Session,
     stream: &mut AggregatedMessageStream,
     connection: &mut RoomConnection,
+    access: &mut SessionAccess,
+    events: &mut broadcast::Receiver<AccessEvent>,
     state: &AppState,
 ) -> End {
     let config = &state.session;
@@ -134,7 +211,7 @@ async fn session_loop(
                 last_heard = Instant::now();
                 match message {
                     AggregatedMessage::Binary(frame) => {
-                        if let Err(end) = handle_frame(session, connection, frame).await {
+                        if let Err(end) = handle_frame(session, connection, access, frame).await {
                             return end;
                         }
                     }
@@ -164,6 +241,19 @@ async fn session_loop(
                 }
                 None => return close(CloseCode::Away, "room closed"),
             },
+            event = events.recv() => {
+                let recheck = match event {
+                    Ok(event) => event.concerns(&access.principal, connection.room().id().as_str()),
+                    // Missed events: re-check to be safe.
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => false,
+                };
+                if recheck
+                    && let Err(end) = recheck_access(state, access, connection.room().id()).await
+                {
+                    return end;
+                }
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > config.ping_timeout {
                     refused("keepalive_timeout");
@@ -197,14 +287,83 @@ fn protocol_error(err: actix_ws::ProtocolError, max: usize) -> End {
     }
 }
 
+/// Re-reads what the session may do after an access change; ends it if nothing.
+async fn recheck_access(
+    state: &AppState,
+    access: &mut SessionAccess,
+    room: &RoomId,
+) -> Result<(), End> {
+    let credentials_live = match &access.principal {
+        Principal::User { session_id, .. } => state
+            .auth
+            .session_live(session_id)
+            .await
+            .map_err(AuthError::from),
+        _ => match state.auth.authenticate(&access.token).await {
+            Ok(_) => Ok(true),
+            Err(AuthError::InvalidToken | AuthError::Expired | AuthError::Missing) => Ok(false),
+            Err(other) => Err(other),
+        },
+    };
+    match credentials_live {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(close(
+                CloseCode::Other(CLOSE_REVOKED),
+                "credentials revoked",
+            ));
+        }
+        Err(err) => {
+            // A database hiccup must not cut everyone off; the next event re-checks.
+            warn!(error = %err, "access re-check failed; keeping the current role");
+            return Ok(());
+        }
+    }
+    match room_access(state.db(), &access.principal, room.as_str()).await {
+        Ok(RoomAccess::NoRoom) => Err(close(CloseCode::Other(CLOSE_ROOM_DELETED), "room deleted")),
+        Ok(RoomAccess::Denied) => Err(close(
+            CloseCode::Other(CLOSE_REMOVED),
+            "removed from the room",
+        )),
+        Ok(RoomAccess::Granted { role, identity }) => {
+            access.role = role;
+            access.stamp = stamp(&identity);
+            Ok(())
+        }
+        Err(err) => {
+            warn!(error = %err, "access re-check failed; keeping the current role");
+            Ok(())
+        }
+    }
+}
+
+/// An empty v1 update: what `y-websocket` sends in step 2 when it has nothing new.
+const EMPTY_UPDATE: &[u8] = &[0, 0];
+
+/// Refuses a write from a read-only connection with the y-protocols permission-denied reply.
+async fn refuse_write(session: &mut Session, update: &[u8]) -> Result<(), End> {
+    if update == EMPTY_UPDATE {
+        return Ok(());
+    }
+    refused("permission_denied");
+    let reply =
+        protocol::encode_permission_denied_frame("read-only: your role cannot edit this room");
+    session.binary(reply).await.map_err(|_| End::ClientGone)
+}
+
 /// Handles one binary frame from the client.
 async fn handle_frame(
     session: &mut Session,
     connection: &mut RoomConnection,
+    access: &SessionAccess,
     frame: Bytes,
 ) -> Result<(), End> {
     let message = decode_message(&frame).map_err(malformed)?;
+    let may_write = access.role >= Role::Editor;
     match message {
+        Message::SyncStep2(update) | Message::Update(update) if !may_write => {
+            refuse_write(session, &update).await?;
+        }
         Message::SyncStep1(remote) => {
             let reply = connection.room().sync_step2_frame(&remote);
             session.binary(reply).await.map_err(|_| End::ClientGone)?;
@@ -218,7 +377,9 @@ async fn handle_frame(
             .apply_update(update, Some(frame))
             .await
             .map_err(apply_failed)?,
-        Message::Awareness(update) => connection.apply_awareness(update, frame),
+        Message::Awareness(update) => {
+            connection.apply_awareness(update, frame, Some(&access.stamp))
+        }
         Message::QueryAwareness => {
             if let Some(reply) = connection.room().awareness_frame() {
                 session.binary(reply).await.map_err(|_| End::ClientGone)?;

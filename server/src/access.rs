@@ -1,0 +1,256 @@
+//! What a principal may do in a room, and how changes reach open sockets.
+//!
+//! Access is decided from the database on every REST request and at every WebSocket
+//! upgrade. Open sockets cache their role; whenever something that could change it happens
+//! (a role change, a removal, a revoked session, key or link, a deleted room) the change is
+//! announced on [`AccessEvents`] and every affected socket re-checks at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use tokio::sync::broadcast;
+
+use crate::auth::{Principal, Role};
+use crate::entity::{api_key, room, room_member, share_link, user};
+
+/// Who someone is in a room, for presence stamping and listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The account, if any (share-link guests have none).
+    pub user_id: Option<String>,
+    /// The name shown to others.
+    pub name: String,
+}
+
+/// A principal's standing in a room.
+#[derive(Clone, Debug)]
+pub enum RoomAccess {
+    /// No such room.
+    NoRoom,
+    /// The room exists but the principal has no part in it.
+    Denied,
+    /// The principal may act with `role`.
+    Granted {
+        /// What they may do.
+        role: Role,
+        /// Who they are.
+        identity: Identity,
+    },
+}
+
+/// Resolves a principal's access to `room_id`.
+pub async fn room_access(
+    db: &DatabaseConnection,
+    principal: &Principal,
+    room_id: &str,
+) -> Result<RoomAccess, DbErr> {
+    if room::Entity::find_by_id(room_id).one(db).await?.is_none() {
+        return Ok(RoomAccess::NoRoom);
+    }
+    let member_role = |user_id: String| async move {
+        let membership = room_member::Entity::find_by_id((room_id.to_owned(), user_id.clone()))
+            .one(db)
+            .await?;
+        let account = user::Entity::find_by_id(&user_id).one(db).await?;
+        Ok::<_, DbErr>(match (membership, account) {
+            (Some(m), Some(u)) => Role::parse(&m.role).map(|role| (role, u.display_name)),
+            _ => None,
+        })
+    };
+    Ok(match principal {
+        Principal::User { user_id, .. } => match member_role(user_id.clone()).await? {
+            Some((role, name)) => RoomAccess::Granted {
+                role,
+                identity: Identity {
+                    user_id: Some(user_id.clone()),
+                    name,
+                },
+            },
+            None => RoomAccess::Denied,
+        },
+        Principal::ApiKey {
+            key_id,
+            user_id,
+            role,
+            rooms,
+        } => {
+            if !rooms.iter().any(|r| r == room_id) {
+                return Ok(RoomAccess::Denied);
+            }
+            let key_name = api_key::Entity::find_by_id(key_id)
+                .one(db)
+                .await?
+                .map(|k| k.name)
+                .unwrap_or_default();
+            match member_role(user_id.clone()).await? {
+                // A key never exceeds the rights of the user who made it.
+                Some((owner_role, _)) => RoomAccess::Granted {
+                    role: (*role).min(owner_role),
+                    identity: Identity {
+                        user_id: Some(user_id.clone()),
+                        name: key_name,
+                    },
+                },
+                None => RoomAccess::Denied,
+            }
+        }
+        Principal::Share {
+            room_id: shared,
+            link_id,
+        } => {
+            let live = share_link::Entity::find_by_id(link_id)
+                .filter(share_link::Column::RevokedAt.is_null())
+                .one(db)
+                .await?
+                .is_some();
+            if live && shared == room_id {
+                RoomAccess::Granted {
+                    role: Role::Viewer,
+                    identity: Identity {
+                        user_id: None,
+                        name: "Guest".to_owned(),
+                    },
+                }
+            } else {
+                RoomAccess::Denied
+            }
+        }
+    })
+}
+
+/// Something that may change what open sockets are allowed to do.
+#[derive(Clone, Debug)]
+pub enum AccessEvent {
+    /// Roles or participants of a room changed.
+    MembersChanged {
+        /// The room.
+        room_id: String,
+    },
+    /// A room was deleted.
+    RoomDeleted {
+        /// The room.
+        room_id: String,
+    },
+    /// Sessions of a user were revoked (logout, password change).
+    SessionsRevoked {
+        /// The user.
+        user_id: String,
+    },
+    /// An API key was revoked.
+    ApiKeyRevoked {
+        /// The key.
+        key_id: String,
+    },
+    /// A share link was revoked.
+    ShareLinkRevoked {
+        /// The link.
+        link_id: String,
+    },
+}
+
+impl AccessEvent {
+    /// Whether a socket of `principal` in `room_id` must re-check its access.
+    pub fn concerns(&self, principal: &Principal, room_id: &str) -> bool {
+        match (self, principal) {
+            (AccessEvent::MembersChanged { room_id: r }, _)
+            | (AccessEvent::RoomDeleted { room_id: r }, _) => r == room_id,
+            (AccessEvent::SessionsRevoked { user_id }, Principal::User { user_id: u, .. }) => {
+                user_id == u
+            }
+            (AccessEvent::ApiKeyRevoked { key_id }, Principal::ApiKey { key_id: k, .. }) => {
+                key_id == k
+            }
+            (AccessEvent::ShareLinkRevoked { link_id }, Principal::Share { link_id: l, .. }) => {
+                link_id == l
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The process-wide channel of [`AccessEvent`]s. Cheap to clone.
+#[derive(Clone)]
+pub struct AccessEvents(broadcast::Sender<AccessEvent>);
+
+impl AccessEvents {
+    /// A channel buffering `capacity` events per listener.
+    pub fn new(capacity: usize) -> Self {
+        Self(broadcast::channel(capacity).0)
+    }
+
+    /// Announces an event to every open socket.
+    pub fn publish(&self, event: AccessEvent) {
+        // An error only means no socket is open.
+        let _ = self.0.send(event);
+    }
+
+    /// Listens for events.
+    pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
+        self.0.subscribe()
+    }
+}
+
+/// Who is connected to which room right now (for listings). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Presence(Arc<DashMap<String, HashMap<String, (Identity, usize)>>>);
+
+/// Removes its entry from [`Presence`] when dropped.
+pub struct PresenceGuard {
+    presence: Presence,
+    room_id: String,
+    key: String,
+}
+
+impl Presence {
+    /// Records one more connection of `identity` in `room_id`.
+    pub fn join(&self, room_id: &str, identity: &Identity) -> PresenceGuard {
+        let key = identity
+            .user_id
+            .clone()
+            .unwrap_or_else(|| format!("guest:{}", identity.name));
+        let mut room = self.0.entry(room_id.to_owned()).or_default();
+        room.entry(key.clone())
+            .or_insert_with(|| (identity.clone(), 0))
+            .1 += 1;
+        PresenceGuard {
+            presence: self.clone(),
+            room_id: room_id.to_owned(),
+            key,
+        }
+    }
+
+    /// Who is online in `room_id`, with their connection counts.
+    pub fn online(&self, room_id: &str) -> Vec<(Identity, usize)> {
+        self.0
+            .get(room_id)
+            .map(|room| room.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of open connections in `room_id`.
+    pub fn connections(&self, room_id: &str) -> usize {
+        self.online(room_id).iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        let mut emptied = false;
+        if let Some(mut room) = self.presence.0.get_mut(&self.room_id) {
+            if let Some(entry) = room.get_mut(&self.key) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    room.remove(&self.key);
+                }
+            }
+            emptied = room.is_empty();
+        }
+        if emptied {
+            self.presence
+                .0
+                .remove_if(&self.room_id, |_, room| room.is_empty());
+        }
+    }
+}

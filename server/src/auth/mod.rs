@@ -1,0 +1,569 @@
+//! Accounts and authentication: who is calling.
+//!
+//! - Passwords are argon2id ([`secrets`]); logins are throttled per email ([`throttle`]).
+//! - A login creates a *session*: a short-lived JWT access token naming the session (`sid`)
+//!   and a rotating refresh token stored hashed. Every use of an access token checks that its
+//!   session is still live, so logout and password changes take effect at once everywhere.
+//!   Reusing a refresh token that was already rotated revokes the session (token theft).
+//! - API keys (`tdm_…`) belong to a user, are scoped to rooms and a role, and are stored
+//!   hashed; share tokens (`shr_…`) grant read access to one room without an account.
+//!
+//! What a principal may do in a room is decided in `crate::access`.
+
+pub mod secrets;
+pub mod throttle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::entity::{api_key, login_throttle, server_setting, session, share_link, user};
+use secrets::{API_KEY_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash};
+use throttle::{Attempts, LoginPolicy};
+
+/// A source of "now" in milliseconds since the epoch; replaced in tests.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(crdt_store::storage::now_millis)
+}
+
+/// Authentication settings.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of a session (its refresh token) since the last refresh.
+    pub refresh_token_ttl: Duration,
+    /// Login throttling.
+    pub login: LoginPolicy,
+    /// HS256 signing secret; generated and stored in the database when absent.
+    pub jwt_secret: Option<String>,
+}
+
+/// A room role. Ordered: `Viewer < Editor < Owner`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads the document and awareness; cannot write.
+    Viewer,
+    /// Reads and writes.
+    Editor,
+    /// Edits and manages the room.
+    Owner,
+}
+
+impl Role {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Owner => "owner",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "editor" => Some(Role::Editor),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// A logged-in user, through one session.
+    User {
+        /// The account.
+        user_id: String,
+        /// The session the access token belongs to.
+        session_id: String,
+    },
+    /// A service account key.
+    ApiKey {
+        /// The key's id.
+        key_id: String,
+        /// The user who created it; the key never exceeds their rights.
+        user_id: String,
+        /// The most the key may do.
+        role: Role,
+        /// Rooms the key may touch.
+        rooms: Vec<String>,
+    },
+    /// A read-only share link.
+    Share {
+        /// The link's id.
+        link_id: String,
+        /// The one room it opens.
+        room_id: String,
+    },
+}
+
+impl Principal {
+    /// The user behind this principal, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Principal::User { user_id, .. } | Principal::ApiKey { user_id, .. } => Some(user_id),
+            Principal::Share { .. } => None,
+        }
+    }
+}
+
+/// Why authentication failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials were sent.
+    #[error("authentication required")]
+    Missing,
+    /// The credentials are not valid (unknown, revoked, malformed, wrong signature).
+    #[error("invalid or revoked token")]
+    InvalidToken,
+    /// The access token or session has expired.
+    #[error("token expired")]
+    Expired,
+    /// Wrong email or password.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// Too many failed logins; try again later.
+    #[error("too many failed logins; try again in {} seconds", .retry_after.as_secs().max(1))]
+    Locked {
+        /// How long until the lockout ends.
+        retry_after: Duration,
+    },
+    /// The email is registered already.
+    #[error("an account with this email exists")]
+    EmailTaken,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    /// Hashing failed (out of memory or a panic).
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+/// What a client receives after logging in or refreshing.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    /// Bearer token for `Authorization:` or `?token=`.
+    pub access_token: String,
+    /// Seconds until `access_token` expires.
+    pub expires_in: u64,
+    /// Single-use token for `POST /api/auth/refresh`.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    sid: String,
+    iat: i64,
+    exp: i64,
+}
+
+struct AuthInner {
+    db: DatabaseConnection,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    config: AuthConfig,
+    clock: Clock,
+}
+
+/// Authentication service. Cheap to clone.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<AuthInner>,
+}
+
+const JWT_SECRET_SETTING: &str = "jwt_secret";
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AuthError::Hashing(e.to_string()))
+}
+
+impl Auth {
+    /// Loads (or creates, on first start) the signing secret.
+    pub async fn init(
+        db: DatabaseConnection,
+        config: AuthConfig,
+        clock: Clock,
+    ) -> Result<Self, DbErr> {
+        let secret = match &config.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                // Insert-if-absent, then read: nodes starting together agree on one secret.
+                server_setting::Entity::insert(server_setting::ActiveModel {
+                    key: Set(JWT_SECRET_SETTING.to_owned()),
+                    value: Set(random_token("")),
+                })
+                .on_conflict(
+                    OnConflict::column(server_setting::Column::Key)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&db)
+                .await?;
+                server_setting::Entity::find_by_id(JWT_SECRET_SETTING)
+                    .one(&db)
+                    .await?
+                    .map(|s| s.value)
+                    .ok_or_else(|| DbErr::RecordNotFound("jwt secret".into()))?
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(AuthInner {
+                encoding: EncodingKey::from_secret(secret.as_bytes()),
+                decoding: DecodingKey::from_secret(secret.as_bytes()),
+                db,
+                config,
+                clock,
+            }),
+        })
+    }
+
+    /// Now, by this service's clock.
+    pub fn now(&self) -> i64 {
+        (self.inner.clock)()
+    }
+
+    fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    /// Creates an account and logs it in.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<(user::Model, TokenPair), AuthError> {
+        let email = email.trim().to_lowercase();
+        if user::Entity::find()
+            .filter(user::Column::Email.eq(&email))
+            .one(self.db())
+            .await?
+            .is_some()
+        {
+            return Err(AuthError::EmailTaken);
+        }
+        let password = password.to_owned();
+        let hash = blocking(move || secrets::hash_password(&password))
+            .await?
+            .map_err(AuthError::Hashing)?;
+        let now = self.now();
+        let model = user::ActiveModel {
+            id: Set(random_id()),
+            email: Set(email),
+            display_name: Set(display_name.trim().to_owned()),
+            password_hash: Set(hash),
+            created_at: Set(now),
+            password_changed_at: Set(now),
+        }
+        .insert(self.db())
+        .await
+        .map_err(|e| match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => AuthError::EmailTaken,
+            _ => AuthError::Database(e),
+        })?;
+        let tokens = self.start_session(&model.id).await?;
+        Ok((model, tokens))
+    }
+
+    /// Checks a password, with throttling per email.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<(user::Model, TokenPair), AuthError> {
+        let email = email.trim().to_lowercase();
+        let now = self.now();
+        let policy = self.inner.config.login;
+        let attempts = login_throttle::Entity::find_by_id(&email)
+            .one(self.db())
+            .await?
+            .map(|t| Attempts {
+                failures: t.failures.max(0) as u32,
+                first_failure_at: t.first_failure_at,
+                locked_until: t.locked_until,
+            })
+            .unwrap_or_default();
+        if let Some(retry_after) = policy.locked(&attempts, now) {
+            return Err(AuthError::Locked { retry_after });
+        }
+        let account = user::Entity::find()
+            .filter(user::Column::Email.eq(&email))
+            .one(self.db())
+            .await?;
+        // Verify against a real hash even for unknown emails so timing does not tell.
+        let phc = account.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| {
+            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$yhqqMf3m2uDhbL2RzCEHSPxbQTAFtm7aKzA8D1YlY2s".to_owned()
+        });
+        let password = password.to_owned();
+        let valid = blocking(move || secrets::verify_password(&password, &phc)).await?;
+        match account {
+            Some(account) if valid => {
+                login_throttle::Entity::delete_by_id(&email)
+                    .exec(self.db())
+                    .await?;
+                let tokens = self.start_session(&account.id).await?;
+                Ok((account, tokens))
+            }
+            _ => {
+                let next = policy.record_failure(attempts, now);
+                login_throttle::Entity::insert(login_throttle::ActiveModel {
+                    email: Set(email),
+                    failures: Set(next.failures as i32),
+                    first_failure_at: Set(next.first_failure_at),
+                    locked_until: Set(next.locked_until),
+                })
+                .on_conflict(
+                    OnConflict::column(login_throttle::Column::Email)
+                        .update_columns([
+                            login_throttle::Column::Failures,
+                            login_throttle::Column::FirstFailureAt,
+                            login_throttle::Column::LockedUntil,
+                        ])
+                        .to_owned(),
+                )
+                .exec(self.db())
+                .await?;
+                match policy.locked(&next, now) {
+                    Some(retry_after) => Err(AuthError::Locked { retry_after }),
+                    None => Err(AuthError::InvalidCredentials),
+                }
+            }
+        }
+    }
+
+    async fn start_session(&self, user_id: &str) -> Result<TokenPair, AuthError> {
+        let now = self.now();
+        let refresh = random_token("");
+        let session = session::ActiveModel {
+            id: Set(random_id()),
+            user_id: Set(user_id.to_owned()),
+            refresh_hash: Set(token_hash(&refresh)),
+            previous_refresh_hash: Set(None),
+            created_at: Set(now),
+            expires_at: Set(now.saturating_add(ms(self.inner.config.refresh_token_ttl))),
+            revoked_at: Set(None),
+        }
+        .insert(self.db())
+        .await?;
+        self.token_pair(user_id, &session.id, refresh)
+    }
+
+    fn token_pair(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        refresh: String,
+    ) -> Result<TokenPair, AuthError> {
+        let now = self.now();
+        let ttl = self.inner.config.access_token_ttl;
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            sid: session_id.to_owned(),
+            iat: now / 1000,
+            exp: now.saturating_add(ms(ttl)) / 1000,
+        };
+        let access_token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.inner.encoding,
+        )
+        .map_err(|e| AuthError::Hashing(e.to_string()))?;
+        Ok(TokenPair {
+            access_token,
+            expires_in: ttl.as_secs(),
+            refresh_token: refresh,
+            token_type: "Bearer",
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair; the old refresh token stops working. Using
+    /// an already-rotated refresh token again revokes the whole session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+        let now = self.now();
+        let hash = token_hash(refresh_token);
+        let Some(current) = session::Entity::find()
+            .filter(session::Column::RefreshHash.eq(&hash))
+            .one(self.db())
+            .await?
+        else {
+            // A rotated token presented again: someone else may hold the new one.
+            session::Entity::update_many()
+                .col_expr(session::Column::RevokedAt, Expr::value(now))
+                .filter(session::Column::PreviousRefreshHash.eq(&hash))
+                .filter(session::Column::RevokedAt.is_null())
+                .exec(self.db())
+                .await?;
+            return Err(AuthError::InvalidToken);
+        };
+        if current.revoked_at.is_some() {
+            return Err(AuthError::InvalidToken);
+        }
+        if current.expires_at <= now {
+            return Err(AuthError::Expired);
+        }
+        let next = random_token("");
+        let rotated = session::Entity::update_many()
+            .col_expr(session::Column::RefreshHash, Expr::value(token_hash(&next)))
+            .col_expr(
+                session::Column::PreviousRefreshHash,
+                Expr::value(hash.clone()),
+            )
+            .col_expr(
+                session::Column::ExpiresAt,
+                Expr::value(now.saturating_add(ms(self.inner.config.refresh_token_ttl))),
+            )
+            .filter(session::Column::Id.eq(&current.id))
+            .filter(session::Column::RefreshHash.eq(&hash))
+            .exec(self.db())
+            .await?;
+        if rotated.rows_affected != 1 {
+            // Two refreshes raced with one token: only one may win.
+            return Err(AuthError::InvalidToken);
+        }
+        self.token_pair(&current.user_id, &current.id, next)
+    }
+
+    /// Revokes one session.
+    pub async fn logout(&self, session_id: &str) -> Result<(), AuthError> {
+        session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(self.now()))
+            .filter(session::Column::Id.eq(session_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Changes a password and revokes every other session of the user.
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        keep_session: &str,
+        current: &str,
+        new: &str,
+    ) -> Result<(), AuthError> {
+        let account = user::Entity::find_by_id(user_id)
+            .one(self.db())
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        let (current, phc) = (current.to_owned(), account.password_hash.clone());
+        if !blocking(move || secrets::verify_password(&current, &phc)).await? {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let new = new.to_owned();
+        let hash = blocking(move || secrets::hash_password(&new))
+            .await?
+            .map_err(AuthError::Hashing)?;
+        let now = self.now();
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(hash))
+            .col_expr(user::Column::PasswordChangedAt, Expr::value(now))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(self.db())
+            .await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(now))
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::Id.ne(keep_session))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Resolves a bearer token of any kind.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = self.now();
+        if token.starts_with(API_KEY_PREFIX) {
+            let key = api_key::Entity::find()
+                .filter(api_key::Column::KeyHash.eq(token_hash(token)))
+                .one(self.db())
+                .await?
+                .filter(|k| k.revoked_at.is_none())
+                .ok_or(AuthError::InvalidToken)?;
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
+                .filter(api_key::Column::Id.eq(&key.id))
+                .exec(self.db())
+                .await?;
+            return Ok(Principal::ApiKey {
+                role: Role::parse(&key.role).unwrap_or(Role::Viewer),
+                rooms: serde_json::from_str(&key.rooms).unwrap_or_default(),
+                key_id: key.id,
+                user_id: key.user_id,
+            });
+        }
+        if token.starts_with(SHARE_TOKEN_PREFIX) {
+            let link = share_link::Entity::find()
+                .filter(share_link::Column::TokenHash.eq(token_hash(token)))
+                .one(self.db())
+                .await?
+                .filter(|l| l.revoked_at.is_none())
+                .ok_or(AuthError::InvalidToken)?;
+            if link.expires_at.is_some_and(|at| at <= now) {
+                return Err(AuthError::Expired);
+            }
+            return Ok(Principal::Share {
+                link_id: link.id,
+                room_id: link.room_id,
+            });
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked below against this service's clock.
+        validation.validate_exp = false;
+        validation.required_spec_claims = ["exp", "sub"].into_iter().map(String::from).collect();
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &validation)
+            .map_err(|_| AuthError::InvalidToken)?
+            .claims;
+        if claims.exp.saturating_mul(1000) <= now {
+            return Err(AuthError::Expired);
+        }
+        let live = session::Entity::find_by_id(&claims.sid)
+            .one(self.db())
+            .await?
+            .is_some_and(|s| s.revoked_at.is_none() && s.user_id == claims.sub);
+        if !live {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Principal::User {
+            user_id: claims.sub,
+            session_id: claims.sid,
+        })
+    }
+
+    /// Whether a session is still usable (for open sockets re-checking after a revocation).
+    pub async fn session_live(&self, session_id: &str) -> Result<bool, DbErr> {
+        Ok(session::Entity::find_by_id(session_id)
+            .one(self.db())
+            .await?
+            .is_some_and(|s| s.revoked_at.is_none()))
+    }
+}

@@ -1,0 +1,11 @@
+//! sea-orm entities for the tables the server owns (accounts and access).
+
+pub mod api_key;
+pub mod invite;
+pub mod login_throttle;
+pub mod room;
+pub mod room_member;
+pub mod server_setting;
+pub mod session;
+pub mod share_link;
+pub mod user;

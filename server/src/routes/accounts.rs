@@ -1,0 +1,375 @@
+//! `/api/auth/*`, `/api/me` and `/api/api-keys`.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::access::AccessEvent;
+use crate::app::AppState;
+use crate::auth::secrets::{API_KEY_PREFIX, random_id, random_token, token_hash};
+use crate::auth::{Role, TokenPair};
+use crate::entity::{api_key, room, user};
+use crate::error::ApiError;
+use crate::routes::caller::SessionUser;
+
+/// An account as others may see it (never the password hash).
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    /// Account id.
+    pub id: String,
+    /// Login email.
+    pub email: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// Milliseconds since the epoch.
+    pub created_at_ms: i64,
+}
+
+impl From<user::Model> for UserView {
+    fn from(u: user::Model) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            display_name: u.display_name,
+            created_at_ms: u.created_at,
+        }
+    }
+}
+
+/// Answer to register, login and refresh.
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    /// The account (absent on refresh).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+    /// The tokens.
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+}
+
+/// `POST /api/auth/register` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    email: String,
+    password: String,
+    display_name: String,
+}
+
+/// `POST /api/auth/login` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+/// `POST /api/auth/refresh` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /api/auth/password` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 256;
+
+fn check_password(
+    fields: &mut BTreeMap<&'static str, String>,
+    field: &'static str,
+    password: &str,
+) {
+    let len = password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
+        fields.insert(
+            field,
+            format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
+        );
+    }
+}
+
+fn check_email(fields: &mut BTreeMap<&'static str, String>, email: &str) {
+    let email = email.trim();
+    let plausible = email.len() <= 320
+        && !email.contains(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        });
+    if !plausible {
+        fields.insert("email", "must be a valid email address".to_owned());
+    }
+}
+
+/// Checks a human-entered name: 1 to `max` characters after trimming, no control characters.
+pub fn check_name(
+    fields: &mut BTreeMap<&'static str, String>,
+    field: &'static str,
+    name: &str,
+    max: usize,
+) {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > max || name.chars().any(char::is_control) {
+        fields.insert(
+            field,
+            format!("must be 1 to {max} characters without control characters"),
+        );
+    }
+}
+
+fn validated(fields: BTreeMap<&'static str, String>) -> Result<(), ApiError> {
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(fields))
+    }
+}
+
+/// Creates an account and logs in.
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = SessionView), (status = 409), (status = 422)))]
+pub async fn register(
+    state: web::Data<AppState>,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = BTreeMap::new();
+    check_email(&mut fields, &body.email);
+    check_password(&mut fields, "password", &body.password);
+    check_name(&mut fields, "display_name", &body.display_name, 100);
+    validated(fields)?;
+    let (account, tokens) = state
+        .auth
+        .register(&body.email, &body.password, &body.display_name)
+        .await?;
+    Ok(HttpResponse::Created().json(SessionView {
+        user: Some(account.into()),
+        tokens,
+    }))
+}
+
+/// Logs in with email and password. Repeated failures lock the email for a while (429 with
+/// `Retry-After`).
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = SessionView), (status = 401), (status = 429)))]
+pub async fn login(
+    state: web::Data<AppState>,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (account, tokens) = state.auth.login(&body.email, &body.password).await?;
+    Ok(HttpResponse::Ok().json(SessionView {
+        user: Some(account.into()),
+        tokens,
+    }))
+}
+
+/// Exchanges a refresh token for new tokens (the refresh token rotates).
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = SessionView), (status = 401)))]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tokens = state.auth.refresh(&body.refresh_token).await?;
+    Ok(HttpResponse::Ok().json(SessionView { user: None, tokens }))
+}
+
+/// Ends this session: its access and refresh tokens stop working everywhere, sockets
+/// included.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", responses((status = 204), (status = 401)))]
+pub async fn logout(
+    state: web::Data<AppState>,
+    caller: SessionUser,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.logout(&caller.session_id).await?;
+    state.events.publish(AccessEvent::SessionsRevoked {
+        user_id: caller.user_id,
+    });
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Changes the password; every other session of the account is revoked.
+#[utoipa::path(post, path = "/api/auth/password", tag = "auth", request_body = ChangePasswordRequest,
+    responses((status = 204), (status = 401), (status = 422)))]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    caller: SessionUser,
+    body: web::Json<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = BTreeMap::new();
+    check_password(&mut fields, "new_password", &body.new_password);
+    validated(fields)?;
+    state
+        .auth
+        .change_password(
+            &caller.user_id,
+            &caller.session_id,
+            &body.current_password,
+            &body.new_password,
+        )
+        .await?;
+    state.events.publish(AccessEvent::SessionsRevoked {
+        user_id: caller.user_id,
+    });
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The logged-in account.
+#[utoipa::path(get, path = "/api/me", tag = "auth", responses((status = 200, body = UserView), (status = 401)))]
+pub async fn me(state: web::Data<AppState>, caller: SessionUser) -> Result<HttpResponse, ApiError> {
+    let account = user::Entity::find_by_id(&caller.user_id)
+        .one(state.db())
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("account no longer exists"))?;
+    Ok(HttpResponse::Ok().json(UserView::from(account)))
+}
+
+/// `POST /api/api-keys` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    name: String,
+    role: Role,
+    rooms: Vec<String>,
+}
+
+/// An API key as listed (never the key itself).
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    /// Key id.
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// First characters of the key, to recognise it.
+    pub prefix: String,
+    /// Most the key may do.
+    pub role: Role,
+    /// Rooms it may touch.
+    pub rooms: Vec<String>,
+    /// Milliseconds since the epoch.
+    pub created_at_ms: i64,
+    /// Last authentication with it.
+    pub last_used_at_ms: Option<i64>,
+    /// Set once revoked.
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl From<api_key::Model> for ApiKeyView {
+    fn from(k: api_key::Model) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            role: Role::parse(&k.role).unwrap_or(Role::Viewer),
+            rooms: serde_json::from_str(&k.rooms).unwrap_or_default(),
+            created_at_ms: k.created_at,
+            last_used_at_ms: k.last_used_at,
+            revoked_at_ms: k.revoked_at,
+        }
+    }
+}
+
+/// A new key: the only time `key` is shown.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The secret to use as a bearer token. Not retrievable later.
+    pub key: String,
+    /// The stored description.
+    #[serde(flatten)]
+    pub api_key: ApiKeyView,
+}
+
+/// Creates an API key for scripts and bots, scoped to rooms (of the caller) and a role.
+#[utoipa::path(post, path = "/api/api-keys", tag = "api-keys", request_body = CreateApiKeyRequest,
+    responses((status = 201, body = CreatedApiKey), (status = 422)))]
+pub async fn create_api_key(
+    state: web::Data<AppState>,
+    caller: SessionUser,
+    body: web::Json<CreateApiKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = BTreeMap::new();
+    check_name(&mut fields, "name", &body.name, 100);
+    if body.rooms.is_empty() || body.rooms.len() > 100 {
+        fields.insert("rooms", "list 1 to 100 rooms".to_owned());
+    } else {
+        let known = room::Entity::find()
+            .filter(room::Column::Id.is_in(body.rooms.clone()))
+            .all(state.db())
+            .await?;
+        if known.len() != body.rooms.len() {
+            fields.insert("rooms", "every room must exist".to_owned());
+        }
+    }
+    validated(fields)?;
+    let key = random_token(API_KEY_PREFIX);
+    let model = api_key::ActiveModel {
+        id: Set(random_id()),
+        user_id: Set(caller.user_id),
+        name: Set(body.name.trim().to_owned()),
+        key_hash: Set(token_hash(&key)),
+        prefix: Set(key.chars().take(10).collect()),
+        role: Set(body.role.as_str().to_owned()),
+        rooms: Set(serde_json::to_string(&body.rooms).unwrap_or_else(|_| "[]".into())),
+        created_at: Set(state.auth.now()),
+        last_used_at: Set(None),
+        revoked_at: Set(None),
+    }
+    .insert(state.db())
+    .await?;
+    Ok(HttpResponse::Created().json(CreatedApiKey {
+        key,
+        api_key: model.into(),
+    }))
+}
+
+/// The caller's API keys.
+#[utoipa::path(get, path = "/api/api-keys", tag = "api-keys", responses((status = 200, body = [ApiKeyView])))]
+pub async fn list_api_keys(
+    state: web::Data<AppState>,
+    caller: SessionUser,
+) -> Result<HttpResponse, ApiError> {
+    let keys: Vec<ApiKeyView> = api_key::Entity::find()
+        .filter(api_key::Column::UserId.eq(&caller.user_id))
+        .order_by_asc(api_key::Column::CreatedAt)
+        .all(state.db())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "api_keys": keys })))
+}
+
+/// Revokes one of the caller's API keys; sockets using it are closed.
+#[utoipa::path(delete, path = "/api/api-keys/{key_id}", tag = "api-keys", responses((status = 204), (status = 404)))]
+pub async fn revoke_api_key(
+    state: web::Data<AppState>,
+    caller: SessionUser,
+    key_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let result = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, Expr::value(state.auth.now()))
+        .filter(api_key::Column::Id.eq(key_id.as_str()))
+        .filter(api_key::Column::UserId.eq(&caller.user_id))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(state.db())
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(ApiError::not_found("no such active API key"));
+    }
+    state.events.publish(AccessEvent::ApiKeyRevoked {
+        key_id: key_id.into_inner(),
+    });
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,102 @@
+//! Request extractors for the caller's identity, and the room permission check.
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use futures_util::future::LocalBoxFuture;
+
+use crate::access::{Identity, RoomAccess, room_access};
+use crate::app::AppState;
+use crate::auth::{AuthError, Principal, Role};
+use crate::error::ApiError;
+
+/// The bearer token of a request: `Authorization: Bearer …`, or `?token=…` (what
+/// `y-websocket`'s `params` sends, and what a browser WebSocket can carry).
+pub fn bearer_token(req: &HttpRequest) -> Option<String> {
+    if let Some(header) = req.headers().get("authorization")
+        && let Ok(value) = header.to_str()
+        && let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+    {
+        return Some(token.trim().to_owned());
+    }
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("token").cloned())
+        .filter(|t| !t.is_empty())
+}
+
+fn state(req: &HttpRequest) -> web::Data<AppState> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .expect("AppState is registered")
+}
+
+/// An authenticated caller of any kind (user, API key, share link).
+pub struct Caller(pub Principal);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer_token(req);
+        let state = state(req);
+        Box::pin(async move {
+            let token = token.ok_or(AuthError::Missing)?;
+            Ok(Caller(state.auth.authenticate(&token).await?))
+        })
+    }
+}
+
+/// An authenticated user acting through a session (not an API key or share link): what
+/// account management requires.
+pub struct SessionUser {
+    /// The account.
+    pub user_id: String,
+    /// The session used.
+    pub session_id: String,
+}
+
+impl FromRequest for SessionUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = Caller::from_request(req, payload);
+        Box::pin(async move {
+            match caller.await?.0 {
+                Principal::User {
+                    user_id,
+                    session_id,
+                } => Ok(SessionUser {
+                    user_id,
+                    session_id,
+                }),
+                _ => Err(ApiError::forbidden(
+                    "this endpoint needs a logged-in user, not an API key or share link",
+                )),
+            }
+        })
+    }
+}
+
+/// Checks that `principal` holds at least `min` in `room_id`.
+pub async fn require_role(
+    state: &AppState,
+    principal: &Principal,
+    room_id: &str,
+    min: Role,
+) -> Result<(Role, Identity), ApiError> {
+    match room_access(state.db(), principal, room_id).await? {
+        RoomAccess::NoRoom => Err(ApiError::not_found(format!("no room {room_id:?}"))),
+        RoomAccess::Denied => Err(ApiError::forbidden(
+            "you are not a participant of this room",
+        )),
+        RoomAccess::Granted { role, identity } if role >= min => Ok((role, identity)),
+        RoomAccess::Granted { role, .. } => Err(ApiError::forbidden(format!(
+            "this needs the {} role; you are {}",
+            min.as_str(),
+            role.as_str()
+        ))),
+    }
+}
