@@ -57,18 +57,23 @@ pub struct Application {
 impl Application {
     /// Connects to the database (running migrations), starts the room registry, and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, system_clock()).await
+    }
+
+    /// [`Application::build`] with the clock that token, session, lockout and link expiry
+    /// use; tests pass one they control.
+    pub async fn build_with_clock(
+        config: Config,
+        clock: crate::auth::Clock,
+    ) -> anyhow::Result<Self> {
         let metrics = install_metrics()?;
         let synchronous_full = config.store.durability == crdt_store::Durability::Durable;
         let storage = Storage::connect(&config.database_url, synchronous_full)
             .await
             .context("opening the database")?;
-        let auth = Auth::init(
-            storage.connection().clone(),
-            config.auth.clone(),
-            system_clock(),
-        )
-        .await
-        .context("initialising authentication")?;
+        let auth = Auth::init(storage.connection().clone(), config.auth.clone(), clock)
+            .await
+            .context("initialising authentication")?;
         let registry = RoomRegistry::start(config.store.clone(), storage);
         let state = AppState {
             registry,
@@ -102,6 +107,26 @@ impl Application {
             address,
             state,
         })
+    }
+
+    /// The shared state (for tests that inspect it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Runs the server until `stop` is cancelled, then shuts down like on SIGTERM. For running
+    /// an application inside a test process.
+    pub async fn run_until(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let Self { server, state, .. } = self;
+        let handle = server.handle();
+        let shutdown = state.shutdown.clone();
+        actix_web::rt::spawn(async move {
+            stop.cancelled().await;
+            self::stop(&shutdown, &handle).await;
+        });
+        server.await?;
+        state.registry.shutdown().await;
+        Ok(())
     }
 
     /// The address actually bound (useful with port 0).

@@ -27,10 +27,15 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
     const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
-    Ok(PrometheusBuilder::new()
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_updates".into()), BATCH_BUCKETS)?
-        .install_recorder()?)
+        .build_recorder();
+    let handle = recorder.handle();
+    // Only the first application of a process installs its recorder (tests start several);
+    // the others render an empty registry.
+    let _ = metrics::set_global_recorder(recorder);
+    Ok(handle)
 }
 
 /// Metrics of the WebSocket sessions, registered once and cloned into each session.
