@@ -28,3 +28,39 @@ ensure_npm() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$hash" > "$stamp"
 }
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+run_as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Starts a throwaway PostgreSQL server on a free loopback port and exports
+# TANDEM_TEST_POSTGRES_URL; stop it with stop_postgres.
+start_postgres() {
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    PG_DIR=$(mktemp -d /tmp/tandem-pg.XXXXXX)
+    [ "$(id -u)" -eq 0 ] && chown postgres "$PG_DIR"
+    local port
+    port=$(free_port)
+    run_as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync >/dev/null
+    run_as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -w -l "$PG_DIR/server.log" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c fsync=off -c max_connections=400" \
+        start >/dev/null
+    export TANDEM_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    echo "==> PostgreSQL on 127.0.0.1:$port"
+}
+
+stop_postgres() {
+    [ -n "${PG_DIR:-}" ] || return 0
+    run_as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+    PG_DIR=""
+}

@@ -296,7 +296,7 @@ impl Storage {
             .column(room_version::Column::Label)
             .column(room_version::Column::CreatedAt)
             // LENGTH works on SQLite blobs and PostgreSQL bytea alike; the data stays put.
-            .column_as(Expr::cust("LENGTH(data)"), "size")
+            .column_as(Expr::cust("CAST(LENGTH(data) AS BIGINT)"), "size")
             .filter(room_version::Column::RoomId.eq(room.as_str()))
             .order_by_desc(room_version::Column::Id)
             .into_tuple()

@@ -35,6 +35,31 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Which database the suite runs against: `TANDEM_TEST_DB=postgres` (with
+/// `TANDEM_TEST_POSTGRES_URL` pointing at a server `scripts/test` started) or SQLite.
+pub fn testing_postgres() -> bool {
+    std::env::var("TANDEM_TEST_DB").is_ok_and(|db| db == "postgres")
+}
+
+/// A fresh, empty database for one test: a new PostgreSQL database when the suite runs on
+/// PostgreSQL, else a SQLite file inside `dir`.
+pub fn fresh_database_url(dir: &Path) -> String {
+    if !testing_postgres() {
+        return format!("sqlite://{}", dir.join("tandem.db").display());
+    }
+    let admin = std::env::var("TANDEM_TEST_POSTGRES_URL")
+        .expect("TANDEM_TEST_DB=postgres needs TANDEM_TEST_POSTGRES_URL (scripts/test sets both)");
+    let name = format!("tandem_test_{}_{}", std::process::id(), rand::random::<u32>());
+    let status = std::process::Command::new("psql")
+        .arg(&admin)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("running psql");
+    assert!(status.success(), "CREATE DATABASE {name} failed");
+    let (base, _) = admin.rsplit_once('/').expect("URL with a database path");
+    format!("{base}/{name}")
+}
+
 /// The `tandem` binary built alongside this test (`TANDEM_BIN` overrides).
 pub fn tandem_binary() -> PathBuf {
     if let Ok(path) = std::env::var("TANDEM_BIN") {
@@ -63,6 +88,8 @@ pub struct TandemServer {
     extra_args: Vec<String>,
     /// Where the server's stderr (logs) goes, for reading after a failure.
     log_path: PathBuf,
+    /// The database this server uses; kept across restarts.
+    database_url: String,
     /// The account that owns the rooms [`YjsDriver::connect`] creates, made on first use.
     owner: Mutex<Option<TestUser>>,
 }
@@ -90,7 +117,9 @@ impl TandemServer {
     pub async fn start(extra_args: &[&str]) -> Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let log_path = data_dir.path().join("server.log");
+        let database_url = fresh_database_url(data_dir.path());
         let mut server = Self {
+            database_url,
             child: None,
             address: String::new(),
             data_dir,
@@ -114,7 +143,7 @@ impl TandemServer {
             .arg("--data-dir")
             .arg(self.data_dir.path().join("data"))
             .args(&self.extra_args)
-            .env_remove("DATABASE_URL")
+            .env("DATABASE_URL", &self.database_url)
             .env("TANDEM_JWT_SECRET", TEST_JWT_SECRET)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
