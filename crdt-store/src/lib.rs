@@ -8,10 +8,12 @@
 //! - `persist`: the group-commit writer between rooms and the database.
 //! - [`storage`]: the update log, snapshot compaction and versions in SQL (sea-orm).
 //! - [`document`]: reading documents by Tandem's file convention; JSON; minimal-diff restore.
+//! - [`bus`]: the interface to replicas on other nodes (implemented by the server on Redis).
 //!
 //! This crate knows nothing of HTTP, WebSocket framing or JSON DTOs: the server maps its
 //! errors and types onto the wire.
 
+pub mod bus;
 pub mod config;
 pub mod document;
 mod entity;
@@ -23,6 +25,7 @@ pub mod room;
 pub mod storage;
 pub mod version;
 
+pub use bus::{RoomBus, document_digest};
 pub use config::{Durability, StoreConfig};
 pub use ids::{ConnectionId, InvalidRoomId, RoomId};
 pub use registry::{JoinError, RoomRegistry};

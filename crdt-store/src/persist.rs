@@ -71,9 +71,13 @@ pub(crate) async fn run_writer(
         let mut last_room: Option<(RoomId, Room, u64)> = None;
         for command in batch.drain(..) {
             match command {
-                PersistCommand::Append { room, fanout, .. } => {
+                PersistCommand::Append {
+                    room,
+                    fanout,
+                    update,
+                } => {
                     if let Some(outbound) = fanout {
-                        room.broadcast(outbound);
+                        room.deliver(outbound, &update);
                     }
                     // Count per room run; consecutive updates of one room are common.
                     match &mut last_room {

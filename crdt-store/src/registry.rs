@@ -20,6 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ReadTxn, Transact, Update};
+
+use crate::bus::RoomBus;
 use crate::config::{Durability, StoreConfig};
 use crate::ids::{ConnectionId, RoomId};
 use crate::metrics::StoreMetrics;
@@ -37,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: StoreMetrics,
     /// Background work (compactions); shutdown waits for it.
     pub(crate) tasks: TaskTracker,
+    /// Replicas on other nodes, when clustered.
+    pub(crate) bus: Option<Arc<dyn RoomBus>>,
     next_connection: AtomicU64,
 }
 
@@ -62,6 +69,10 @@ pub enum JoinError {
 
 type Slot = Arc<OnceCell<Room>>;
 
+/// How long awareness from another node lives without renewal: the y-protocols timeout
+/// (clients renew every 15 s; a dead node's clients vanish after this).
+pub const REMOTE_AWARENESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 struct RegistryInner {
     rooms: DashMap<RoomId, Slot>,
     shared: Arc<Shared>,
@@ -75,8 +86,18 @@ pub struct RoomRegistry {
 }
 
 impl RoomRegistry {
-    /// Starts the persistence writer and the maintenance pass over `storage`.
+    /// Starts the persistence writer and the maintenance pass over `storage`, on one node.
     pub fn start(config: StoreConfig, storage: Storage) -> Self {
+        Self::start_with_bus(config, storage, None)
+    }
+
+    /// [`RoomRegistry::start`] for a node of a cluster: rooms catch up with and publish to
+    /// their replicas on other nodes through `bus`.
+    pub fn start_with_bus(
+        config: StoreConfig,
+        storage: Storage,
+        bus: Option<Arc<dyn RoomBus>>,
+    ) -> Self {
         let metrics = StoreMetrics::register();
         let (persist, queue) = mpsc::channel(config.persist_queue);
         let tasks = TaskTracker::new();
@@ -95,6 +116,7 @@ impl RoomRegistry {
                     persist,
                     metrics,
                     tasks,
+                    bus,
                     next_connection: AtomicU64::new(1),
                 }),
                 stop_maintenance: CancellationToken::new(),
@@ -177,6 +199,18 @@ impl RoomRegistry {
                 rebuild_doc(&room_id, stored.snapshot.as_deref(), &stored.updates)
             })
             .await??;
+            if let Some(bus) = &shared.bus {
+                // Peers may hold edits not yet in storage (relaxed durability, or in flight).
+                let state_vector = doc.transact().state_vector().encode_v1();
+                for update in bus.join(id, state_vector).await {
+                    let applied = Update::decode_v1(&update)
+                        .map_err(|e| e.to_string())
+                        .and_then(|u| doc.transact_mut().apply_update(u).map_err(|e| e.to_string()));
+                    if let Err(err) = applied {
+                        warn!(room = %id, error = %err, "ignoring an invalid catch-up update from a peer");
+                    }
+                }
+            }
             Ok::<_, StorageError>((doc, logged))
         }
         .await;
@@ -185,7 +219,11 @@ impl RoomRegistry {
                 shared.metrics.room_loads.increment(1);
                 shared.metrics.rooms_in_memory.increment(1.0);
                 info!(room = %id, logged_updates = logged, "room loaded");
-                Ok(Room::new(id.clone(), doc, logged, shared.clone()))
+                let room = Room::new(id.clone(), doc, logged, shared.clone());
+                if let Some(bus) = &shared.bus {
+                    bus.attach(&room);
+                }
+                Ok(room)
             }
             Err(err) => {
                 shared.metrics.room_load_failures.increment(1);
@@ -211,7 +249,16 @@ impl RoomRegistry {
         }
     }
 
-    fn loaded_rooms(&self) -> Vec<Room> {
+    /// The room if it is in memory and loaded; never loads.
+    pub fn loaded_room(&self, id: &RoomId) -> Option<Room> {
+        self.inner
+            .rooms
+            .get(id)
+            .and_then(|slot| slot.get().cloned())
+    }
+
+    /// Every room in memory.
+    pub fn loaded_rooms(&self) -> Vec<Room> {
         self.inner
             .rooms
             .iter()
@@ -250,8 +297,13 @@ impl RoomRegistry {
             };
             if evict {
                 self.evict(room).await;
-            } else if version_due {
+                continue;
+            }
+            if version_due {
                 self.auto_version(&room).await;
+            }
+            if self.inner.shared.bus.is_some() {
+                room.expire_remote_awareness(REMOTE_AWARENESS_TIMEOUT);
             }
         }
     }
@@ -271,6 +323,9 @@ impl RoomRegistry {
             slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
         });
         room.0.evicted.cancel();
+        if let Some(bus) = &self.inner.shared.bus {
+            bus.leave(room.id());
+        }
         self.inner.shared.metrics.rooms_in_memory.decrement(1.0);
         self.inner.shared.metrics.room_evictions.increment(1);
         info!(room = %room.id(), "idle room evicted");
@@ -292,6 +347,9 @@ impl RoomRegistry {
             });
         }
         let deleted = self.inner.shared.storage.delete_room(id).await;
+        if let Some(bus) = &self.inner.shared.bus {
+            bus.leave(id);
+        }
         if let Some(room) = loaded {
             room.0.evicted.cancel();
             self.inner.shared.metrics.rooms_in_memory.decrement(1.0);

@@ -90,6 +90,9 @@ struct AwarenessState {
     /// Client id → the connection that announced it. A connection may only update or remove
     /// the client ids it announced, so nobody can overwrite or erase another's presence.
     owners: HashMap<ClientID, ConnectionId>,
+    /// Client ids announced on other nodes, with when they were last heard of. Their node
+    /// may die without saying goodbye, so they expire like y-protocols clients do.
+    remote: HashMap<ClientID, Instant>,
 }
 
 /// Bookkeeping read by the maintenance pass.
@@ -132,6 +135,7 @@ impl Room {
             awareness: Mutex::new(AwarenessState {
                 awareness: Awareness::new(doc.clone()),
                 owners: HashMap::new(),
+                remote: HashMap::new(),
             }),
             doc,
             fanout,
@@ -281,7 +285,7 @@ impl Room {
         let fanout_after_commit = match self.0.shared.config.durability {
             Durability::Durable => Some(outbound),
             Durability::Relaxed => {
-                self.broadcast(outbound);
+                self.deliver(outbound, &update);
                 None
             }
         };
@@ -295,6 +299,115 @@ impl Room {
             })
             .await
             .map_err(|_| ApplyError::ShuttingDown)
+    }
+
+    /// Fans out a committed update from a local connection (or the server): to this node's
+    /// subscribers and, through the bus, to the other nodes holding the room.
+    pub(crate) fn deliver(&self, outbound: Outbound, update: &Bytes) {
+        self.broadcast(outbound);
+        if let Some(bus) = &self.0.shared.bus {
+            bus.publish_update(&self.0.id, update.clone());
+        }
+    }
+
+    /// The document (for digests and diffs).
+    pub(crate) fn doc(&self) -> &Doc {
+        &self.0.doc
+    }
+
+    /// The v1 state vector of the document.
+    pub fn state_vector(&self) -> Vec<u8> {
+        self.0.doc.transact().state_vector().encode_v1()
+    }
+
+    /// Everything the holder of the v1 state vector `remote` lacks, as one v1 update.
+    pub fn diff(&self, remote: &[u8]) -> Result<Vec<u8>, ApplyError> {
+        let remote = StateVector::decode_v1(remote)?;
+        Ok(self.0.doc.transact().encode_diff_v1(&remote))
+    }
+
+    /// Applies an update another node's client made: fanned out here, never persisted here
+    /// (its node did) and never published again.
+    pub fn apply_remote_update(&self, update: &[u8]) -> Result<(), ApplyError> {
+        let decoded = Update::decode_v1(update)?;
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        self.0.doc.transact_mut().apply_update(decoded)?;
+        self.broadcast(Outbound {
+            origin: ConnectionId::SERVER,
+            frame: protocol::encode_update_frame(update),
+        });
+        Ok(())
+    }
+
+    /// Applies awareness from another node's clients and fans it out here. Entries for
+    /// client ids a local connection announced are ignored.
+    pub fn apply_remote_awareness(&self, mut update: AwarenessUpdate) {
+        let frame = {
+            let mut state = self.awareness();
+            update
+                .clients
+                .retain(|client, _| !state.owners.contains_key(client));
+            if update.clients.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            for (client, entry) in &update.clients {
+                if &*entry.json == "null" {
+                    state.remote.remove(client);
+                } else {
+                    state.remote.insert(*client, now);
+                }
+            }
+            let frame = protocol::encode_awareness_frame(&update);
+            let _ = state.awareness.apply_update(update);
+            frame
+        };
+        self.broadcast(Outbound {
+            origin: ConnectionId::SERVER,
+            frame,
+        });
+    }
+
+    /// The awareness states announced by this node's connections, for a peer that just
+    /// loaded the room; `None` when there are none.
+    pub fn local_awareness(&self) -> Option<AwarenessUpdate> {
+        let state = self.awareness();
+        let local: Vec<ClientID> = state.owners.keys().copied().collect();
+        if local.is_empty() {
+            return None;
+        }
+        state.awareness.update_with_clients(local).ok()
+    }
+
+    /// Removes awareness of remote clients not heard of for `timeout` (their node may be
+    /// gone) and tells local subscribers.
+    pub fn expire_remote_awareness(&self, timeout: std::time::Duration) {
+        let update = {
+            let mut state = self.awareness();
+            let now = Instant::now();
+            let expired: Vec<ClientID> = state
+                .remote
+                .iter()
+                .filter(|(_, seen)| now.duration_since(**seen) >= timeout)
+                .map(|(client, _)| *client)
+                .collect();
+            if expired.is_empty() {
+                return;
+            }
+            for client in &expired {
+                state.remote.remove(client);
+                state.awareness.remove_state(*client);
+            }
+            state.awareness.update_with_clients(expired)
+        };
+        if let Ok(update) = update {
+            self.broadcast(Outbound {
+                origin: ConnectionId::SERVER,
+                frame: protocol::encode_awareness_frame(&update),
+            });
+        }
     }
 
     /// Sends a frame to every subscriber. Never blocks: slow subscribers lag and are cut.
@@ -466,10 +579,12 @@ impl RoomConnection {
 
     /// Applies an awareness update sent by this connection and relays it to everyone.
     ///
-    /// Entries for client ids another connection announced are dropped. When `identity` is
-    /// given, its fields are written into each state's `user` object, so a client cannot
-    /// present itself as someone else. `frame` (the message the update arrived in) is relayed
-    /// as is when nothing had to change; otherwise the update is re-encoded.
+    /// A connection speaks for exactly one awareness client id: the first one it announces
+    /// that nobody else holds. Entries for any other id are dropped: `y-websocket` clients
+    /// echo every state they hear, and nobody may overwrite or erase another's presence.
+    /// When `identity` is given, its fields are written into the state's `user` object, so a
+    /// client cannot present itself as someone else. `frame` (the message the update arrived
+    /// in) is relayed as is when nothing had to change; otherwise the update is re-encoded.
     pub fn apply_awareness(
         &mut self,
         mut update: AwarenessUpdate,
@@ -480,12 +595,18 @@ impl RoomConnection {
         let frame = {
             let mut state = room.awareness();
             let received = update.clients.len();
-            update.clients.retain(|client, _| {
-                state
-                    .owners
-                    .get(client)
-                    .is_none_or(|owner| *owner == self.id)
-            });
+            if self.awareness_clients.is_empty() {
+                let claim = update.clients.keys().copied().find(|client| {
+                    !state.owners.contains_key(client) && !state.remote.contains_key(client)
+                });
+                if let Some(client) = claim {
+                    self.awareness_clients.insert(client);
+                    state.owners.insert(client, self.id);
+                }
+            }
+            update
+                .clients
+                .retain(|client, _| self.awareness_clients.contains(client));
             let mut changed = update.clients.len() != received;
             if let Some(identity) = identity {
                 for entry in update.clients.values_mut() {
@@ -498,20 +619,14 @@ impl RoomConnection {
             if update.clients.is_empty() {
                 return;
             }
-            for (client, entry) in &update.clients {
-                if &*entry.json == "null" {
-                    state.owners.remove(client);
-                    self.awareness_clients.remove(client);
-                } else {
-                    state.owners.insert(*client, self.id);
-                    self.awareness_clients.insert(*client);
-                }
-            }
             let frame = if changed {
                 protocol::encode_awareness_frame(&update)
             } else {
                 frame
             };
+            if let Some(bus) = &room.0.shared.bus {
+                bus.publish_awareness(&room.0.id, Bytes::from(update.encode_v1()));
+            }
             // Only serde errors are possible and the entries are raw JSON strings.
             let _ = state.awareness.apply_update(update);
             frame
@@ -570,6 +685,9 @@ impl Drop for RoomConnection {
                 .update_with_clients(self.awareness_clients.iter().copied())
         };
         if let Ok(update) = update {
+            if let Some(bus) = &self.room().0.shared.bus {
+                bus.publish_awareness(self.room().id(), Bytes::from(update.encode_v1()));
+            }
             self.room().broadcast(Outbound {
                 origin: self.id,
                 frame: protocol::encode_awareness_frame(&update),

@@ -176,6 +176,17 @@ impl Storage {
     /// compaction rolls back and reports `false`.
     pub async fn compact(&self, room: &RoomId) -> Result<bool, StorageError> {
         let txn = self.db.begin().await?;
+        // Write first: it takes the write lock (SQLite) or the row lock (PostgreSQL) before
+        // anything is read, so two compactions of one room queue up instead of one failing
+        // to upgrade a read transaction.
+        room_snapshot::Entity::update_many()
+            .col_expr(
+                room_snapshot::Column::UpdatedAt,
+                Expr::col(room_snapshot::Column::UpdatedAt),
+            )
+            .filter(room_snapshot::Column::RoomId.eq(room.as_str()))
+            .exec(&txn)
+            .await?;
         let snapshot = room_snapshot::Entity::find_by_id(room.as_str())
             .one(&txn)
             .await?;

@@ -49,10 +49,20 @@ pub fn fresh_database_url(dir: &Path) -> String {
     }
     let admin = std::env::var("TANDEM_TEST_POSTGRES_URL")
         .expect("TANDEM_TEST_DB=postgres needs TANDEM_TEST_POSTGRES_URL (scripts/test sets both)");
-    let name = format!("tandem_test_{}_{}", std::process::id(), rand::random::<u32>());
+    let name = format!(
+        "tandem_test_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
     let status = std::process::Command::new("psql")
         .arg(&admin)
-        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")])
+        .args([
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
         .status()
         .expect("running psql");
     assert!(status.success(), "CREATE DATABASE {name} failed");
@@ -115,9 +125,17 @@ pub struct TestUser {
 impl TandemServer {
     /// Starts a server with default settings plus `extra_args` (e.g. `["--max-message-size", "65536"]`).
     pub async fn start(extra_args: &[&str]) -> Result<Self> {
+        Self::start_on(None, extra_args).await
+    }
+
+    /// Starts a server on `database_url` (a fresh database when `None`); cluster nodes share
+    /// one.
+    pub async fn start_on(database_url: Option<&str>, extra_args: &[&str]) -> Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let log_path = data_dir.path().join("server.log");
-        let database_url = fresh_database_url(data_dir.path());
+        let database_url = database_url
+            .map(str::to_owned)
+            .unwrap_or_else(|| fresh_database_url(data_dir.path()));
         let mut server = Self {
             database_url,
             child: None,
@@ -170,6 +188,11 @@ impl TandemServer {
         self.address = address;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The database URL this server uses.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
     }
 
     /// `host:port` the server listens on.
@@ -442,10 +465,22 @@ impl YjsDriver {
         room: &str,
         token: &str,
     ) -> Result<u64> {
+        self.connect_url(client, &server.ws_url(), room, token)
+            .await
+    }
+
+    /// Connects client `client` through `ws_url` (a server or a balancer in front of several).
+    pub async fn connect_url(
+        &self,
+        client: &str,
+        ws_url: &str,
+        room: &str,
+        token: &str,
+    ) -> Result<u64> {
         let result = self
             .call(
                 "connect",
-                json!({"client": client, "url": server.ws_url(), "room": room, "params": {"token": token}}),
+                json!({"client": client, "url": ws_url, "room": room, "params": {"token": token}}),
             )
             .await?;
         result["clientId"]
@@ -563,4 +598,209 @@ pub fn seed(test: &str) -> u64 {
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
     eprintln!("{test}: seed {seed} (rerun with TANDEM_SEED={seed})");
     seed
+}
+
+impl TandemServer {
+    /// Logs `user` in again: the same account with the tokens of a new session.
+    pub async fn login(&self, user: &TestUser) -> Result<TestUser> {
+        let response = reqwest::Client::new()
+            .post(self.http("/api/auth/login"))
+            .json(&json!({"email": user.email, "password": user.password}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().as_u16() == 200,
+            "login {}: {} {}",
+            user.email,
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+        let body: Value = response.json().await?;
+        Ok(TestUser {
+            token: body["access_token"].as_str().context("token")?.to_owned(),
+            refresh_token: body["refresh_token"]
+                .as_str()
+                .context("refresh")?
+                .to_owned(),
+            ..user.clone()
+        })
+    }
+
+    /// The status the server answers a WebSocket upgrade to `room` with, `token` sent as
+    /// `?token=` (as `y-websocket`'s `params` does): 101 when it upgrades (the socket is then
+    /// closed), else the status of the refusal.
+    pub async fn upgrade_status(&self, room: &str, token: Option<&str>) -> Result<u16> {
+        let mut url = format!("{}/{room}", self.ws_url());
+        if let Some(token) = token {
+            url = format!("{url}?token={token}");
+        }
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((mut socket, response)) => {
+                // Only the upgrade was asked for; the server may already be gone again.
+                let _ = socket.close(None).await;
+                Ok(response.status().as_u16())
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Ok(response.status().as_u16())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// The claims of a Tandem access token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AccessClaims {
+    sub: String,
+    sid: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// `token` (a real access token of a test server) signed again with an expiry an hour ago:
+/// a token naming a live session that only its expiry makes invalid.
+pub fn expired_access_token(token: &str) -> Result<String> {
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+    let secret = TEST_JWT_SECRET.as_bytes();
+    let claims = jsonwebtoken::decode::<AccessClaims>(
+        token,
+        &DecodingKey::from_secret(secret),
+        &Validation::new(Algorithm::HS256),
+    )?
+    .claims;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?;
+    let expired = AccessClaims {
+        iat: now - 7200,
+        exp: now - 3600,
+        ..claims
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &expired,
+        &EncodingKey::from_secret(secret),
+    )?)
+}
+
+/// A `redis-server` child process on a free loopback port, without persistence.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts Redis and waits until it answers.
+    pub async fn start() -> Result<Self> {
+        let port = free_port()?;
+        let mut redis = Self { child: None, port };
+        redis.spawn().await?;
+        Ok(redis)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server (installed by scripts/test)")?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        self.child = Some(child);
+        tokio::time::timeout(HARNESS_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("Ready to accept connections") {
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    return Ok(());
+                }
+            }
+            bail!("redis-server exited before it was ready")
+        })
+        .await
+        .map_err(|_| anyhow!("redis did not start"))?
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills Redis (all nodes lose it at once).
+    pub async fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts Redis again on the same port.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.spawn().await
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A TCP load balancer on loopback: each new connection goes to the next backend that
+/// accepts it (round robin), as a real balancer in front of a cluster would do.
+pub struct LoadBalancer {
+    address: String,
+    backends: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoadBalancer {
+    /// Balances over `backends` (`host:port`).
+    pub async fn start(backends: Vec<String>) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        let backends = Arc::new(std::sync::Mutex::new(backends));
+        let shared = backends.clone();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let candidates = shared.lock().expect("backends").clone();
+                let start = next;
+                next = next.wrapping_add(1);
+                tokio::spawn(async move {
+                    for i in 0..candidates.len() {
+                        let backend = &candidates[(start + i) % candidates.len()];
+                        if let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            address,
+            backends,
+            task,
+        })
+    }
+
+    /// Replaces the backend list (e.g. after a node restarted on a new port).
+    pub fn set_backends(&self, backends: Vec<String>) {
+        *self.backends.lock().expect("backends") = backends;
+    }
+
+    /// `ws://host:port/ws` of the balancer.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.address)
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

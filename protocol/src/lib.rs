@@ -6,11 +6,13 @@
 //!   `yrs`'s own lib0 encoders.
 //! - [`frame`]: ready-to-send frames for the hot path, built once and shared by every
 //!   subscriber.
+//! - [`cluster`]: the MessagePack envelope nodes exchange over the cluster bus.
 //!
 //! Everything here is a pure function of its input: no clock, no randomness, no sockets.
 //! Bytes arriving from a client are hostile; decoding never panics and never allocates more
 //! than the input justifies.
 
+pub mod cluster;
 pub mod frame;
 pub mod message;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use protocol::{
     AwarenessUpdate, AwarenessUpdateEntry, Message, StateVector, decode_message, encode_message,
 };
@@ -103,7 +104,8 @@ fn tandem_doc() -> Doc {
 }
 
 /// One edit a client can make; positions are fractions of the current length so every edit
-/// applies to whatever the document holds by then.
+/// applies to whatever the document holds by then. Offsets count UTF-16 units and may fall
+/// inside a surrogate pair, as a JavaScript client's can; such updates must travel all the same.
 #[derive(Debug, Clone)]
 enum Edit {
     InsertText { at: f64, text: String },
@@ -131,7 +133,6 @@ fn apply_edit(doc: &Doc, edit: &Edit) -> Vec<u8> {
     let len = text.len(&txn);
     match edit {
         Edit::InsertText { at, text: inserted } => {
-            // A UTF-16 offset may fall inside a surrogate pair; yrs rounds it to a boundary.
             text.insert(&mut txn, (f64::from(len) * at) as u32, inserted);
         }
         Edit::DeleteText { at, len: wanted } => {
@@ -151,11 +152,24 @@ fn apply_edit(doc: &Doc, edit: &Edit) -> Vec<u8> {
     txn.encode_update_v1()
 }
 
+fn text_of(doc: &Doc) -> String {
+    // Take the root before opening a transaction: `get_or_insert_text` needs a write one.
+    let text = doc.get_or_insert_text("text");
+    text.get_string(&doc.transact())
+}
+
 fn decode(frame: &[u8]) -> Result<Message, protocol::DecodeError> {
     decode_message(&Bytes::copy_from_slice(frame))
 }
 
 proptest! {
+    // Failing cases are saved next to this file (`roundtrip.proptest-regressions`); the
+    // default location assumes a `src/lib.rs` beside the test, which an integration test lacks.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn every_message_round_trips(message in message()) {
         let frame = encode_message(&message);
@@ -265,14 +279,11 @@ proptest! {
             .transact_mut()
             .apply_update(Update::decode_v1(&payload).expect("state decodes"))
             .expect("state applies");
+        let expected_text = text_of(&source);
+        let expected_sv = source.transact().state_vector();
         for doc in [&replica, &from_step2] {
-            let txn = doc.transact();
-            let source_txn = source.transact();
-            prop_assert_eq!(
-                doc.get_or_insert_text("text").get_string(&txn),
-                source.get_or_insert_text("text").get_string(&source_txn)
-            );
-            prop_assert_eq!(txn.state_vector(), source_txn.state_vector());
+            prop_assert_eq!(text_of(doc), expected_text.clone());
+            prop_assert_eq!(doc.transact().state_vector(), expected_sv.clone());
         }
         let sv = source.transact().state_vector();
         prop_assert_eq!(

@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::access::{AccessEvents, Presence};
 use crate::auth::{Auth, system_clock};
+use crate::cluster::RedisBus;
 use crate::config::{Config, SessionConfig};
 use crate::routes;
 use crate::telemetry::{SessionMetrics, install_metrics};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub events: AccessEvents,
     /// Who is connected where.
     pub presence: Presence,
+    /// The cluster bus, when clustered.
+    pub cluster: Option<RedisBus>,
 }
 
 impl AppState {
@@ -74,16 +77,35 @@ impl Application {
         let auth = Auth::init(storage.connection().clone(), config.auth.clone(), clock)
             .await
             .context("initialising authentication")?;
-        let registry = RoomRegistry::start(config.store.clone(), storage);
+        let shutdown = CancellationToken::new();
+        // The bus keeps running through the final flush and stops with the process.
+        let stop_bus = CancellationToken::new();
+        let cluster = match &config.cluster {
+            Some(cluster) => {
+                let (bus, tasks) = RedisBus::new(cluster.clone()).context("configuring redis")?;
+                info!(node = %cluster.node_id, "clustering through redis");
+                actix_web::rt::spawn(bus.clone().run(tasks, stop_bus.clone()));
+                Some(bus)
+            }
+            None => None,
+        };
+        let registry = RoomRegistry::start_with_bus(
+            config.store.clone(),
+            storage,
+            cluster
+                .clone()
+                .map(|bus| std::sync::Arc::new(bus) as std::sync::Arc<dyn crdt_store::RoomBus>),
+        );
         let state = AppState {
             registry,
             session: config.session.clone(),
             session_metrics: SessionMetrics::register(),
             metrics,
-            shutdown: CancellationToken::new(),
+            shutdown,
             auth,
             events: AccessEvents::new(1024),
             presence: Presence::default(),
+            cluster,
         };
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;

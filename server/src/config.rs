@@ -115,6 +115,21 @@ pub struct ServeArgs {
     /// Origins allowed by CORS, comma-separated (`*` for any); none when empty.
     #[arg(long, env = "TANDEM_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Redis URL; turns clustering on (nodes sharing one database and one Redis).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// This node's name in the cluster (default: random per start).
+    #[arg(long, env = "TANDEM_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Prefix of the Redis channels, so deployments can share one Redis.
+    #[arg(long, env = "TANDEM_REDIS_PREFIX", default_value = "tandem")]
+    pub redis_prefix: String,
+    /// How often nodes compare each room's digest and repair differences.
+    #[arg(long, env = "TANDEM_CLUSTER_SYNC_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub cluster_sync_interval: Duration,
+    /// How long a node loading a room waits for its peers' state.
+    #[arg(long, env = "TANDEM_CLUSTER_CATCH_UP_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub cluster_catch_up_timeout: Duration,
 }
 
 /// Settings of the WebSocket sessions.
@@ -147,6 +162,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Origins allowed by CORS.
     pub cors_origins: Vec<String>,
+    /// Clustering, when a Redis URL is configured.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl ServeArgs {
@@ -208,6 +225,15 @@ impl ServeArgs {
                 jwt_secret: self.jwt_secret,
             },
             cors_origins: self.cors_origins,
+            cluster: self
+                .redis_url
+                .map(|redis_url| crate::cluster::ClusterConfig {
+                    redis_url,
+                    node_id: self.node_id.unwrap_or_else(crate::auth::secrets::random_id),
+                    channel_prefix: self.redis_prefix,
+                    sync_interval: self.cluster_sync_interval,
+                    catch_up_timeout: self.cluster_catch_up_timeout,
+                }),
         })
     }
 }

@@ -6,6 +6,7 @@
 //! - `routes`: `/ws/{room}` (the y-protocols session loop), `/api/...` (REST),
 //!   `/healthz`, `/readyz`, `/metrics`.
 //! - [`auth`]: accounts, sessions, tokens, API keys, login throttling.
+//! - [`cluster`]: the Redis bridge between nodes (fan-out, catch-up, anti-entropy).
 //! - [`access`]: who may do what in a room; access changes pushed to open sockets; presence.
 //! - `entity`: sea-orm entities of the tables this crate owns (accounts and access).
 //! - [`error`]: the one JSON error shape every REST failure uses.
@@ -17,6 +18,7 @@
 pub mod access;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod entity;
 pub mod error;

@@ -15,8 +15,18 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.shutdown.is_cancelled() {
         return HttpResponse::ServiceUnavailable().json(json!({"status": "shutting_down"}));
     }
+    let redis = state
+        .cluster
+        .as_ref()
+        .map(|bus| if bus.connected() { "ok" } else { "down" });
     match state.registry.storage().ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})),
+        // Without Redis a node still serves its own clients: degraded, not unavailable.
+        Ok(()) if redis == Some("down") => {
+            HttpResponse::Ok().json(json!({"status": "degraded", "store": "ok", "redis": "down"}))
+        }
+        Ok(()) => {
+            HttpResponse::Ok().json(json!({"status": "ready", "store": "ok", "redis": redis}))
+        }
         Err(err) => HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "store": err.to_string()})),
     }

@@ -1,0 +1,195 @@
+//! What is committed survives a restart, and each durability mode orders commit and fan-out
+//! the way it promises.
+
+use crdt_store::{Delivery, Durability, RoomRegistry, StoreConfig};
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
+};
+
+use crate::support::{
+    ClientDoc, TestDb, delivered_already, next_update, room_id, start_registry, stored_text,
+    test_config,
+};
+
+/// Takes SQLite's write lock on a separate connection, so the store's writer cannot commit
+/// until the returned transaction ends. Readers are not blocked (write-ahead log).
+async fn hold_write_lock(raw: &DatabaseConnection) -> DatabaseTransaction {
+    raw.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
+    .expect("write lock")
+}
+
+/// Lets every task that is ready run (the writer among them) before the test goes on.
+async fn let_other_tasks_run() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn registry_with(db: &TestDb, durability: Durability) -> RoomRegistry {
+    db.start(StoreConfig {
+        durability,
+        ..test_config()
+    })
+    .0
+}
+
+#[tokio::test]
+async fn committed_edits_survive_a_restart() {
+    let db = TestDb::new().await;
+    let (registry, _) = db.start(test_config());
+    let notes = room_id("notes");
+    let other = room_id("other room");
+    let mut alice = registry.connect(&notes).await.expect("connect");
+    let mut bob = registry.connect(&notes).await.expect("connect");
+    let alice_doc = ClientDoc::new();
+    let bob_doc = ClientDoc::new();
+
+    let hello = alice_doc.insert("t", 0, "hello");
+    alice.apply_update(hello, None).await.expect("apply");
+    bob_doc.apply(&next_update(&mut bob).await);
+    let world = bob_doc.append("t", " wörld 🌍");
+    bob.apply_update(world, None).await.expect("apply");
+    alice_doc.apply(&next_update(&mut alice).await);
+    let title = alice_doc.insert("title", 0, "Greeting");
+    alice.apply_update(title, None).await.expect("apply");
+    bob_doc.apply(&next_update(&mut bob).await);
+
+    let elsewhere = registry.connect(&other).await.expect("connect");
+    let other_doc = ClientDoc::new();
+    elsewhere
+        .apply_update(other_doc.insert("t", 0, "unrelated"), None)
+        .await
+        .expect("apply");
+
+    let before = alice.room().to_json();
+    assert_eq!(before["t"], "hello wörld 🌍");
+    assert_eq!(before["title"], "Greeting");
+    assert_eq!(alice_doc.text("t"), bob_doc.text("t"));
+    drop((alice, bob, elsewhere));
+    registry.shutdown().await;
+    // Each applied update is one row of its room's log.
+    assert_eq!(
+        db.storage.load(&notes).await.expect("load").updates.len(),
+        3
+    );
+    assert_eq!(
+        db.storage.load(&other).await.expect("load").updates.len(),
+        1
+    );
+
+    let (restarted, metrics) = start_registry(test_config(), db.reopen().await);
+    let reloaded = restarted.connect(&notes).await.expect("reload");
+    assert_eq!(reloaded.room().to_json(), before);
+    let reloaded_doc = ClientDoc::new();
+    reloaded_doc.apply(&reloaded.room().encode_state());
+    {
+        use yrs::{ReadTxn, Transact};
+        assert_eq!(
+            reloaded_doc.doc.transact().state_vector(),
+            alice_doc.doc.transact().state_vector()
+        );
+    }
+    let reloaded_other = restarted.connect(&other).await.expect("reload");
+    assert_eq!(
+        reloaded_other.room().to_json(),
+        serde_json::json!({"t": "unrelated"})
+    );
+    assert_eq!(metrics.counter("tandem_room_loads_total"), 2);
+}
+
+/// Durable mode: a subscriber hears of an update only once it is committed. The writer is
+/// held off with the database's write lock, so "not yet committed" lasts as long as the test
+/// needs.
+#[tokio::test]
+async fn durable_mode_delivers_an_update_only_after_its_commit() {
+    let db = TestDb::new().await;
+    let raw = db.raw().await;
+    let registry = registry_with(&db, Durability::Durable);
+    let room = room_id("durable");
+    let author = registry.connect(&room).await.expect("connect");
+    let mut reader = registry.connect(&room).await.expect("connect");
+    let client = ClientDoc::new();
+
+    for i in 0..5 {
+        let update = client.append("t", &format!("<{i}>"));
+        author
+            .apply_update(update.clone(), None)
+            .await
+            .expect("apply");
+        assert_eq!(next_update(&mut reader).await, update);
+        // By the time the frame arrives, the update is in the database.
+        let stored = db.storage.load(&room).await.expect("load").updates;
+        assert!(
+            stored.contains(&update.to_vec()),
+            "update {i} delivered before its commit"
+        );
+    }
+
+    let lock = hold_write_lock(&raw).await;
+    let blocked = client.append("t", "<held>");
+    author
+        .apply_update(blocked.clone(), None)
+        .await
+        .expect("apply");
+    let_other_tasks_run().await;
+    assert!(
+        delivered_already(&mut reader).is_none(),
+        "delivered while the commit could not happen"
+    );
+    let stored = db.storage.load(&room).await.expect("load").updates;
+    assert!(!stored.contains(&blocked.to_vec()));
+
+    lock.rollback().await.expect("release the lock");
+    assert_eq!(next_update(&mut reader).await, blocked);
+    let stored = db.storage.load(&room).await.expect("load").updates;
+    assert_eq!(stored.last(), Some(&blocked.to_vec()));
+}
+
+/// Relaxed mode: fan-out does not wait for the commit, and a flush makes everything that was
+/// fanned out durable.
+#[tokio::test]
+async fn relaxed_mode_delivers_before_the_commit_and_flush_commits() {
+    let db = TestDb::new().await;
+    let raw = db.raw().await;
+    let registry = registry_with(&db, Durability::Relaxed);
+    let room = room_id("relaxed");
+    let author = registry.connect(&room).await.expect("connect");
+    let mut reader = registry.connect(&room).await.expect("connect");
+    let client = ClientDoc::new();
+
+    let lock = hold_write_lock(&raw).await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let update = client.append("t", &format!("<{i}>"));
+        author
+            .apply_update(update.clone(), None)
+            .await
+            .expect("apply");
+        // Already handed to the subscriber, although the writer cannot commit.
+        match delivered_already(&mut reader) {
+            Some(Delivery::Frame(frame)) => {
+                assert_eq!(frame, protocol::encode_update_frame(&update));
+            }
+            _ => panic!("relaxed mode did not deliver update {i} at once"),
+        }
+        sent.push(update.to_vec());
+    }
+    assert!(
+        db.storage
+            .load(&room)
+            .await
+            .expect("load")
+            .updates
+            .is_empty()
+    );
+
+    lock.rollback().await.expect("release the lock");
+    registry.flush().await;
+    assert_eq!(db.storage.load(&room).await.expect("load").updates, sent);
+    assert_eq!(stored_text(&db.storage, &room, "t").await, "<0><1><2>");
+}

@@ -1,0 +1,297 @@
+//! What every store test needs: its own SQLite database, a registry whose metrics it can
+//! read, client-side documents, and bounded waits on a connection's frames.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crdt_store::{Delivery, RoomConnection, RoomId, RoomRegistry, Storage, StoreConfig, new_doc};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use protocol::Message;
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+};
+use tempfile::TempDir;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, Text, Transact, Update};
+
+/// How long a test waits for an event that should come promptly. Reaching it is a failure,
+/// never a way to let time pass.
+pub const EVENT_LIMIT: Duration = Duration::from_secs(10);
+
+/// A database of its own in a temporary directory, deleted with the value.
+pub struct TestDb {
+    dir: TempDir,
+    /// The store's handle on the database.
+    pub storage: Storage,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let storage = Storage::connect(&db_url(&dir), true)
+            .await
+            .expect("SQLite database opens and migrates");
+        Self { dir, storage }
+    }
+
+    /// A second, independent connection pool on the same file, as another server process
+    /// (or the same one after a restart) would open it.
+    pub async fn reopen(&self) -> Storage {
+        Storage::connect(&db_url(&self.dir), true)
+            .await
+            .expect("SQLite database reopens")
+    }
+
+    /// A plain connection for SQL the store itself never issues (inspection, corruption).
+    pub async fn raw(&self) -> DatabaseConnection {
+        Database::connect(db_url(&self.dir))
+            .await
+            .expect("raw SQLite connection")
+    }
+
+    /// Starts a registry on this database, with its metrics recorded by the returned probe.
+    pub fn start(&self, config: StoreConfig) -> (RoomRegistry, MetricsProbe) {
+        start_registry(config, self.storage.clone())
+    }
+}
+
+fn db_url(dir: &TempDir) -> String {
+    format!("sqlite://{}/t.db", dir.path().display())
+}
+
+/// Starts a registry over `storage`, with its metrics recorded by the returned probe.
+pub fn start_registry(config: StoreConfig, storage: Storage) -> (RoomRegistry, MetricsProbe) {
+    let probe = MetricsProbe::default();
+    // The store registers its metric handles once, inside `start`; registered under this
+    // local recorder, they report to this probe alone, so parallel tests do not mix counts.
+    let registry = metrics::with_local_recorder(&probe, || RoomRegistry::start(config, storage));
+    (registry, probe)
+}
+
+/// A configuration for tests: maintenance runs only when a test calls
+/// [`RoomRegistry::maintain`] (the background pass ticks once at start, then after an hour).
+pub fn test_config() -> StoreConfig {
+    StoreConfig {
+        maintenance_interval: Duration::from_secs(3600),
+        ..StoreConfig::default()
+    }
+}
+
+pub fn room_id(name: &str) -> RoomId {
+    RoomId::parse(name).expect("valid room name")
+}
+
+/// Counters and gauges reported through the `metrics` facade, by name.
+#[derive(Clone, Default)]
+pub struct MetricsProbe {
+    values: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
+}
+
+impl MetricsProbe {
+    fn cell(&self, key: &Key) -> Arc<AtomicU64> {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values.entry(key.name().to_owned()).or_default().clone()
+    }
+
+    fn read(&self, name: &str) -> Option<u64> {
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values.get(name).map(|v| v.load(Ordering::SeqCst))
+    }
+
+    /// The value of a counter (0 if never registered).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.read(name).unwrap_or(0)
+    }
+
+    /// The value of a gauge (0.0 if never registered).
+    pub fn gauge(&self, name: &str) -> f64 {
+        self.read(name).map_or(0.0, f64::from_bits)
+    }
+}
+
+impl Recorder for MetricsProbe {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.cell(key))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.cell(key))
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+/// A client's own copy of a document, configured like the server's.
+pub struct ClientDoc {
+    pub doc: Doc,
+}
+
+impl ClientDoc {
+    pub fn new() -> Self {
+        Self { doc: new_doc() }
+    }
+
+    /// Inserts `text` at UTF-16 offset `at` of root text `root`; returns the v1 update.
+    pub fn insert(&self, root: &str, at: u32, text: &str) -> Bytes {
+        let root = self.doc.get_or_insert_text(root);
+        let mut txn = self.doc.transact_mut();
+        root.insert(&mut txn, at, text);
+        Bytes::from(txn.encode_update_v1())
+    }
+
+    /// Appends `text` to root text `root`; returns the v1 update.
+    pub fn append(&self, root: &str, text: &str) -> Bytes {
+        let len = {
+            let root = self.doc.get_or_insert_text(root);
+            root.len(&self.doc.transact())
+        };
+        self.insert(root, len, text)
+    }
+
+    /// Removes `len` UTF-16 units at `at` of root text `root`; returns the v1 update.
+    pub fn remove(&self, root: &str, at: u32, len: u32) -> Bytes {
+        let root = self.doc.get_or_insert_text(root);
+        let mut txn = self.doc.transact_mut();
+        root.remove_range(&mut txn, at, len);
+        Bytes::from(txn.encode_update_v1())
+    }
+
+    pub fn text(&self, root: &str) -> String {
+        let root = self.doc.get_or_insert_text(root);
+        root.get_string(&self.doc.transact())
+    }
+
+    pub fn apply(&self, update: &[u8]) {
+        apply_to(&self.doc, update);
+    }
+}
+
+pub fn apply_to(doc: &Doc, update: &[u8]) {
+    let update = Update::decode_v1(update).expect("update decodes");
+    doc.transact_mut()
+        .apply_update(update)
+        .expect("update applies");
+}
+
+/// A fresh document holding exactly `state` (a v1 update).
+pub fn doc_from(state: &[u8]) -> Doc {
+    let doc = new_doc();
+    apply_to(&doc, state);
+    doc
+}
+
+/// The next delivery of `connection`; fails the test if none comes within [`EVENT_LIMIT`].
+pub async fn next_delivery(connection: &mut RoomConnection) -> Delivery {
+    tokio::time::timeout(EVENT_LIMIT, connection.recv())
+        .await
+        .expect("a delivery within the limit")
+        .expect("the room is still open")
+}
+
+/// The next frame of `connection`; fails the test on a lag or if none comes in time.
+pub async fn next_frame(connection: &mut RoomConnection) -> Bytes {
+    match next_delivery(connection).await {
+        Delivery::Frame(frame) => frame,
+        Delivery::Lagged => panic!("connection lagged"),
+    }
+}
+
+/// The next frame of `connection`, decoded.
+pub async fn next_message(connection: &mut RoomConnection) -> Message {
+    protocol::decode_message(&next_frame(connection).await).expect("the store sends valid frames")
+}
+
+/// The update payload of the next frame; fails if it is another message.
+pub async fn next_update(connection: &mut RoomConnection) -> Bytes {
+    match next_message(connection).await {
+        Message::Update(update) => update,
+        other => panic!("expected an update frame, got {other:?}"),
+    }
+}
+
+/// What `connection` has already been handed, without waiting: `None` if nothing is queued.
+pub fn delivered_already(connection: &mut RoomConnection) -> Option<Delivery> {
+    poll_once(connection.recv()).map(|delivery| delivery.expect("the room is still open"))
+}
+
+/// Polls `future` exactly once.
+pub fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    let mut context = Context::from_waker(Waker::noop());
+    match pin!(future).poll(&mut context) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+/// Every row of `room`'s update log as `(id, data)`, read with plain SQL.
+pub async fn log_rows(db: &impl ConnectionTrait, room: &RoomId) -> Vec<(i64, Vec<u8>)> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT id, data FROM room_updates WHERE room_id = ? ORDER BY id",
+            [room.as_str().into()],
+        ))
+        .await
+        .expect("log rows");
+    rows.iter()
+        .map(|row| {
+            (
+                row.try_get::<i64>("", "id").expect("id"),
+                row.try_get::<Vec<u8>>("", "data").expect("data"),
+            )
+        })
+        .collect()
+}
+
+/// `room`'s snapshot as `(last_update_id, data)`, read with plain SQL.
+pub async fn snapshot_row(db: &impl ConnectionTrait, room: &RoomId) -> Option<(i64, Vec<u8>)> {
+    db.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        "SELECT last_update_id, data FROM room_snapshots WHERE room_id = ?",
+        [room.as_str().into()],
+    ))
+    .await
+    .expect("snapshot row")
+    .map(|row| {
+        (
+            row.try_get::<i64>("", "last_update_id").expect("marker"),
+            row.try_get::<Vec<u8>>("", "data").expect("data"),
+        )
+    })
+}
+
+/// `room`'s snapshot and log together, read in one transaction so they form one state.
+pub async fn stored_rows(
+    db: &DatabaseConnection,
+    room: &RoomId,
+) -> (Option<(i64, Vec<u8>)>, Vec<(i64, Vec<u8>)>) {
+    let txn = db.begin().await.expect("read transaction");
+    let snapshot = snapshot_row(&txn, room).await;
+    let rows = log_rows(&txn, room).await;
+    txn.commit().await.expect("end read transaction");
+    (snapshot, rows)
+}
+
+/// The text of root `root` of what `storage` holds for `room`, rebuilt from the snapshot and
+/// log exactly as a load would.
+pub async fn stored_text(storage: &Storage, room: &RoomId, root: &str) -> String {
+    let stored = storage.load(room).await.expect("load");
+    let doc = new_doc();
+    for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+        apply_to(&doc, bytes);
+    }
+    let text = doc.get_or_insert_text(root);
+    text.get_string(&doc.transact())
+}

@@ -1,0 +1,554 @@
+//! The Redis bridge: rooms on several nodes kept in step over Redis pub/sub.
+//!
+//! Each node subscribes to one channel per room it holds (`{prefix}:room:{room}`) and
+//! publishes what its own clients produce there, in [`protocol::cluster::Envelope`]s naming
+//! the node, so nobody re-applies its own messages. Three mechanisms keep replicas equal:
+//!
+//! 1. **Live fan-out**: every local update (after its commit in durable mode) and awareness
+//!    change is published; peers apply it and fan it out to their clients.
+//! 2. **Catch-up on load**: a node loading a room subscribes first, then asks the room's
+//!    channel for what its state vector lacks and waits (bounded) for every other subscriber
+//!    to answer, so a client joining here sees edits made elsewhere that are not yet stored.
+//!    Messages heard while loading are buffered and applied once the room exists.
+//! 3. **Anti-entropy**: every `sync_interval`, and at once after Redis comes back, each node
+//!    publishes a digest of each room (state vector and delete set); a peer whose digest
+//!    differs answers with what the asker lacks. Anything lost to a Redis outage or a full
+//!    queue heals within one interval, without clients reconnecting.
+//!
+//! When Redis is unreachable every node keeps serving its own clients (`/readyz` reports
+//! `degraded`) and reconnects with backoff.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crdt_store::bus::BusFuture;
+use crdt_store::{Room, RoomBus, RoomId, document_digest};
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use metrics::{Counter, Gauge, counter, gauge};
+use protocol::cluster::{ClusterMessage, Envelope, decode_envelope, encode_envelope};
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use yrs::sync::awareness::AwarenessUpdate;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+
+/// Cluster settings.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `redis://host:port/`.
+    pub redis_url: String,
+    /// This node's name in envelopes; unique per node.
+    pub node_id: String,
+    /// Channel name prefix, so several deployments can share one Redis.
+    pub channel_prefix: String,
+    /// Anti-entropy period.
+    pub sync_interval: Duration,
+    /// How long a loading room waits for its peers' catch-up answers.
+    pub catch_up_timeout: Duration,
+}
+
+/// What the subscriber task is asked to do.
+enum Control {
+    Subscribe(String, oneshot::Sender<bool>),
+    Unsubscribe(String),
+}
+
+/// Messages heard for a room that is still loading.
+#[derive(Default)]
+struct Buffered {
+    updates: Vec<Vec<u8>>,
+    awareness: Vec<AwarenessUpdate>,
+}
+
+struct Metrics {
+    connected: Gauge,
+    published: Counter,
+    received: Counter,
+    dropped: Counter,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    client: redis::Client,
+    /// Rooms attached on this node, by id: where peers' messages go.
+    rooms: DashMap<RoomId, Room>,
+    /// Rooms loading on this node, with what was heard meanwhile.
+    loading: DashMap<RoomId, Buffered>,
+    /// Catch-up requests waiting for answers, by request id.
+    waiting: DashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    /// To the subscriber task.
+    control: mpsc::UnboundedSender<Control>,
+    /// To the publisher task: (channel, envelope bytes).
+    outbox: mpsc::Sender<(String, Vec<u8>)>,
+    /// A command connection for `PUBSUB NUMSUB`, once established.
+    commands: Mutex<Option<ConnectionManager>>,
+    /// Whether the subscriber connection is up.
+    connected: AtomicBool,
+    next_request: AtomicU64,
+    metrics: Metrics,
+}
+
+/// The Redis implementation of [`RoomBus`]. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisBus {
+    inner: Arc<Inner>,
+}
+
+/// Receivers the background tasks own; handed to [`RedisBus::run`].
+pub struct BusTasks {
+    control: mpsc::UnboundedReceiver<Control>,
+    outbox: mpsc::Receiver<(String, Vec<u8>)>,
+}
+
+const OUTBOX_CAPACITY: usize = 16 * 1024;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl RedisBus {
+    /// Creates the bus (no connection yet: [`RedisBus::run`] connects and reconnects).
+    pub fn new(config: ClusterConfig) -> anyhow::Result<(Self, BusTasks)> {
+        let client = redis::Client::open(config.redis_url.as_str())?;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let bus = Self {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                rooms: DashMap::new(),
+                loading: DashMap::new(),
+                waiting: DashMap::new(),
+                control,
+                outbox,
+                commands: Mutex::new(None),
+                connected: AtomicBool::new(false),
+                next_request: AtomicU64::new(1),
+                metrics: Metrics {
+                    connected: gauge!("tandem_cluster_connected"),
+                    published: counter!("tandem_cluster_published_total"),
+                    received: counter!("tandem_cluster_received_total"),
+                    dropped: counter!("tandem_cluster_dropped_total"),
+                },
+            }),
+        };
+        Ok((
+            bus,
+            BusTasks {
+                control: control_rx,
+                outbox: outbox_rx,
+            },
+        ))
+    }
+
+    /// Whether the node currently hears its peers.
+    pub fn connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+
+    fn channel(&self, room: &RoomId) -> String {
+        format!(
+            "{}:room:{}",
+            self.inner.config.channel_prefix,
+            room.as_str()
+        )
+    }
+
+    fn room_of(&self, channel: &str) -> Option<RoomId> {
+        let prefix = format!("{}:room:", self.inner.config.channel_prefix);
+        RoomId::parse(channel.strip_prefix(&prefix)?).ok()
+    }
+
+    fn send(&self, room: &RoomId, body: ClusterMessage) {
+        let envelope = Envelope {
+            origin: self.inner.config.node_id.clone(),
+            body,
+        };
+        match self
+            .inner
+            .outbox
+            .try_send((self.channel(room), encode_envelope(&envelope)))
+        {
+            Ok(()) => {}
+            // Anti-entropy repairs what the bus could not carry.
+            Err(_) => self.inner.metrics.dropped.increment(1),
+        }
+    }
+
+    /// Runs the subscriber, publisher and anti-entropy tasks until `stop`.
+    pub async fn run(self, tasks: BusTasks, stop: CancellationToken) {
+        let publisher = tokio::spawn(self.clone().publish_loop(tasks.outbox, stop.clone()));
+        let anti_entropy = tokio::spawn(self.clone().anti_entropy_loop(stop.clone()));
+        self.subscribe_loop(tasks.control, stop).await;
+        let _ = publisher.await;
+        let _ = anti_entropy.await;
+    }
+
+    async fn publish_loop(
+        self,
+        mut outbox: mpsc::Receiver<(String, Vec<u8>)>,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            let connection = tokio::select! {
+                _ = stop.cancelled() => return,
+                connection = self.inner.client.get_connection_manager() => connection,
+            };
+            let mut connection = match connection {
+                Ok(connection) => connection,
+                Err(err) => {
+                    debug!(error = %err, "redis publisher connection failed; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            *self
+                .inner
+                .commands
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
+            loop {
+                let received = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    n = outbox.recv_many(&mut batch, 256) => n,
+                };
+                if received == 0 {
+                    return;
+                }
+                let mut pipe = redis::pipe();
+                for (channel, payload) in batch.drain(..) {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                }
+                // The connection manager reconnects by itself; a failed batch is dropped and
+                // repaired by anti-entropy.
+                match pipe.query_async::<()>(&mut connection).await {
+                    Ok(()) => self.inner.metrics.published.increment(received as u64),
+                    Err(err) => {
+                        self.inner.metrics.dropped.increment(received as u64);
+                        debug!(error = %err, "publishing to redis failed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn subscribe_loop(
+        self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let pubsub = tokio::select! {
+                _ = stop.cancelled() => return,
+                pubsub = self.inner.client.get_async_pubsub() => pubsub,
+            };
+            match pubsub {
+                Ok(pubsub) => {
+                    backoff = Duration::from_millis(100);
+                    let (mut sink, mut stream) = pubsub.split();
+                    let mut subscribed = true;
+                    let channels: Vec<String> = self
+                        .inner
+                        .rooms
+                        .iter()
+                        .map(|r| self.channel(r.key()))
+                        .chain(self.inner.loading.iter().map(|r| self.channel(r.key())))
+                        .collect();
+                    for channel in channels {
+                        subscribed &= sink.subscribe(channel).await.is_ok();
+                    }
+                    if subscribed {
+                        self.inner.connected.store(true, Ordering::Relaxed);
+                        self.inner.metrics.connected.set(1.0);
+                        info!(node = %self.inner.config.node_id, "connected to redis");
+                        // Whatever happened while we were away, reconverge now.
+                        self.anti_entropy_round();
+                        loop {
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                command = control.recv() => match command {
+                                    Some(Control::Subscribe(channel, done)) => {
+                                        let ok = sink.subscribe(channel).await.is_ok();
+                                        let _ = done.send(ok);
+                                        if !ok { break; }
+                                    }
+                                    Some(Control::Unsubscribe(channel)) => {
+                                        if sink.unsubscribe(channel).await.is_err() { break; }
+                                    }
+                                    None => return,
+                                },
+                                message = stream.next() => match message {
+                                    Some(message) => self.handle(message),
+                                    None => break,
+                                },
+                            }
+                        }
+                    }
+                    self.inner.connected.store(false, Ordering::Relaxed);
+                    self.inner.metrics.connected.set(0.0);
+                    warn!(node = %self.inner.config.node_id, "lost redis; serving local clients only until it returns");
+                }
+                Err(err) => debug!(error = %err, "redis subscriber connection failed; retrying"),
+            }
+            // Subscriptions asked for while disconnected are made on reconnect (from `rooms`
+            // and `loading`); tell their askers not to wait.
+            while let Ok(command) = control.try_recv() {
+                if let Control::Subscribe(_, done) = command {
+                    let _ = done.send(false);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn anti_entropy_loop(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.inner.config.sync_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.anti_entropy_round(),
+            }
+        }
+    }
+
+    /// Publishes every attached room's digest; peers that differ answer.
+    fn anti_entropy_round(&self) {
+        if !self.connected() {
+            return;
+        }
+        let rooms: Vec<Room> = self.inner.rooms.iter().map(|r| r.value().clone()).collect();
+        for room in rooms {
+            self.send(
+                room.id(),
+                ClusterMessage::SyncRequest {
+                    request: 0,
+                    state_vector: room.state_vector(),
+                    digest: document_digest(&room),
+                },
+            );
+        }
+    }
+
+    fn handle(&self, message: redis::Msg) {
+        self.inner.metrics.received.increment(1);
+        let Some(room_id) = self.room_of(message.get_channel_name()) else {
+            return;
+        };
+        let envelope = match decode_envelope(message.get_payload_bytes()) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                warn!(room = %room_id, error = %err, "ignoring an undecodable cluster message");
+                return;
+            }
+        };
+        if envelope.origin == self.inner.config.node_id {
+            return;
+        }
+        let room = self.inner.rooms.get(&room_id).map(|r| r.value().clone());
+        match envelope.body {
+            ClusterMessage::Update(update) => match room {
+                Some(room) => {
+                    if let Err(err) = room.apply_remote_update(&update) {
+                        warn!(room = %room_id, error = %err, "ignoring an invalid update from a peer");
+                    }
+                }
+                None => {
+                    if let Some(mut buffered) = self.inner.loading.get_mut(&room_id) {
+                        buffered.updates.push(update);
+                    }
+                }
+            },
+            ClusterMessage::Awareness(bytes) => {
+                let Ok(update) = AwarenessUpdate::decode_v1(&bytes) else {
+                    return;
+                };
+                match room {
+                    Some(room) => room.apply_remote_awareness(update),
+                    None => {
+                        if let Some(mut buffered) = self.inner.loading.get_mut(&room_id) {
+                            buffered.awareness.push(update);
+                        }
+                    }
+                }
+            }
+            ClusterMessage::SyncRequest {
+                request,
+                state_vector,
+                digest,
+            } => {
+                let Some(room) = room else { return };
+                // Catch-up requests (non-zero) are always answered, so the asker can stop
+                // waiting; anti-entropy ones only when the documents differ.
+                if request != 0 || digest != document_digest(&room) {
+                    let Ok(update) = room.diff(&state_vector) else {
+                        return;
+                    };
+                    self.send(
+                        &room_id,
+                        ClusterMessage::SyncReply {
+                            to: envelope.origin,
+                            request,
+                            update,
+                        },
+                    );
+                }
+                if request != 0
+                    && let Some(local) = room.local_awareness()
+                {
+                    // The asker is loading the room: tell it who is here.
+                    self.send(&room_id, ClusterMessage::Awareness(local.encode_v1()));
+                }
+            }
+            ClusterMessage::SyncReply {
+                to,
+                request,
+                update,
+            } => {
+                if to != self.inner.config.node_id {
+                    return;
+                }
+                if let Some(waiter) = self.inner.waiting.get(&request) {
+                    let _ = waiter.send(update);
+                } else if let Some(room) = room
+                    && let Err(err) = room.apply_remote_update(&update)
+                {
+                    warn!(room = %room_id, error = %err, "ignoring an invalid sync reply");
+                }
+            }
+        }
+    }
+
+    async fn subscribers(&self, channel: &str) -> Option<i64> {
+        let connection = self
+            .inner
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let mut connection = connection;
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut connection)
+            .await
+            .ok()?;
+        counts.first().map(|(_, n)| *n)
+    }
+
+    async fn catch_up(&self, room: &RoomId, state_vector: Vec<u8>) -> Vec<Vec<u8>> {
+        let timeout = self.inner.config.catch_up_timeout;
+        let channel = self.channel(room);
+        let (done, subscribed) = oneshot::channel();
+        if self
+            .inner
+            .control
+            .send(Control::Subscribe(channel.clone(), done))
+            .is_err()
+        {
+            return Vec::new();
+        }
+        if !matches!(
+            tokio::time::timeout(timeout, subscribed).await,
+            Ok(Ok(true))
+        ) {
+            return Vec::new();
+        }
+        // Every subscriber but this node holds the room and will answer.
+        let peers = self
+            .subscribers(&channel)
+            .await
+            .unwrap_or(0)
+            .saturating_sub(1);
+        if peers <= 0 {
+            return Vec::new();
+        }
+        let request = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let (answers, mut replies) = mpsc::unbounded_channel();
+        self.inner.waiting.insert(request, answers);
+        self.send(
+            room,
+            ClusterMessage::SyncRequest {
+                request,
+                state_vector,
+                digest: 0,
+            },
+        );
+        let mut updates = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while (updates.len() as i64) < peers {
+            match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some(update)) => updates.push(update),
+                _ => break,
+            }
+        }
+        self.inner.waiting.remove(&request);
+        if (updates.len() as i64) < peers {
+            debug!(room = %room, answered = updates.len(), peers, "catch-up timed out; anti-entropy will finish it");
+        }
+        updates
+    }
+}
+
+impl RoomBus for RedisBus {
+    fn join(&self, room: &RoomId, state_vector: Vec<u8>) -> BusFuture<'_, Vec<Vec<u8>>> {
+        let room = room.clone();
+        Box::pin(async move {
+            self.inner.loading.entry(room.clone()).or_default();
+            let mut updates = self.catch_up(&room, state_vector).await;
+            // Updates heard while loading are applied with the catch-up; awareness waits for
+            // `attach`, when the room exists.
+            if let Some(mut buffered) = self.inner.loading.get_mut(&room) {
+                updates.append(&mut buffered.updates);
+            }
+            updates
+        })
+    }
+
+    fn attach(&self, room: &Room) {
+        self.inner.rooms.insert(room.id().clone(), room.clone());
+        if let Some((_, buffered)) = self.inner.loading.remove(room.id()) {
+            for update in buffered.updates {
+                let _ = room.apply_remote_update(&update);
+            }
+            for awareness in buffered.awareness {
+                room.apply_remote_awareness(awareness);
+            }
+        }
+    }
+
+    fn leave(&self, room: &RoomId) {
+        self.inner.rooms.remove(room);
+        self.inner.loading.remove(room);
+        let _ = self
+            .inner
+            .control
+            .send(Control::Unsubscribe(self.channel(room)));
+    }
+
+    fn publish_update(&self, room: &RoomId, update: Bytes) {
+        self.send(room, ClusterMessage::Update(update.to_vec()));
+    }
+
+    fn publish_awareness(&self, room: &RoomId, update: Bytes) {
+        self.send(room, ClusterMessage::Awareness(update.to_vec()));
+    }
+}
