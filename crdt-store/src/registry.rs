@@ -309,6 +309,17 @@ impl RoomRegistry {
     }
 
     async fn auto_version(&self, room: &Room) {
+        // Another node holding the room may have versioned the same activity already (its
+        // clients' edits and ours reach both replicas): one version covers it.
+        let since = room.activity().unversioned_since_ms;
+        match self.inner.shared.storage.latest_version_at(room.id()).await {
+            Ok(Some(latest)) if latest >= since => {
+                room.activity().unversioned_since = None;
+                return;
+            }
+            Ok(_) => {}
+            Err(err) => warn!(room = %room.id(), error = %err, "reading versions failed"),
+        }
         if let Err(err) = room.create_version(VersionKind::Auto, None).await {
             warn!(room = %room.id(), error = %err, "automatic version failed");
         }

@@ -105,6 +105,9 @@ pub(crate) struct Activity {
     pub(crate) last_used: Instant,
     /// When the first edit not covered by a version was applied.
     pub(crate) unversioned_since: Option<Instant>,
+    /// The same moment on the wall clock (ms since the epoch), comparable with versions
+    /// other nodes took.
+    pub(crate) unversioned_since_ms: i64,
     /// A compaction task is running for this room.
     pub(crate) compacting: bool,
 }
@@ -144,6 +147,7 @@ impl Room {
                 closed: false,
                 last_used: Instant::now(),
                 unversioned_since: None,
+                unversioned_since_ms: 0,
                 compacting: false,
             }),
             logged_updates: AtomicU64::new(logged_updates),
@@ -279,7 +283,10 @@ impl Room {
         {
             let mut activity = self.activity();
             activity.last_used = Instant::now();
-            activity.unversioned_since.get_or_insert_with(Instant::now);
+            if activity.unversioned_since.is_none() {
+                activity.unversioned_since = Some(Instant::now());
+                activity.unversioned_since_ms = crate::storage::now_millis();
+            }
         }
         self.0.shared.metrics.updates_applied.increment(1);
         let fanout_after_commit = match self.0.shared.config.durability {

@@ -298,6 +298,18 @@ impl Storage {
         })
     }
 
+    /// When the room's newest version was taken (ms since the epoch), if it has any.
+    pub async fn latest_version_at(&self, room: &RoomId) -> Result<Option<i64>, StorageError> {
+        Ok(room_version::Entity::find()
+            .select_only()
+            .column(room_version::Column::CreatedAt)
+            .filter(room_version::Column::RoomId.eq(room.as_str()))
+            .order_by_desc(room_version::Column::Id)
+            .into_tuple::<i64>()
+            .one(&self.db)
+            .await?)
+    }
+
     /// Versions of a room, newest first.
     pub async fn list_versions(&self, room: &RoomId) -> Result<Vec<VersionInfo>, StorageError> {
         let rows: Vec<(i64, String, Option<String>, i64, i64)> = room_version::Entity::find()
