@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_room_storage;
 mod m20261122_000002_accounts_and_access;
+mod m20261122_000003_rotated_refresh_tokens;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_room_storage::Migration),
             Box::new(m20261122_000002_accounts_and_access::Migration),
+            Box::new(m20261122_000003_rotated_refresh_tokens::Migration),
         ]
     }
 }

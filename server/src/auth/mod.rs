@@ -24,7 +24,9 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::entity::{api_key, login_throttle, server_setting, session, share_link, user};
+use crate::entity::{
+    api_key, login_throttle, rotated_refresh_token, server_setting, session, share_link, user,
+};
 use secrets::{API_KEY_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash};
 use throttle::{Attempts, LoginPolicy};
 
@@ -414,13 +416,14 @@ impl Auth {
             .one(self.db())
             .await?
         else {
-            // A rotated token presented again: someone else may hold the new one.
-            session::Entity::update_many()
-                .col_expr(session::Column::RevokedAt, Expr::value(now))
-                .filter(session::Column::PreviousRefreshHash.eq(&hash))
-                .filter(session::Column::RevokedAt.is_null())
-                .exec(self.db())
-                .await?;
+            // A rotated token presented again: someone else may hold the newer one, so the
+            // whole session ends.
+            if let Some(rotated) = rotated_refresh_token::Entity::find_by_id(&hash)
+                .one(self.db())
+                .await?
+            {
+                self.logout(&rotated.session_id).await?;
+            }
             return Err(AuthError::InvalidToken);
         };
         if current.revoked_at.is_some() {
@@ -448,6 +451,13 @@ impl Auth {
             // Two refreshes raced with one token: only one may win.
             return Err(AuthError::InvalidToken);
         }
+        rotated_refresh_token::ActiveModel {
+            token_hash: Set(hash),
+            session_id: Set(current.id.clone()),
+            rotated_at: Set(now),
+        }
+        .insert(self.db())
+        .await?;
         self.token_pair(&current.user_id, &current.id, next)
     }
 

@@ -5,6 +5,7 @@ pub mod invite;
 pub mod login_throttle;
 pub mod room;
 pub mod room_member;
+pub mod rotated_refresh_token;
 pub mod server_setting;
 pub mod session;
 pub mod share_link;

@@ -14,7 +14,7 @@ use crate::access::AccessEvent;
 use crate::app::AppState;
 use crate::auth::secrets::{API_KEY_PREFIX, random_id, random_token, token_hash};
 use crate::auth::{Role, TokenPair};
-use crate::entity::{api_key, room, user};
+use crate::entity::{api_key, room_member, user};
 use crate::error::ApiError;
 use crate::routes::caller::SessionUser;
 
@@ -304,12 +304,22 @@ pub async fn create_api_key(
     if body.rooms.is_empty() || body.rooms.len() > 100 {
         fields.insert("rooms", "list 1 to 100 rooms".to_owned());
     } else {
-        let known = room::Entity::find()
-            .filter(room::Column::Id.is_in(body.rooms.clone()))
+        // A key may only name rooms its maker takes part in (and never exceeds the maker's
+        // role there when used).
+        let memberships = room_member::Entity::find()
+            .filter(room_member::Column::UserId.eq(&caller.user_id))
+            .filter(room_member::Column::RoomId.is_in(body.rooms.clone()))
             .all(state.db())
             .await?;
-        if known.len() != body.rooms.len() {
-            fields.insert("rooms", "every room must exist".to_owned());
+        if body
+            .rooms
+            .iter()
+            .any(|r| !memberships.iter().any(|m| &m.room_id == r))
+        {
+            fields.insert(
+                "rooms",
+                "every room must exist and you must be a participant".to_owned(),
+            );
         }
     }
     validated(fields)?;
