@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the release server and load generator, starts a throwaway server (fresh SQLite
-# database in a temporary directory), runs a small sanity scenario and then the target
-# scenario against it, and stops the server with SIGTERM.
+# database in a temporary directory), registers an account that owns the rooms of the run,
+# runs a small sanity scenario and then the target scenario, and stops the server with
+# SIGTERM. Needs curl and jq.
 #
 # Usage: benches/run-load.sh
 # The target scenario can be changed through ROOMS, CLIENTS, RATE, WARMUP and DURATION;
@@ -76,19 +77,54 @@ if [ -z "$port" ]; then
 fi
 echo "server pid $server_pid listening on port $port"
 
-loadgen() {
-    target/release/loadgen --url "ws://127.0.0.1:$port" --server-pid "$server_pid" "$@"
+http_url="http://127.0.0.1:$port"
+
+# The server only lets members into rooms that exist: register one account, which owns
+# every room of the run, and hand its access token to loadgen through the environment (not
+# the command line, where other users could read it).
+register_status=$(curl -sS -o "$work_dir/register.json" -w '%{http_code}' \
+    -H 'Content-Type: application/json' \
+    -d "{\"email\":\"loadgen-$$@example.com\",\"password\":\"loadgen-$$-$RANDOM$RANDOM\",\"display_name\":\"loadgen\"}" \
+    "$http_url/api/auth/register")
+case "$register_status" in
+    201) LOADGEN_TOKEN=$(jq -er .access_token "$work_dir/register.json")
+         export LOADGEN_TOKEN ;;
+    404) echo "server has no accounts API; connecting without a token" ;;
+    *)   echo "registering the load account failed with HTTP $register_status:" >&2
+         cat "$work_dir/register.json" >&2
+         exit 1 ;;
+esac
+
+# Creates rooms PREFIX-0 .. PREFIX-(COUNT-1) when the server has accounts.
+create_rooms() {
+    local prefix=$1 count=$2 i
+    [ -n "${LOADGEN_TOKEN:-}" ] || return 0
+    for (( i = 0; i < count; i++ )); do
+        curl -sSf -o /dev/null -H "Authorization: Bearer $LOADGEN_TOKEN" \
+            -H 'Content-Type: application/json' \
+            -d "{\"id\":\"$prefix-$i\",\"name\":\"$prefix-$i\"}" \
+            "$http_url/api/rooms"
+    done
+}
+
+# Runs loadgen with a fresh set of rooms: run-scenario NAME ROOMS [loadgen flags...]
+run_scenario() {
+    local prefix="load-$1" rooms=$2
+    shift 2
+    create_rooms "$prefix" "$rooms"
+    target/release/loadgen --url "ws://127.0.0.1:$port" --server-pid "$server_pid" \
+        --room-prefix "$prefix" --rooms "$rooms" "$@"
 }
 
 status=0
 echo
 echo "== sanity: 5 rooms x 3 clients, 20 edits/s per room"
-loadgen --rooms 5 --clients 3 --rate 20 --warmup 1s --duration 3s || status=$?
+run_scenario sanity 5 --clients 3 --rate 20 --warmup 1s --duration 3s || status=$?
 
 if [ "$status" -eq 0 ]; then
     echo
     echo "== target: $ROOMS rooms x $CLIENTS clients, $RATE edits/s per room"
-    loadgen --rooms "$ROOMS" --clients "$CLIENTS" --rate "$RATE" \
+    run_scenario target "$ROOMS" --clients "$CLIENTS" --rate "$RATE" \
         --warmup "$WARMUP" --duration "$DURATION" --json || status=$?
 fi
 

@@ -284,6 +284,10 @@ impl RoomRegistry {
         for room in self.loaded_rooms() {
             let (evict, version_due) = {
                 let mut activity = room.activity();
+                if activity.closed {
+                    // Another pass is evicting it, or it is being deleted: leave it to them.
+                    continue;
+                }
                 let version_due = activity
                     .unversioned_since
                     .is_some_and(|since| now.duration_since(since) >= config.auto_version_interval);

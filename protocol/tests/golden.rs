@@ -92,7 +92,7 @@ fn fixture(name: &str) -> Fixture {
 }
 
 fn decode_hex(hex: &str) -> Vec<u8> {
-    assert!(hex.len() % 2 == 0, "odd-length hex string");
+    assert!(hex.len().is_multiple_of(2), "odd-length hex string");
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))

@@ -185,8 +185,9 @@ impl ClientError {
     }
 }
 
-/// Connects one client and completes the sync handshake.
-async fn connect_client(url: &str) -> anyhow::Result<Socket> {
+/// Connects one client to `url` and completes the sync handshake. `room` names the room in
+/// errors (the URL may carry a token).
+async fn connect_client(url: &str, room: &str) -> anyhow::Result<Socket> {
     // Small buffers: thousands of connections each only ever see frames of a few bytes
     // (tungstenite's defaults are 128 KiB each, eagerly allocated).
     let config = WebSocketConfig::default()
@@ -194,7 +195,7 @@ async fn connect_client(url: &str) -> anyhow::Result<Socket> {
         .write_buffer_size(0);
     let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
-        .with_context(|| format!("connecting to {url}"))?;
+        .with_context(|| format!("connecting to room {room}"))?;
     socket
         .send(WsMessage::binary(EMPTY_SYNC_STEP1))
         .await
@@ -607,16 +608,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         (0..args.rooms).flat_map(|room| (0..args.clients).map(move |client| (room, client))),
     )
     .map(|(room, client)| {
-        let mut url = format!("{base_url}/ws/{prefix}-{room}");
+        let room_name = format!("{prefix}-{room}");
+        let mut url = format!("{base_url}/ws/{room_name}");
         if let Some(token) = &token {
             url.push_str("?token=");
             url.push_str(token);
         }
         async move {
-            let outcome = match timeout(connect_timeout, connect_client(&url)).await {
+            let outcome = match timeout(connect_timeout, connect_client(&url, &room_name)).await {
                 Ok(result) => result,
                 Err(_) => Err(anyhow::anyhow!(
-                    "handshake with {url} took over {connect_timeout:?}"
+                    "handshake in room {room_name} took over {connect_timeout:?}"
                 )),
             };
             (room, client, outcome)

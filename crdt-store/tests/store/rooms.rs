@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use yrs::ClientID;
 
 use crate::support::{
-    ClientDoc, TestDb, delivered_already, doc_from, next_delivery, next_frame, next_message,
-    next_update, room_id, start_registry, stored_rows, stored_text, test_config,
+    ClientDoc, TestDb, delivered_already, doc_from, next_delivery, next_message, next_update,
+    room_id, stored_rows, stored_text, test_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -53,12 +53,18 @@ async fn concurrent_joins_load_a_cold_room_once() {
     assert_eq!(metrics.gauge("tandem_rooms_in_memory"), 1.0);
     assert_eq!(registry.rooms_in_memory(), 1);
     for connection in &connections {
-        assert_eq!(connection.room().to_json(), json!({"t": "stored before start"}));
+        assert_eq!(
+            connection.room().to_json(),
+            json!({"t": "stored before start"})
+        );
     }
     // One document behind all of them: an edit through one reaches the nineteen others.
     let update = author.append("t", "!");
     let (first, others) = connections.split_first_mut().expect("twenty connections");
-    first.apply_update(update.clone(), None).await.expect("apply");
+    first
+        .apply_update(update.clone(), None)
+        .await
+        .expect("apply");
     for other in others {
         assert_eq!(next_update(other).await, update);
     }
@@ -118,7 +124,13 @@ async fn a_corrupt_room_is_refused_and_its_data_left_alone() {
     // good one, and no snapshot or version replaced them.
     assert_eq!(stored_rows(&raw, &room).await, stored_before);
     assert!(stored_before.0.is_none());
-    assert!(db.storage.list_versions(&room).await.expect("versions").is_empty());
+    assert!(
+        db.storage
+            .list_versions(&room)
+            .await
+            .expect("versions")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -130,7 +142,10 @@ async fn a_malformed_update_is_refused_and_changes_nothing() {
     let mut reader = registry.connect(&room).await.expect("connect");
     let client = ClientDoc::new();
     let good = client.insert("t", 0, "kept");
-    author.apply_update(good.clone(), None).await.expect("apply");
+    author
+        .apply_update(good.clone(), None)
+        .await
+        .expect("apply");
     assert_eq!(next_update(&mut reader).await, good);
     registry.flush().await;
     let state_before = author.room().encode_state();
@@ -149,11 +164,23 @@ async fn a_malformed_update_is_refused_and_changes_nothing() {
 
     registry.flush().await;
     assert_eq!(author.room().encode_state(), state_before);
-    assert_eq!(db.storage.load(&room).await.expect("load").updates, log_before);
-    assert_eq!(metrics.counter("tandem_updates_applied_total"), applied_before);
-    assert!(delivered_already(&mut reader).is_none(), "a refused update was fanned out");
+    assert_eq!(
+        db.storage.load(&room).await.expect("load").updates,
+        log_before
+    );
+    assert_eq!(
+        metrics.counter("tandem_updates_applied_total"),
+        applied_before
+    );
+    assert!(
+        delivered_already(&mut reader).is_none(),
+        "a refused update was fanned out"
+    );
     // The room still takes good updates afterwards.
-    author.apply_update(next.clone(), None).await.expect("apply");
+    author
+        .apply_update(next.clone(), None)
+        .await
+        .expect("apply");
     assert_eq!(next_update(&mut reader).await, next);
 }
 
@@ -173,7 +200,10 @@ async fn a_subscriber_that_falls_behind_is_told_so() {
     let mut sent = Vec::new();
     for i in 0..4 {
         let update = client.append("t", &format!("<{i}>"));
-        author.apply_update(update.clone(), None).await.expect("apply");
+        author
+            .apply_update(update.clone(), None)
+            .await
+            .expect("apply");
         sent.push(update);
     }
     registry.flush().await;
@@ -312,13 +342,27 @@ async fn an_idle_room_is_versioned_persisted_and_evicted() {
     assert_eq!(content, json!({"t": "written then left"}));
     advance_clock(IDLE * 2).await;
     registry.maintain().await;
-    assert_eq!(registry.rooms_in_memory(), 1, "evicted while a connection held it");
+    assert_eq!(
+        registry.rooms_in_memory(),
+        1,
+        "evicted while a connection held it"
+    );
     drop(held);
 
     advance_clock(IDLE - Duration::from_secs(1)).await;
     registry.maintain().await;
-    assert_eq!(registry.rooms_in_memory(), 1, "evicted before its idle timeout");
-    assert!(db.storage.list_versions(&room).await.expect("versions").is_empty());
+    assert_eq!(
+        registry.rooms_in_memory(),
+        1,
+        "evicted before its idle timeout"
+    );
+    assert!(
+        db.storage
+            .list_versions(&room)
+            .await
+            .expect("versions")
+            .is_empty()
+    );
 
     advance_clock(Duration::from_secs(2)).await;
     registry.maintain().await;
@@ -349,7 +393,41 @@ async fn an_idle_room_is_versioned_persisted_and_evicted() {
     advance_clock(IDLE * 2).await;
     registry.maintain().await;
     assert_eq!(registry.rooms_in_memory(), 0);
-    assert_eq!(db.storage.list_versions(&room).await.expect("versions").len(), 1);
+    assert_eq!(
+        db.storage
+            .list_versions(&room)
+            .await
+            .expect("versions")
+            .len(),
+        1
+    );
+}
+
+/// Maintenance passes may overlap (the background one and one a caller runs): a room is
+/// still evicted, versioned and counted once.
+#[tokio::test]
+async fn overlapping_maintenance_passes_evict_a_room_once() {
+    let db = TestDb::new().await;
+    let (registry, metrics) = db.start(StoreConfig {
+        idle_timeout: Duration::ZERO,
+        ..test_config()
+    });
+    let room = room_id("contested");
+    edit_and_leave(&registry, &room, &["some edit"]).await;
+    assert_eq!(metrics.gauge("tandem_rooms_in_memory"), 1.0);
+
+    tokio::join!(registry.maintain(), registry.maintain());
+    assert_eq!(registry.rooms_in_memory(), 0);
+    assert_eq!(metrics.counter("tandem_room_evictions_total"), 1);
+    assert_eq!(metrics.gauge("tandem_rooms_in_memory"), 0.0);
+    assert_eq!(
+        db.storage
+            .list_versions(&room)
+            .await
+            .expect("versions")
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -370,7 +448,13 @@ async fn edits_get_an_automatic_version_once_per_interval() {
 
     advance_clock(INTERVAL - Duration::from_secs(1)).await;
     registry.maintain().await;
-    assert!(db.storage.list_versions(&room).await.expect("versions").is_empty());
+    assert!(
+        db.storage
+            .list_versions(&room)
+            .await
+            .expect("versions")
+            .is_empty()
+    );
     advance_clock(Duration::from_secs(1)).await;
     registry.maintain().await;
     let versions = db.storage.list_versions(&room).await.expect("versions");
@@ -380,7 +464,14 @@ async fn edits_get_an_automatic_version_once_per_interval() {
     // Nothing new: no new version, however long it stays quiet.
     advance_clock(INTERVAL * 3).await;
     registry.maintain().await;
-    assert_eq!(db.storage.list_versions(&room).await.expect("versions").len(), 1);
+    assert_eq!(
+        db.storage
+            .list_versions(&room)
+            .await
+            .expect("versions")
+            .len(),
+        1
+    );
 
     connection
         .apply_update(client.append("t", ", second"), None)

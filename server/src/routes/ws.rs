@@ -211,6 +211,12 @@ async fn session_loop(
                 last_heard = Instant::now();
                 match message {
                     AggregatedMessage::Binary(frame) => {
+                        // An access change announced before this frame was read (say, the
+                        // demotion whose HTTP answer the client saw before editing) applies
+                        // to it.
+                        if let Err(end) = apply_pending_events(state, access, events, connection.room().id()).await {
+                            return end;
+                        }
                         if let Err(end) = handle_frame(session, connection, access, frame).await {
                             return end;
                         }
@@ -242,13 +248,7 @@ async fn session_loop(
                 None => return close(CloseCode::Away, "room closed"),
             },
             event = events.recv() => {
-                let recheck = match event {
-                    Ok(event) => event.concerns(&access.principal, connection.room().id().as_str()),
-                    // Missed events: re-check to be safe.
-                    Err(broadcast::error::RecvError::Lagged(_)) => true,
-                    Err(broadcast::error::RecvError::Closed) => false,
-                };
-                if recheck
+                if concerns_session(event, access, connection.room().id())
                     && let Err(end) = recheck_access(state, access, connection.room().id()).await
                 {
                     return end;
@@ -285,6 +285,41 @@ fn protocol_error(err: actix_ws::ProtocolError, max: usize) -> End {
             close(CloseCode::Protocol, other.to_string())
         }
     }
+}
+
+/// Whether an access event (or a gap in them) calls for a re-check of this session.
+fn concerns_session(
+    event: Result<AccessEvent, broadcast::error::RecvError>,
+    access: &SessionAccess,
+    room: &RoomId,
+) -> bool {
+    match event {
+        Ok(event) => event.concerns(&access.principal, room.as_str()),
+        // Missed events: re-check to be safe.
+        Err(broadcast::error::RecvError::Lagged(_)) => true,
+        Err(broadcast::error::RecvError::Closed) => false,
+    }
+}
+
+/// Re-checks access if any event already queued concerns this session.
+async fn apply_pending_events(
+    state: &AppState,
+    access: &mut SessionAccess,
+    events: &mut broadcast::Receiver<AccessEvent>,
+    room: &RoomId,
+) -> Result<(), End> {
+    let mut recheck = false;
+    loop {
+        match events.try_recv() {
+            Ok(event) => recheck |= event.concerns(&access.principal, room.as_str()),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => recheck = true,
+            Err(_) => break,
+        }
+    }
+    if recheck {
+        recheck_access(state, access, room).await?;
+    }
+    Ok(())
 }
 
 /// Re-reads what the session may do after an access change; ends it if nothing.
