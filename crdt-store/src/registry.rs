@@ -390,3 +390,75 @@ impl RoomRegistry {
         // Compactions finish on their own; the writer only stops when the process does.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+
+    use super::*;
+    use crate::room::Delivery;
+
+    fn presence(client: u64, json: &str) -> AwarenessUpdate {
+        AwarenessUpdate {
+            clients: [(
+                yrs::ClientID::new(client),
+                AwarenessUpdateEntry {
+                    clock: 1,
+                    json: json.into(),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    fn decode_awareness(frame: Bytes) -> AwarenessUpdate {
+        match protocol::decode_message(&frame).expect("valid frame") {
+            protocol::Message::Awareness(update) => update,
+            other => panic!("expected awareness, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn presence_from_another_node_expires_unless_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let registry = RoomRegistry::start(
+            StoreConfig::default(),
+            Storage::connect(&url, false).await.unwrap(),
+        );
+        let id = RoomId::parse("r").unwrap();
+        let mut local = registry.connect(&id).await.unwrap();
+        let room = local.room().clone();
+
+        room.apply_remote_awareness(presence(42, r#"{"user":{"name":"far away"}}"#));
+        let Some(Delivery::Frame(frame)) = local.recv().await else {
+            panic!("no awareness frame")
+        };
+        assert!(
+            decode_awareness(frame)
+                .clients
+                .contains_key(&yrs::ClientID::new(42))
+        );
+
+        // Within the timeout nothing expires.
+        room.expire_remote_awareness(Duration::from_secs(30));
+        let known = decode_awareness(room.awareness_frame().expect("states"));
+        assert!(known.clients.contains_key(&yrs::ClientID::new(42)));
+
+        // Past it, the state is removed and local subscribers are told.
+        room.expire_remote_awareness(Duration::ZERO);
+        let Some(Delivery::Frame(frame)) = local.recv().await else {
+            panic!("no removal frame")
+        };
+        let removal = decode_awareness(frame);
+        assert_eq!(
+            &*removal.clients[&yrs::ClientID::new(42)].json,
+            "null",
+            "removal carries a null state"
+        );
+        assert!(room.awareness_frame().is_none());
+    }
+}
