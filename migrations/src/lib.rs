@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_room_storage;
 mod m20261122_000002_accounts_and_access;
 mod m20261122_000003_rotated_refresh_tokens;
+mod m20261122_000004_ai_conversations;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_room_storage::Migration),
             Box::new(m20261122_000002_accounts_and_access::Migration),
             Box::new(m20261122_000003_rotated_refresh_tokens::Migration),
+            Box::new(m20261122_000004_ai_conversations::Migration),
         ]
     }
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub presence: Presence,
     /// The cluster bus, when clustered.
     pub cluster: Option<RedisBus>,
+    /// The AI assistant (answers "not configured" without a provider).
+    pub ai: Option<crate::ai::Ai>,
 }
 
 impl AppState {
@@ -70,6 +72,8 @@ impl Application {
         clock: crate::auth::Clock,
     ) -> anyhow::Result<Self> {
         let metrics = install_metrics()?;
+        // The AI provider's HTTP client uses rustls without a built-in crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let synchronous_full = config.store.durability == crdt_store::Durability::Durable;
         let storage = Storage::connect(&config.database_url, synchronous_full)
             .await
@@ -106,10 +110,25 @@ impl Application {
             events: AccessEvents::new(1024),
             presence: Presence::default(),
             cluster,
+            ai: None,
         };
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;
+        let ai = crate::ai::Ai::new(config.ai.clone(), state.auth.clone(), state.db().clone())
+            .await
+            .context("setting up the AI assistant")?;
+        // The assistant joins rooms through this server's own WebSocket endpoint.
+        let reachable = if address.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+        } else {
+            address
+        };
+        ai.set_ws_base(format!("ws://{reachable}"));
+        let state = AppState {
+            ai: Some(ai),
+            ..state
+        };
         let shared = state.clone();
         let cors_origins = config.cors_origins.clone();
         let server = HttpServer::new(move || {

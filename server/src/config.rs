@@ -127,6 +127,34 @@ pub struct ServeArgs {
     /// How often nodes compare each room's digest and repair differences.
     #[arg(long, env = "TANDEM_CLUSTER_SYNC_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub cluster_sync_interval: Duration,
+    /// OpenAI-compatible API base URL of the AI assistant's model (e.g.
+    /// `https://api.openai.com/v1`, or a local llama.cpp or vLLM server); none disables it.
+    #[arg(long, env = "TANDEM_AI_BASE_URL")]
+    pub ai_base_url: Option<String>,
+    /// API key for --ai-base-url.
+    #[arg(long, env = "TANDEM_AI_API_KEY", default_value = "", hide_env_values = true)]
+    pub ai_api_key: String,
+    /// Model name at --ai-base-url.
+    #[arg(long, env = "TANDEM_AI_MODEL", default_value = "gpt-4o-mini")]
+    pub ai_model: String,
+    /// Fallback endpoints tried in order when the first fails: `URL|MODEL|KEY`, comma-separated.
+    #[arg(long, env = "TANDEM_AI_FALLBACKS", value_delimiter = ',', hide_env_values = true)]
+    pub ai_fallbacks: Vec<String>,
+    /// Time limit of one model request.
+    #[arg(long, env = "TANDEM_AI_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ai_timeout: Duration,
+    /// Retries per endpoint on transient failures.
+    #[arg(long, env = "TANDEM_AI_MAX_RETRIES", default_value_t = 2)]
+    pub ai_max_retries: u32,
+    /// AI requests per user per minute.
+    #[arg(long, env = "TANDEM_AI_RATE_PER_MINUTE", default_value_t = 10)]
+    pub ai_rate_per_minute: u32,
+    /// AI requests per user per day.
+    #[arg(long, env = "TANDEM_AI_RATE_PER_DAY", default_value_t = 100)]
+    pub ai_rate_per_day: u32,
+    /// Prompt budget in (estimated) tokens.
+    #[arg(long, env = "TANDEM_AI_CONTEXT_TOKENS", default_value_t = 3000)]
+    pub ai_context_tokens: u32,
     /// How long a node loading a room waits for its peers' state.
     #[arg(long, env = "TANDEM_CLUSTER_CATCH_UP_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub cluster_catch_up_timeout: Duration,
@@ -164,6 +192,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Clustering, when a Redis URL is configured.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// The AI assistant.
+    pub ai: crate::ai::AiConfig,
 }
 
 impl ServeArgs {
@@ -225,6 +255,31 @@ impl ServeArgs {
                 jwt_secret: self.jwt_secret,
             },
             cors_origins: self.cors_origins,
+            ai: crate::ai::AiConfig {
+                provider: self.ai_base_url.map(|base_url| {
+                    let mut endpoints = vec![crate::ai::provider::Endpoint {
+                        base_url,
+                        api_key: self.ai_api_key.clone(),
+                        model: self.ai_model.clone(),
+                    }];
+                    endpoints.extend(self.ai_fallbacks.iter().filter(|f| !f.is_empty()).map(|f| {
+                        let mut parts = f.splitn(3, '|');
+                        crate::ai::provider::Endpoint {
+                            base_url: parts.next().unwrap_or_default().to_owned(),
+                            model: parts.next().unwrap_or(&self.ai_model).to_owned(),
+                            api_key: parts.next().unwrap_or_default().to_owned(),
+                        }
+                    }));
+                    crate::ai::provider::ProviderConfig {
+                        endpoints,
+                        timeout: self.ai_timeout,
+                        max_retries: self.ai_max_retries,
+                    }
+                }),
+                per_minute: self.ai_rate_per_minute,
+                per_day: self.ai_rate_per_day,
+                context_tokens: self.ai_context_tokens.max(100),
+            },
             cluster: self
                 .redis_url
                 .map(|redis_url| crate::cluster::ClusterConfig {

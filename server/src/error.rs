@@ -76,6 +76,12 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// Adds a `Retry-After`.
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
     /// The machine-readable code.
     pub fn code(&self) -> &'static str {
         self.code

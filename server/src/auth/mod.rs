@@ -252,6 +252,17 @@ impl Auth {
         (self.inner.clock)()
     }
 
+    /// The clock this service reads.
+    pub fn clock(&self) -> Clock {
+        self.inner.clock.clone()
+    }
+
+    /// An access token for a service account (the AI assistant): a new session whose refresh
+    /// token is never handed out.
+    pub async fn service_token(&self, user_id: &str) -> Result<String, AuthError> {
+        Ok(self.start_session(user_id).await?.access_token)
+    }
+
     fn db(&self) -> &DatabaseConnection {
         &self.inner.db
     }

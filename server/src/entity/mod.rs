@@ -1,5 +1,7 @@
 //! sea-orm entities for the tables the server owns (accounts and access).
 
+pub mod ai_conversation;
+pub mod ai_message;
 pub mod api_key;
 pub mod invite;
 pub mod login_throttle;

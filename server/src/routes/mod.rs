@@ -1,6 +1,7 @@
 //! Route table, OpenAPI document, and the middleware every response goes through.
 
 mod accounts;
+mod ai;
 mod caller;
 mod documents;
 mod health;
@@ -36,6 +37,8 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         documents::document, documents::list_versions, documents::create_version,
         documents::get_version, documents::restore_version,
         ws::connect,
+        ai::chat, ai::list_conversations, ai::get_conversation, ai::regenerate, ai::status,
+        ai::accept, ai::reject, ai::undo, ai::usage,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("query_token" = [])),
@@ -134,6 +137,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/password", web::post().to(accounts::change_password)),
     )
     .route("/api/me", web::get().to(accounts::me))
+    .route("/api/usage", web::get().to(ai::usage))
     .route("/api/api-keys", web::post().to(accounts::create_api_key))
     .route("/api/api-keys", web::get().to(accounts::list_api_keys))
     .route(
@@ -168,6 +172,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/share-links/{link_id}",
                 web::delete().to(rooms::revoke_share_link),
             )
+            .route("/ai/chat", web::post().to(ai::chat))
+            .route("/ai/status", web::get().to(ai::status))
+            .route("/ai/undo", web::post().to(ai::undo))
+            .route("/ai/conversations", web::get().to(ai::list_conversations))
+            .route("/ai/conversations/{conversation_id}", web::get().to(ai::get_conversation))
+            .route(
+                "/ai/conversations/{conversation_id}/regenerate",
+                web::post().to(ai::regenerate),
+            )
+            .route("/suggestions/{suggestion_id}/accept", web::post().to(ai::accept))
+            .route("/suggestions/{suggestion_id}/reject", web::post().to(ai::reject))
             .route("/document", web::get().to(documents::document))
             .route("/versions", web::get().to(documents::list_versions))
             .route("/versions", web::post().to(documents::create_version))

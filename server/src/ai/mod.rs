@@ -1,0 +1,390 @@
+//! The AI assistant: a model behind an OpenAI-compatible API ([`provider`]), and a peer that
+//! joins rooms like any client ([`peer`]).
+//!
+//! A chat request is handled as: check the caller's rate limits; build the prompt from the
+//! selection, the text around it and an outline of the room's other files, within the token
+//! budget; wait for the room's turn (one generation per room at a time); stream the answer
+//! while the peer shows "thinking" then "writing" with its cursor on the selection; when the
+//! answer proposes code for the selection, the peer writes a suggestion into the document;
+//! the exchange and its token usage are stored.
+
+pub mod peer;
+pub mod provider;
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DbErr, EntityTrait};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Auth;
+use crate::entity::{room_member, user};
+use peer::{FileRange, PeerHandle};
+use provider::{Prompt, Provider, ProviderConfig, estimate_tokens};
+
+/// The account the assistant acts as.
+pub const ASSISTANT_USER_ID: &str = "ai-assistant";
+
+/// Assistant settings.
+#[derive(Clone, Debug)]
+pub struct AiConfig {
+    /// The model; `None` when no provider is configured.
+    pub provider: Option<ProviderConfig>,
+    /// Requests per user per minute.
+    pub per_minute: u32,
+    /// Requests per user per day.
+    pub per_day: u32,
+    /// Most prompt tokens (estimated) a request may use.
+    pub context_tokens: u32,
+}
+
+/// The code actions, or a free question.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Explain the selection.
+    Explain,
+    /// Look for bugs.
+    FindBugs,
+    /// Propose a better version of the selection.
+    Refactor,
+    /// Propose the selection with comments added.
+    AddComments,
+    /// Anything else.
+    Free,
+}
+
+impl Action {
+    fn instruction(self) -> &'static str {
+        match self {
+            Action::Explain => "Explain what the selected code does, clearly and briefly.",
+            Action::FindBugs => "Find bugs in the selected code. If you can fix them, give the corrected selection.",
+            Action::Refactor => "Refactor the selected code for clarity without changing behaviour.",
+            Action::AddComments => "Add helpful comments to the selected code without changing it otherwise.",
+            Action::Free => "Answer the question about the code.",
+        }
+    }
+
+    /// Whether the action's answer is expected to replace the selection.
+    fn proposes_edit(self) -> bool {
+        matches!(self, Action::Refactor | Action::AddComments | Action::FindBugs | Action::Free)
+    }
+
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Explain => "explain",
+            Action::FindBugs => "find_bugs",
+            Action::Refactor => "refactor",
+            Action::AddComments => "add_comments",
+            Action::Free => "free",
+        }
+    }
+}
+
+/// Why a request cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum AiError {
+    /// No provider configured.
+    #[error("AI assistant not configured")]
+    NotConfigured,
+    /// Over the per-minute or per-day limit.
+    #[error("AI request limit reached; try again in {} seconds", .0.as_secs().max(1))]
+    RateLimited(Duration),
+    /// The selection alone exceeds the budget.
+    #[error("the selection is about {tokens} tokens; the limit is {budget}")]
+    SelectionTooLarge {
+        /// Estimated tokens of the selection.
+        tokens: u32,
+        /// The budget.
+        budget: u32,
+    },
+    /// The file or range does not exist.
+    #[error("{0}")]
+    BadRange(String),
+    /// The peer could not join the room.
+    #[error("the assistant could not join the room")]
+    PeerUnavailable,
+    /// Database failure.
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+}
+
+struct AiInner {
+    provider: Option<Provider>,
+    config: AiConfig,
+    auth: Auth,
+    db: DatabaseConnection,
+    peers: DashMap<String, PeerHandle>,
+    /// One generation per room at a time.
+    room_turns: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Requests waiting for their room's turn, for the status endpoint.
+    waiting: DashMap<String, Arc<AtomicUsize>>,
+    per_minute: DefaultKeyedRateLimiter<String>,
+    per_day: DefaultKeyedRateLimiter<String>,
+    /// `ws://host:port` of this server, known once bound.
+    ws_base: OnceLock<String>,
+}
+
+/// The assistant service. Cheap to clone.
+#[derive(Clone)]
+pub struct Ai {
+    inner: Arc<AiInner>,
+}
+
+fn quota(count: u32, period: Duration) -> Quota {
+    let count = NonZeroU32::new(count.max(1)).expect("at least one");
+    Quota::with_period(period / count.get())
+        .expect("non-zero period")
+        .allow_burst(count)
+}
+
+/// A prompt ready to send, with what the peer shows meanwhile.
+pub struct PreparedRequest {
+    /// The prompt.
+    pub prompt: Prompt,
+    /// The selection the answer may replace.
+    pub selection: Option<FileRange>,
+    /// The action.
+    pub action: Action,
+}
+
+impl Ai {
+    /// Creates the service and the assistant's account.
+    pub async fn new(config: AiConfig, auth: Auth, db: DatabaseConnection) -> Result<Self, DbErr> {
+        user::Entity::insert(user::ActiveModel {
+            id: Set(ASSISTANT_USER_ID.to_owned()),
+            email: Set("assistant@tandem.invalid".to_owned()),
+            display_name: Set(peer::ASSISTANT_NAME.to_owned()),
+            // Not a PHC string: no password ever verifies against it.
+            password_hash: Set("!".to_owned()),
+            created_at: Set(auth.now()),
+            password_changed_at: Set(auth.now()),
+        })
+        .on_conflict(OnConflict::column(user::Column::Id).do_nothing().to_owned())
+        .exec_without_returning(&db)
+        .await?;
+        Ok(Self {
+            inner: Arc::new(AiInner {
+                provider: config.provider.clone().map(Provider::new),
+                per_minute: RateLimiter::keyed(quota(config.per_minute, Duration::from_secs(60))),
+                per_day: RateLimiter::keyed(quota(config.per_day, Duration::from_secs(86_400))),
+                config,
+                auth,
+                db,
+                peers: DashMap::new(),
+                room_turns: DashMap::new(),
+                waiting: DashMap::new(),
+                ws_base: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Records where the peer connects (this server's own address).
+    pub fn set_ws_base(&self, base: String) {
+        let _ = self.inner.ws_base.set(base);
+    }
+
+    /// The model, or an error when none is configured.
+    pub fn provider(&self) -> Result<&Provider, AiError> {
+        self.inner.provider.as_ref().ok_or(AiError::NotConfigured)
+    }
+
+    /// Counts a request against `user`'s limits.
+    pub fn check_rate(&self, user: &str) -> Result<(), AiError> {
+        let key = user.to_owned();
+        let now = DefaultClock::default().now();
+        for limiter in [&self.inner.per_minute, &self.inner.per_day] {
+            if let Err(not_until) = limiter.check_key(&key) {
+                return Err(AiError::RateLimited(not_until.wait_time_from(now)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The assistant's peer in `room`, joining (as an editor participant) if needed.
+    pub async fn peer(&self, room: &str) -> Result<PeerHandle, AiError> {
+        if let Some(existing) = self.inner.peers.get(room)
+            && existing.is_alive()
+        {
+            return Ok(existing.clone());
+        }
+        room_member::Entity::insert(room_member::ActiveModel {
+            room_id: Set(room.to_owned()),
+            user_id: Set(ASSISTANT_USER_ID.to_owned()),
+            role: Set(crate::auth::Role::Editor.as_str().to_owned()),
+            created_at: Set(self.inner.auth.now()),
+        })
+        .on_conflict(
+            OnConflict::columns([room_member::Column::RoomId, room_member::Column::UserId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&self.inner.db)
+        .await?;
+        let token = self
+            .inner
+            .auth
+            .service_token(ASSISTANT_USER_ID)
+            .await
+            .map_err(|_| AiError::PeerUnavailable)?;
+        let base = self.inner.ws_base.get().ok_or(AiError::PeerUnavailable)?;
+        let url = format!("{base}/ws/{room}?token={token}");
+        let handle = peer::spawn(url, room.to_owned(), self.inner.auth.clock());
+        self.inner.peers.insert(room.to_owned(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Waits for the room's turn; the guard releases it.
+    pub async fn room_turn(&self, room: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let waiting = self
+            .inner
+            .waiting
+            .entry(room.to_owned())
+            .or_default()
+            .clone();
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let turn = self
+            .inner
+            .room_turns
+            .entry(room.to_owned())
+            .or_default()
+            .clone();
+        let guard = turn.lock_owned().await;
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        guard
+    }
+
+    /// `(generating, queued)` for a room.
+    pub fn room_status(&self, room: &str) -> (bool, usize) {
+        let busy = self
+            .inner
+            .room_turns
+            .get(room)
+            .is_some_and(|turn| turn.try_lock().is_err());
+        let queued = self
+            .inner
+            .waiting
+            .get(room)
+            .map_or(0, |w| w.load(Ordering::Relaxed));
+        (busy, queued)
+    }
+
+    /// Builds the prompt for a request, from the document as the peer sees it.
+    pub async fn prepare(
+        &self,
+        peer: &PeerHandle,
+        message: &str,
+        action: Action,
+        file: Option<&str>,
+        selection: Option<(u32, u32)>,
+    ) -> Result<PreparedRequest, AiError> {
+        let budget = self.inner.config.context_tokens;
+        let (outline_tx, outline_rx) = tokio::sync::oneshot::channel();
+        if !peer.send(peer::PeerCommand::Outline(outline_tx)).await {
+            return Err(AiError::PeerUnavailable);
+        }
+        let files = outline_rx.await.map_err(|_| AiError::PeerUnavailable)?;
+        let mut user_prompt = String::new();
+        let mut selected_range = None;
+        if let Some(file) = file {
+            let content = files
+                .iter()
+                .find(|(path, _)| path == file)
+                .map(|(_, text)| text.clone())
+                .ok_or_else(|| AiError::BadRange(format!("no file {file:?} in this room")))?;
+            let units: Vec<u16> = content.encode_utf16().collect();
+            let (start, end) = selection.unwrap_or((0, 0));
+            if start > end || end as usize > units.len() {
+                return Err(AiError::BadRange(format!(
+                    "selection {start}..{end} is outside {file:?} ({} characters)",
+                    units.len()
+                )));
+            }
+            let selected = String::from_utf16_lossy(&units[start as usize..end as usize]);
+            let tokens = estimate_tokens(&selected);
+            if tokens > budget {
+                return Err(AiError::SelectionTooLarge { tokens, budget });
+            }
+            // Surrounding text fills what the budget leaves, half before and half after.
+            let spare_chars = ((budget - tokens) as usize * 4) / 2;
+            let before_start = (start as usize).saturating_sub(spare_chars);
+            let after_end = (end as usize + spare_chars).min(units.len());
+            let before = String::from_utf16_lossy(&units[before_start..start as usize]);
+            let after = String::from_utf16_lossy(&units[end as usize..after_end]);
+            user_prompt.push_str(&format!("File: {file}\n"));
+            if !files.is_empty() {
+                user_prompt.push_str("Other files in the room:\n");
+                for (path, text) in files.iter().filter(|(p, _)| p != file).take(50) {
+                    user_prompt.push_str(&format!("- {path} ({} lines)\n", text.lines().count()));
+                }
+            }
+            user_prompt.push_str(&format!(
+                "\nCode before the selection:\n```\n{before}\n```\nSelected code:\n```\n{selected}\n```\nCode after the selection:\n```\n{after}\n```\n"
+            ));
+            if selection.is_some() && end > start {
+                selected_range = Some(FileRange {
+                    file: file.to_owned(),
+                    start,
+                    end,
+                });
+            }
+        }
+        user_prompt.push_str(&format!("\nRequest: {message}\n"));
+        let system = format!(
+            "You are the AI assistant of a collaborative code editor. {} When you propose new code for the selection, put exactly the replacement for the selected code in one fenced code block, then explain briefly.",
+            action.instruction()
+        );
+        Ok(PreparedRequest {
+            prompt: Prompt {
+                system,
+                user: user_prompt,
+            },
+            selection: selected_range,
+            action,
+        })
+    }
+
+    /// Whether this action's answer should become a suggestion.
+    pub fn proposes_edit(action: Action) -> bool {
+        action.proposes_edit()
+    }
+}
+
+/// The first fenced code block of an answer (its content without the fences), and the text
+/// outside it as the explanation.
+pub fn split_answer(answer: &str) -> Option<(String, String)> {
+    let open = answer.find("```")?;
+    let after_open = &answer[open + 3..];
+    let body_start = after_open.find('\n')? + 1;
+    let body = &after_open[body_start..];
+    let close = body.find("```")?;
+    let code = body[..close].strip_suffix('\n').unwrap_or(&body[..close]).to_owned();
+    let explanation = format!("{}{}", &answer[..open], &body[close + 3..])
+        .trim()
+        .chars()
+        .take(2000)
+        .collect();
+    Some((code, explanation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_split_into_code_and_explanation() {
+        let (code, why) =
+            split_answer("Here you go:\n```rust\nfn a() {}\n```\nShorter.").unwrap();
+        assert_eq!(code, "fn a() {}");
+        assert_eq!(why, "Here you go:\n\nShorter.");
+        assert!(split_answer("no code here").is_none());
+        assert!(split_answer("```rust\nunterminated").is_none());
+    }
+}

@@ -1,0 +1,588 @@
+//! The AI assistant as a peer: a y-protocols client that joins a room over the same
+//! WebSocket as everyone else, with its own account ("AI assistant") and a stable client id.
+//!
+//! It keeps a replica of the room's document, shows itself in awareness (name, colour,
+//! status, and a cursor on the range it works on), writes suggestions into the document's
+//! `suggestions` root map, and applies accepted ones as its own edits. It never holds a
+//! document lock while waiting: commands come over a channel and each is one short
+//! transaction on the replica.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use crdt_store::document::FILES_ROOT;
+use futures_util::{SinkExt, StreamExt};
+use protocol::{Message, decode_message};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tracing::{debug, warn};
+use yrs::sync::awareness::Awareness;
+use yrs::types::ToJson;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{
+    Any, Assoc, ClientID, Doc, GetString, IndexedSequence, Map, MapPrelim, MapRef, Options, Out,
+    ReadTxn, StickyIndex, Text, TextRef, Transact, TransactionMut, Update, WriteTxn,
+};
+
+/// The root map suggestions live in.
+pub const SUGGESTIONS_ROOT: &str = "suggestions";
+/// The name the assistant shows.
+pub const ASSISTANT_NAME: &str = "AI assistant";
+/// Its colour in presence.
+pub const ASSISTANT_COLOR: &str = "#7c3aed";
+
+/// What the assistant is doing, shown in its awareness state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for the model's first token.
+    Thinking,
+    /// Streaming an answer.
+    Writing,
+    /// Nothing to do.
+    Idle,
+}
+
+/// A range of a file, in UTF-16 offsets as the editors count.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    /// The file (see the document convention).
+    pub file: String,
+    /// Start offset.
+    pub start: u32,
+    /// End offset (exclusive).
+    pub end: u32,
+}
+
+/// A suggestion to write into the document.
+#[derive(Clone, Debug)]
+pub struct NewSuggestion {
+    /// Where it applies.
+    pub range: FileRange,
+    /// The proposed text.
+    pub replacement: String,
+    /// Why.
+    pub explanation: String,
+    /// The conversation it came from.
+    pub conversation_id: String,
+}
+
+/// What happened to an accept request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptOutcome {
+    /// Applied at the range's current position.
+    Accepted,
+    /// The anchored text was deleted or changed; nothing applied.
+    Conflict,
+    /// It was already decided.
+    AlreadyDecided {
+        /// Its status.
+        status: String,
+    },
+    /// No such suggestion.
+    NotFound,
+}
+
+/// Requests to the peer task.
+pub enum PeerCommand {
+    /// Show a status and optionally a selection.
+    Status(Status, Option<FileRange>),
+    /// Read a file's text (`None` when it does not exist).
+    ReadFile(String, oneshot::Sender<Option<String>>),
+    /// List the document's files (for the prompt outline).
+    Outline(oneshot::Sender<Vec<(String, String)>>),
+    /// Write a suggestion; answers its id.
+    Suggest(NewSuggestion, oneshot::Sender<Result<String, String>>),
+    /// Accept a suggestion.
+    Accept(String, oneshot::Sender<AcceptOutcome>),
+    /// Reject a suggestion.
+    Reject(String, oneshot::Sender<AcceptOutcome>),
+    /// Undo every suggestion applied at or after this time (ms since the epoch); answers the
+    /// ids undone.
+    UndoSince(i64, oneshot::Sender<Vec<String>>),
+}
+
+/// A handle to a running peer. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerHandle {
+    commands: mpsc::Sender<PeerCommand>,
+}
+
+impl PeerHandle {
+    /// Sends a command; `false` if the peer has stopped.
+    pub async fn send(&self, command: PeerCommand) -> bool {
+        self.commands.send(command).await.is_ok()
+    }
+
+    /// Whether the peer task is still running.
+    pub fn is_alive(&self) -> bool {
+        !self.commands.is_closed()
+    }
+}
+
+/// A client id that is the same every time the assistant joins `room`. Safe to reuse because
+/// the peer always syncs before it writes, so its clock continues after its earlier edits.
+pub fn stable_client_id(room: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    ("tandem-ai-peer", room).hash(&mut hasher);
+    // 31 bits: inside yjs's client id range and never 0.
+    (hasher.finish() & 0x7fff_ffff).max(1)
+}
+
+/// Starts a peer connected to `ws_url` (`ws://host:port/ws/{room}?token=…`).
+pub fn spawn(ws_url: String, room: String, now: crate::auth::Clock) -> PeerHandle {
+    let (commands, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        if let Err(err) = run(ws_url, &room, receiver, now).await {
+            warn!(room = %room, error = %err, "AI peer stopped");
+        }
+    });
+    PeerHandle { commands }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+struct Peer {
+    doc: Doc,
+    awareness: Awareness,
+    status: Status,
+    now: crate::auth::Clock,
+}
+
+async fn run(
+    ws_url: String,
+    room: &str,
+    mut commands: mpsc::Receiver<PeerCommand>,
+    now: crate::auth::Clock,
+) -> anyhow::Result<()> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+    let doc = Doc::with_options(Options {
+        client_id: ClientID::new(stable_client_id(room)),
+        offset_kind: yrs::OffsetKind::Utf16,
+        ..Options::default()
+    });
+    let mut peer = Peer {
+        awareness: Awareness::new(doc.clone()),
+        doc,
+        status: Status::Idle,
+        now,
+    };
+    // Handshake: our state vector; then wait for the server's step 2 before anything else.
+    let step1 = protocol::encode_sync_step1_frame(&peer.doc.transact().state_vector().encode_v1());
+    socket.send(WsMessage::Binary(step1)).await?;
+    let mut synced = false;
+    let mut pending: Vec<PeerCommand> = Vec::new();
+    let mut renew = tokio::time::interval(Duration::from_secs(15));
+    peer.announce(&mut socket, None).await?;
+    loop {
+        tokio::select! {
+            message = socket.next() => {
+                let Some(message) = message else { return Ok(()) };
+                let WsMessage::Binary(frame) = message? else { continue };
+                let was_synced = synced;
+                peer.receive(&mut socket, frame, &mut synced).await?;
+                if synced && !was_synced {
+                    for command in pending.drain(..) {
+                        peer.handle(&mut socket, command).await?;
+                    }
+                }
+                if synced {
+                    peer.apply_client_accepts(&mut socket).await?;
+                }
+            }
+            command = commands.recv() => {
+                let Some(command) = command else { return Ok(()) };
+                if synced {
+                    peer.handle(&mut socket, command).await?;
+                } else {
+                    pending.push(command);
+                }
+            }
+            _ = renew.tick() => peer.announce(&mut socket, None).await?,
+        }
+    }
+}
+
+fn file_text<T: ReadTxn>(txn: &T, file: &str) -> Option<TextRef> {
+    if let Some(files) = txn.get_map(FILES_ROOT)
+        && let Some(Out::YText(text)) = files.get(txn, file)
+    {
+        return Some(text);
+    }
+    txn.get_text(file)
+}
+
+fn sticky(txn: &impl ReadTxn, text: &TextRef, index: u32, assoc: Assoc) -> Option<String> {
+    text.sticky_index(txn, index, assoc)
+        .map(|s| B64.encode(s.encode_v1()))
+}
+
+fn resolve(txn: &impl ReadTxn, encoded: &str) -> Option<u32> {
+    let bytes = B64.decode(encoded).ok()?;
+    StickyIndex::decode_v1(&bytes).ok()?.get_offset(txn).map(|o| o.index)
+}
+
+fn field(map: &MapRef, txn: &impl ReadTxn, key: &str) -> Option<String> {
+    match map.get(txn, key)? {
+        Out::Any(Any::String(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Characters `[start, end)` in UTF-16 offsets.
+fn slice_utf16(text: &str, start: u32, end: u32) -> Option<String> {
+    let units: Vec<u16> = text.encode_utf16().collect();
+    let (start, end) = (start as usize, end as usize);
+    (start <= end && end <= units.len()).then(|| String::from_utf16_lossy(&units[start..end]))
+}
+
+impl Peer {
+    async fn send_update(&self, socket: &mut Socket, update: Vec<u8>) -> anyhow::Result<()> {
+        if update.len() > 2 {
+            socket
+                .send(WsMessage::Binary(protocol::encode_update_frame(&update)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the assistant's presence: name, colour, status, and a selection.
+    async fn announce(&mut self, socket: &mut Socket, range: Option<&FileRange>) -> anyhow::Result<()> {
+        let cursor = range.and_then(|range| {
+            let txn = self.doc.transact();
+            let text = file_text(&txn, &range.file)?;
+            Some(json!({
+                "file": range.file,
+                "anchor": sticky(&txn, &text, range.start, Assoc::After)?,
+                "head": sticky(&txn, &text, range.end, Assoc::Before)?,
+            }))
+        });
+        let state = json!({
+            "user": {"name": ASSISTANT_NAME, "color": ASSISTANT_COLOR},
+            "assistant": true,
+            "status": self.status,
+            "cursor": cursor,
+        });
+        self.awareness.set_local_state_raw(state.to_string());
+        let update = self.awareness.update()?;
+        socket
+            .send(WsMessage::Binary(protocol::encode_awareness_frame(&update)))
+            .await?;
+        Ok(())
+    }
+
+    async fn receive(&mut self, socket: &mut Socket, frame: Bytes, synced: &mut bool) -> anyhow::Result<()> {
+        match decode_message(&frame)? {
+            Message::SyncStep1(remote) => {
+                let diff = self.doc.transact().encode_diff_v1(&remote);
+                socket
+                    .send(WsMessage::Binary(protocol::encode_sync_step2_frame(&diff)))
+                    .await?;
+            }
+            Message::SyncStep2(update) => {
+                self.doc.transact_mut().apply_update(Update::decode_v1(&update)?)?;
+                *synced = true;
+            }
+            Message::Update(update) => {
+                self.doc.transact_mut().apply_update(Update::decode_v1(&update)?)?;
+            }
+            Message::Auth(Some(reason)) => warn!(%reason, "AI peer was refused a write"),
+            Message::Awareness(_) | Message::Auth(None) | Message::QueryAwareness => {}
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, socket: &mut Socket, command: PeerCommand) -> anyhow::Result<()> {
+        match command {
+            PeerCommand::Status(status, range) => {
+                self.status = status;
+                self.announce(socket, range.as_ref()).await?;
+            }
+            PeerCommand::ReadFile(file, reply) => {
+                let txn = self.doc.transact();
+                let _ = reply.send(file_text(&txn, &file).map(|t| t.get_string(&txn)));
+            }
+            PeerCommand::Outline(reply) => {
+                let _ = reply.send(crdt_store::document::files(&self.doc));
+            }
+            PeerCommand::Suggest(suggestion, reply) => {
+                let (result, update) = self.suggest(&suggestion);
+                self.send_update(socket, update).await?;
+                let _ = reply.send(result);
+            }
+            PeerCommand::Accept(id, reply) => {
+                let (outcome, update) = self.decide(&id, true);
+                self.send_update(socket, update).await?;
+                let _ = reply.send(outcome);
+            }
+            PeerCommand::Reject(id, reply) => {
+                let (outcome, update) = self.decide(&id, false);
+                self.send_update(socket, update).await?;
+                let _ = reply.send(outcome);
+            }
+            PeerCommand::UndoSince(since, reply) => {
+                let (undone, update) = self.undo_since(since);
+                self.send_update(socket, update).await?;
+                let _ = reply.send(undone);
+            }
+        }
+        Ok(())
+    }
+
+    fn suggest(&self, s: &NewSuggestion) -> (Result<String, String>, Vec<u8>) {
+        let mut txn = self.doc.transact_mut();
+        let Some(text) = file_text(&txn, &s.range.file) else {
+            return (Err(format!("no file {:?}", s.range.file)), Vec::new());
+        };
+        let current = text.get_string(&txn);
+        let Some(original) = slice_utf16(&current, s.range.start, s.range.end) else {
+            return (Err("the range is outside the file".into()), Vec::new());
+        };
+        let (Some(start), Some(end)) = (
+            sticky(&txn, &text, s.range.start, Assoc::After),
+            sticky(&txn, &text, s.range.end, Assoc::Before),
+        ) else {
+            return (Err("cannot anchor the range".into()), Vec::new());
+        };
+        let id = crate::auth::secrets::random_id();
+        let entry: HashMap<String, Any> = HashMap::from([
+            ("file".into(), Any::from(s.range.file.as_str())),
+            ("start".into(), Any::from(start)),
+            ("end".into(), Any::from(end)),
+            ("original".into(), Any::from(original)),
+            ("replacement".into(), Any::from(s.replacement.as_str())),
+            ("explanation".into(), Any::from(s.explanation.as_str())),
+            ("author".into(), Any::from(ASSISTANT_NAME)),
+            ("status".into(), Any::from("pending")),
+            ("conversation_id".into(), Any::from(s.conversation_id.as_str())),
+            ("created_at_ms".into(), Any::from((self.now)() as f64)),
+        ]);
+        let suggestions = txn.get_or_insert_map(SUGGESTIONS_ROOT);
+        suggestions.insert(&mut txn, id.as_str(), entry.into_iter().collect::<MapPrelim>());
+        (Ok(id), txn.encode_update_v1())
+    }
+
+    /// Applies (or rejects) a suggestion in one transaction of the assistant's own.
+    fn decide(&self, id: &str, accept: bool) -> (AcceptOutcome, Vec<u8>) {
+        let mut txn = self.doc.transact_mut();
+        let outcome = decide_in(&mut txn, id, accept, (self.now)());
+        (outcome, txn.encode_update_v1())
+    }
+
+    /// Applies suggestions an editor's client marked `accepted` (without `applied_at_ms`).
+    async fn apply_client_accepts(&mut self, socket: &mut Socket) -> anyhow::Result<()> {
+        let requested: Vec<String> = {
+            let txn = self.doc.transact();
+            let Some(suggestions) = txn.get_map(SUGGESTIONS_ROOT) else {
+                return Ok(());
+            };
+            suggestions
+                .iter(&txn)
+                .filter_map(|(id, value)| match value {
+                    Out::YMap(s)
+                        if field(&s, &txn, "status").as_deref() == Some("accepted")
+                            && s.get(&txn, "applied_at_ms").is_none() =>
+                    {
+                        Some(id.to_owned())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for id in requested {
+            debug!(suggestion = %id, "applying a suggestion a client accepted");
+            let update = {
+                let mut txn = self.doc.transact_mut();
+                if let Some(Out::YMap(s)) = txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id) {
+                    s.insert(&mut txn, "status", "pending");
+                }
+                decide_in(&mut txn, &id, true, (self.now)());
+                txn.encode_update_v1()
+            };
+            self.send_update(socket, update).await?;
+        }
+        Ok(())
+    }
+
+    fn undo_since(&self, since: i64) -> (Vec<String>, Vec<u8>) {
+        let mut txn = self.doc.transact_mut();
+        let suggestions = txn.get_or_insert_map(SUGGESTIONS_ROOT);
+        let mut applied: Vec<(f64, String, MapRef)> = suggestions
+            .iter(&txn)
+            .filter_map(|(id, value)| match value {
+                Out::YMap(s) if field(&s, &txn, "status").as_deref() == Some("accepted") => {
+                    match s.get(&txn, "applied_at_ms")?.to_json(&txn) {
+                        Any::Number(at) => at
+                            .as_f64()
+                            .filter(|at| *at >= since as f64)
+                            .map(|at| (at, id.to_owned(), s)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect();
+        // Newest first, so each undo sees the text as the later ones left it.
+        applied.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut undone = Vec::new();
+        for (_, id, s) in applied {
+            let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
+                field(&s, &txn, "file"),
+                field(&s, &txn, "applied_start"),
+                field(&s, &txn, "applied_end"),
+                field(&s, &txn, "original"),
+                field(&s, &txn, "replacement"),
+            ) else {
+                continue;
+            };
+            let Some(text) = file_text(&txn, &file) else { continue };
+            let (Some(start), Some(end)) = (resolve(&txn, &start), resolve(&txn, &end)) else {
+                continue;
+            };
+            let current = text.get_string(&txn);
+            if slice_utf16(&current, start, end).as_deref() != Some(replacement.as_str()) {
+                continue;
+            }
+            text.remove_range(&mut txn, start, end - start);
+            text.insert(&mut txn, start, &original);
+            s.insert(&mut txn, "status", "undone");
+            undone.push(id);
+        }
+        (undone, txn.encode_update_v1())
+    }
+}
+
+fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> AcceptOutcome {
+    let suggestions = txn.get_or_insert_map(SUGGESTIONS_ROOT);
+    let Some(Out::YMap(s)) = suggestions.get(txn, id) else {
+        return AcceptOutcome::NotFound;
+    };
+    let status = field(&s, txn, "status").unwrap_or_default();
+    if status != "pending" {
+        return AcceptOutcome::AlreadyDecided { status };
+    }
+    if !accept {
+        s.insert(txn, "status", "rejected");
+        return AcceptOutcome::AlreadyDecided {
+            status: "rejected".into(),
+        };
+    }
+    let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
+        field(&s, txn, "file"),
+        field(&s, txn, "start"),
+        field(&s, txn, "end"),
+        field(&s, txn, "original"),
+        field(&s, txn, "replacement"),
+    ) else {
+        s.insert(txn, "status", "conflict");
+        return AcceptOutcome::Conflict;
+    };
+    let text = file_text(txn, &file);
+    let range = text.as_ref().and_then(|t| {
+        let (start, end) = (resolve(txn, &start)?, resolve(txn, &end)?);
+        let current = t.get_string(txn);
+        (slice_utf16(&current, start, end)? == original).then_some((start, end))
+    });
+    let (Some(text), Some((start, end))) = (text, range) else {
+        // The anchored text was deleted or changed meanwhile: never apply over it.
+        s.insert(txn, "status", "conflict");
+        return AcceptOutcome::Conflict;
+    };
+    text.remove_range(txn, start, end - start);
+    text.insert(txn, start, &replacement);
+    let new_end = start + replacement.encode_utf16().count() as u32;
+    if let (Some(a), Some(b)) = (
+        sticky(txn, &text, start, Assoc::After),
+        sticky(txn, &text, new_end, Assoc::Before),
+    ) {
+        s.insert(txn, "applied_start", a);
+        s.insert(txn, "applied_end", b);
+    }
+    s.insert(txn, "status", "accepted");
+    s.insert(txn, "applied_at_ms", now as f64);
+    AcceptOutcome::Accepted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf16_slices() {
+        assert_eq!(slice_utf16("a🌍b", 1, 3).as_deref(), Some("🌍"));
+        assert_eq!(slice_utf16("abc", 2, 1), None);
+        assert_eq!(slice_utf16("abc", 0, 4), None);
+    }
+
+    #[test]
+    fn client_ids_are_stable_per_room_and_differ_between_rooms() {
+        assert_eq!(stable_client_id("a"), stable_client_id("a"));
+        assert_ne!(stable_client_id("a"), stable_client_id("b"));
+        assert!(stable_client_id("a") <= u64::from(u32::MAX));
+    }
+
+    fn doc_with(text: &str) -> Doc {
+        let doc = crdt_store::new_doc();
+        doc.get_or_insert_text("main.rs")
+            .insert(&mut doc.transact_mut(), 0, text);
+        doc
+    }
+
+    fn peer(doc: Doc) -> Peer {
+        Peer {
+            awareness: Awareness::new(doc.clone()),
+            doc,
+            status: Status::Idle,
+            now: std::sync::Arc::new(|| 1_000),
+        }
+    }
+
+    fn suggestion(start: u32, end: u32, replacement: &str) -> NewSuggestion {
+        NewSuggestion {
+            range: FileRange {
+                file: "main.rs".into(),
+                start,
+                end,
+            },
+            replacement: replacement.into(),
+            explanation: "better".into(),
+            conversation_id: "c".into(),
+        }
+    }
+
+    #[test]
+    fn accepting_follows_concurrent_edits_and_conflicts_when_the_range_changed() {
+        let doc = doc_with("let x = 1;\nlet y = 2;\n");
+        let peer = peer(doc.clone());
+        let (id, _) = peer.suggest(&suggestion(11, 21, "let y = 3;"));
+        let id = id.unwrap();
+        // Someone inserts before the range: it moves, and accepting still hits it.
+        doc.get_or_insert_text("main.rs")
+            .insert(&mut doc.transact_mut(), 0, "// top\n");
+        assert_eq!(peer.decide(&id, true).0, AcceptOutcome::Accepted);
+        let text = doc.get_or_insert_text("main.rs");
+        assert_eq!(text.get_string(&doc.transact()), "// top\nlet x = 1;\nlet y = 3;\n");
+
+        // A second suggestion whose range is then edited inside: conflict, nothing applied.
+        let (id, _) = peer.suggest(&suggestion(7, 17, "let x = 9;"));
+        let id = id.unwrap();
+        text.insert(&mut doc.transact_mut(), 12, "0");
+        assert_eq!(peer.decide(&id, true).0, AcceptOutcome::Conflict);
+        assert!(text.get_string(&doc.transact()).contains("let x = 01;"));
+
+        // Undoing everything since the start restores the first suggestion's original.
+        let (undone, _) = peer.undo_since(0);
+        assert_eq!(undone.len(), 1);
+        assert_eq!(text.get_string(&doc.transact()), "// top\nlet x = 01;\nlet y = 2;\n");
+    }
+}

@@ -1,0 +1,557 @@
+//! `/api/rooms/{room}/ai/*`, `/api/rooms/{room}/suggestions/*` and `/api/usage`.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use bytes::Bytes;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use utoipa::ToSchema;
+
+use crate::ai::peer::{AcceptOutcome, NewSuggestion, PeerCommand, Status};
+use crate::ai::{Action, Ai, AiError, split_answer};
+use crate::app::AppState;
+use crate::auth::{Principal, Role};
+use crate::entity::{ai_conversation, ai_message};
+use crate::error::ApiError;
+use crate::routes::caller::{Caller, require_role};
+
+impl From<AiError> for ApiError {
+    fn from(err: AiError) -> Self {
+        match err {
+            AiError::NotConfigured => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ai_not_configured",
+                "AI assistant not configured",
+            ),
+            AiError::RateLimited(retry) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "ai_rate_limited", err.to_string())
+                    .with_retry_after(retry)
+            }
+            AiError::SelectionTooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "selection_too_large", err.to_string())
+            }
+            AiError::BadRange(message) => Self::validation(BTreeMap::from([("selection", message)])),
+            AiError::PeerUnavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ai_unavailable",
+                err.to_string(),
+            ),
+            AiError::Database(_) => Self::internal(&err),
+        }
+    }
+}
+
+fn ai(state: &AppState) -> Result<&Ai, ApiError> {
+    state.ai.as_ref().ok_or_else(|| AiError::NotConfigured.into())
+}
+
+/// A selection in a file, in UTF-16 offsets.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+pub struct Selection {
+    start: u32,
+    end: u32,
+}
+
+/// `POST /api/rooms/{room}/ai/chat` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// The question or instruction.
+    message: String,
+    /// What to do; `free` by default.
+    action: Option<Action>,
+    /// The file the selection is in (see the document convention).
+    file: Option<String>,
+    /// The selected range.
+    selection: Option<Selection>,
+    /// A cursor position (an empty selection).
+    cursor: Option<u32>,
+    /// Continue this conversation; a new one is started otherwise.
+    conversation_id: Option<String>,
+}
+
+fn sse(event: &str, data: serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+fn principal_user(principal: &Principal) -> Result<String, ApiError> {
+    principal
+        .user_id()
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::forbidden("the assistant needs an account"))
+}
+
+/// Asks the assistant. The answer streams back as Server-Sent Events: `token` events with
+/// each piece of text, then `done` with the conversation, message and suggestion ids and the
+/// token usage (or `error`).
+#[utoipa::path(post, path = "/api/rooms/{room}/ai/chat", tag = "ai", request_body = ChatRequest,
+    responses((status = 200, description = "text/event-stream"), (status = 403), (status = 413), (status = 429), (status = 503)))]
+pub async fn chat(
+    state: web::Data<AppState>,
+    caller: Caller,
+    room_id: web::Path<String>,
+    body: web::Json<ChatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    let user_id = principal_user(&caller.0)?;
+    let body = body.into_inner();
+    if body.message.trim().is_empty() || body.message.chars().count() > 20_000 {
+        return Err(ApiError::validation(BTreeMap::from([(
+            "message",
+            "must be 1 to 20000 characters".to_owned(),
+        )])));
+    }
+    let conversation_id = match body.conversation_id {
+        Some(id) => {
+            ai_conversation::Entity::find_by_id(&id)
+                .filter(ai_conversation::Column::RoomId.eq(room_id.as_str()))
+                .one(state.db())
+                .await?
+                .ok_or_else(|| ApiError::not_found("no such conversation in this room"))?;
+            id
+        }
+        None => {
+            let id = crate::auth::secrets::random_id();
+            ai_conversation::ActiveModel {
+                id: Set(id.clone()),
+                room_id: Set(room_id.to_string()),
+                user_id: Set(user_id.clone()),
+                title: Set(body.message.chars().take(80).collect()),
+                created_at: Set(state.auth.now()),
+            }
+            .insert(state.db())
+            .await?;
+            id
+        }
+    };
+    let selection = body
+        .selection
+        .map(|s| (s.start, s.end))
+        .or(body.cursor.map(|c| (c, c)));
+    let request = ChatTurn {
+        room: room_id.into_inner(),
+        user_id,
+        conversation_id,
+        message: body.message,
+        action: body.action.unwrap_or(Action::Free),
+        file: body.file,
+        selection,
+    };
+    start_turn(&state, request).await
+}
+
+/// One question to answer.
+struct ChatTurn {
+    room: String,
+    user_id: String,
+    conversation_id: String,
+    message: String,
+    action: Action,
+    file: Option<String>,
+    selection: Option<(u32, u32)>,
+}
+
+async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpResponse, ApiError> {
+    let ai = ai(state)?.clone();
+    ai.provider()?;
+    ai.check_rate(&turn.user_id)?;
+    let peer = ai.peer(&turn.room).await?;
+    let prepared = ai
+        .prepare(&peer, &turn.message, turn.action, turn.file.as_deref(), turn.selection)
+        .await?;
+    ai_message::ActiveModel {
+        conversation_id: Set(turn.conversation_id.clone()),
+        user_id: Set(turn.user_id.clone()),
+        role: Set("user".into()),
+        action: Set(turn.action.as_str().into()),
+        content: Set(turn.message.clone()),
+        prompt_tokens: Set(0),
+        completion_tokens: Set(0),
+        suggestion_ids: Set("[]".into()),
+        created_at: Set(state.auth.now()),
+        ..Default::default()
+    }
+    .insert(state.db())
+    .await?;
+
+    let (events, receiver) = mpsc::channel::<Bytes>(256);
+    let state = state.clone();
+    actix_web::rt::spawn(async move {
+        let _turn = ai.room_turn(&turn.room).await;
+        peer.send(PeerCommand::Status(Status::Thinking, prepared.selection.clone()))
+            .await;
+        let (tokens, mut pieces) = mpsc::channel::<String>(256);
+        let provider = ai.provider().expect("checked above").clone();
+        let prompt = prepared.prompt;
+        let generation = tokio::spawn(async move { provider.stream(&prompt, &tokens).await });
+        let mut writing = false;
+        while let Some(piece) = pieces.recv().await {
+            if !writing {
+                writing = true;
+                peer.send(PeerCommand::Status(Status::Writing, prepared.selection.clone()))
+                    .await;
+            }
+            let _ = events.send(sse("token", json!({ "text": piece }))).await;
+        }
+        let outcome = generation.await;
+        let completion = match outcome {
+            Ok(Ok(completion)) => completion,
+            Ok(Err(err)) => {
+                let _ = events
+                    .send(sse("error", json!({"code": "ai_failed", "message": err.to_string()})))
+                    .await;
+                peer.send(PeerCommand::Status(Status::Idle, None)).await;
+                return;
+            }
+            Err(err) => {
+                let _ = events
+                    .send(sse("error", json!({"code": "internal", "message": err.to_string()})))
+                    .await;
+                peer.send(PeerCommand::Status(Status::Idle, None)).await;
+                return;
+            }
+        };
+        let mut suggestion_ids = Vec::new();
+        if Ai::proposes_edit(prepared.action)
+            && let (Some(range), Some((code, explanation))) =
+                (prepared.selection.clone(), split_answer(&completion.text))
+        {
+            let (reply, answer) = oneshot::channel();
+            peer.send(PeerCommand::Suggest(
+                NewSuggestion {
+                    range,
+                    replacement: code,
+                    explanation,
+                    conversation_id: turn.conversation_id.clone(),
+                },
+                reply,
+            ))
+            .await;
+            if let Ok(Ok(id)) = answer.await {
+                suggestion_ids.push(id);
+            }
+        }
+        peer.send(PeerCommand::Status(Status::Idle, None)).await;
+        let stored = ai_message::ActiveModel {
+            conversation_id: Set(turn.conversation_id.clone()),
+            user_id: Set(turn.user_id.clone()),
+            role: Set("assistant".into()),
+            action: Set(turn.action.as_str().into()),
+            content: Set(completion.text.clone()),
+            prompt_tokens: Set(i64::from(completion.prompt_tokens)),
+            completion_tokens: Set(i64::from(completion.completion_tokens)),
+            suggestion_ids: Set(serde_json::to_string(&suggestion_ids).unwrap_or_default()),
+            created_at: Set(state.auth.now()),
+            ..Default::default()
+        }
+        .insert(state.db())
+        .await;
+        let message_id = stored.map(|m| m.id).ok();
+        let _ = events
+            .send(sse(
+                "done",
+                json!({
+                    "conversation_id": turn.conversation_id,
+                    "message_id": message_id,
+                    "suggestion_ids": suggestion_ids,
+                    "usage": {
+                        "prompt_tokens": completion.prompt_tokens,
+                        "completion_tokens": completion.completion_tokens,
+                    },
+                }),
+            ))
+            .await;
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|chunk| (Ok::<_, actix_web::Error>(chunk), receiver))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+/// A stored message.
+#[derive(Serialize, ToSchema)]
+pub struct MessageView {
+    id: i64,
+    role: String,
+    action: String,
+    content: String,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    suggestion_ids: Vec<String>,
+    created_at_ms: i64,
+}
+
+/// The room's conversations, newest first.
+#[utoipa::path(get, path = "/api/rooms/{room}/ai/conversations", tag = "ai", responses((status = 200), (status = 403)))]
+pub async fn list_conversations(
+    state: web::Data<AppState>,
+    caller: Caller,
+    room_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    let conversations: Vec<serde_json::Value> = ai_conversation::Entity::find()
+        .filter(ai_conversation::Column::RoomId.eq(room_id.as_str()))
+        .order_by_desc(ai_conversation::Column::CreatedAt)
+        .all(state.db())
+        .await?
+        .into_iter()
+        .map(|c| json!({"id": c.id, "title": c.title, "user_id": c.user_id, "created_at_ms": c.created_at}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "conversations": conversations })))
+}
+
+async fn messages(state: &AppState, conversation: &str) -> Result<Vec<ai_message::Model>, ApiError> {
+    Ok(ai_message::Entity::find()
+        .filter(ai_message::Column::ConversationId.eq(conversation))
+        .order_by_asc(ai_message::Column::Id)
+        .all(state.db())
+        .await?)
+}
+
+/// One conversation with every message and its token usage.
+#[utoipa::path(get, path = "/api/rooms/{room}/ai/conversations/{conversation_id}", tag = "ai", responses((status = 200), (status = 403), (status = 404)))]
+pub async fn get_conversation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (room_id, conversation_id) = path.into_inner();
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    let conversation = ai_conversation::Entity::find_by_id(&conversation_id)
+        .filter(ai_conversation::Column::RoomId.eq(&room_id))
+        .one(state.db())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such conversation in this room"))?;
+    let messages: Vec<MessageView> = messages(&state, &conversation_id)
+        .await?
+        .into_iter()
+        .map(|m| MessageView {
+            id: m.id,
+            role: m.role,
+            action: m.action,
+            content: m.content,
+            prompt_tokens: m.prompt_tokens,
+            completion_tokens: m.completion_tokens,
+            suggestion_ids: serde_json::from_str(&m.suggestion_ids).unwrap_or_default(),
+            created_at_ms: m.created_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "id": conversation.id,
+        "title": conversation.title,
+        "messages": messages,
+    })))
+}
+
+/// Answers the conversation's last question again (streams like `chat`).
+#[utoipa::path(post, path = "/api/rooms/{room}/ai/conversations/{conversation_id}/regenerate", tag = "ai",
+    responses((status = 200, description = "text/event-stream"), (status = 403), (status = 404), (status = 429)))]
+pub async fn regenerate(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (room_id, conversation_id) = path.into_inner();
+    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    let user_id = principal_user(&caller.0)?;
+    ai_conversation::Entity::find_by_id(&conversation_id)
+        .filter(ai_conversation::Column::RoomId.eq(&room_id))
+        .one(state.db())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such conversation in this room"))?;
+    let last = messages(&state, &conversation_id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .ok_or_else(|| ApiError::not_found("nothing to regenerate"))?;
+    let action = serde_json::from_value(json!(last.action)).unwrap_or(Action::Free);
+    start_turn(
+        &state,
+        ChatTurn {
+            room: room_id,
+            user_id,
+            conversation_id,
+            message: last.content,
+            action,
+            file: None,
+            selection: None,
+        },
+    )
+    .await
+}
+
+/// Whether the assistant is generating in this room and how many requests wait.
+#[utoipa::path(get, path = "/api/rooms/{room}/ai/status", tag = "ai", responses((status = 200), (status = 403)))]
+pub async fn status(
+    state: web::Data<AppState>,
+    caller: Caller,
+    room_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    let (generating, queued) = state
+        .ai
+        .as_ref()
+        .map_or((false, 0), |ai| ai.room_status(&room_id));
+    Ok(HttpResponse::Ok().json(json!({
+        "configured": state.ai.as_ref().is_some_and(|ai| ai.provider().is_ok()),
+        "generating": generating,
+        "queued": queued,
+    })))
+}
+
+async fn decide(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    room_id: &str,
+    suggestion: &str,
+    accept: bool,
+) -> Result<HttpResponse, ApiError> {
+    require_role(state, &caller.0, room_id, Role::Editor).await?;
+    let ai = ai(state)?;
+    let peer = ai.peer(room_id).await?;
+    if accept {
+        // A checkpoint first, so accepting can always be undone by a restore.
+        let id = crdt_store::RoomId::parse(room_id)?;
+        let lease = state.registry.lease(&id).await?;
+        lease
+            .room()
+            .create_version(
+                crdt_store::VersionKind::Named,
+                Some(format!("Before accepting AI suggestion {suggestion}")),
+            )
+            .await?;
+    }
+    let (reply, outcome) = oneshot::channel();
+    let command = if accept {
+        PeerCommand::Accept(suggestion.to_owned(), reply)
+    } else {
+        PeerCommand::Reject(suggestion.to_owned(), reply)
+    };
+    if !peer.send(command).await {
+        return Err(AiError::PeerUnavailable.into());
+    }
+    let outcome = outcome.await.map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
+    match outcome {
+        AcceptOutcome::NotFound => Err(ApiError::not_found("no such suggestion")),
+        AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": "accepted"}))),
+        AcceptOutcome::Conflict => Ok(HttpResponse::Conflict().json(json!({
+            "status": "conflict",
+            "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
+        }))),
+        AcceptOutcome::AlreadyDecided { status } if !accept && status == "rejected" => {
+            Ok(HttpResponse::Ok().json(json!({"status": "rejected"})))
+        }
+        AcceptOutcome::AlreadyDecided { status } => Err(ApiError::conflict(
+            "suggestion_decided",
+            format!("the suggestion is already {status}"),
+        )),
+    }
+}
+
+/// Applies a suggestion at the range's current position, as the assistant's edit, after a
+/// checkpoint; `409` with status `conflict` when the anchored text changed meanwhile.
+#[utoipa::path(post, path = "/api/rooms/{room}/suggestions/{suggestion_id}/accept", tag = "ai",
+    responses((status = 200), (status = 403), (status = 404), (status = 409)))]
+pub async fn accept(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (room, suggestion) = path.into_inner();
+    decide(&state, &caller, &room, &suggestion, true).await
+}
+
+/// Marks a suggestion rejected.
+#[utoipa::path(post, path = "/api/rooms/{room}/suggestions/{suggestion_id}/reject", tag = "ai",
+    responses((status = 200), (status = 403), (status = 404), (status = 409)))]
+pub async fn reject(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (room, suggestion) = path.into_inner();
+    decide(&state, &caller, &room, &suggestion, false).await
+}
+
+/// `POST /api/rooms/{room}/ai/undo` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UndoRequest {
+    /// Undo what the assistant applied since this version was taken.
+    since_version: i64,
+}
+
+/// Undoes every suggestion the assistant applied in this room since a version.
+#[utoipa::path(post, path = "/api/rooms/{room}/ai/undo", tag = "ai", request_body = UndoRequest,
+    responses((status = 200), (status = 403), (status = 404)))]
+pub async fn undo(
+    state: web::Data<AppState>,
+    caller: Caller,
+    room_id: web::Path<String>,
+    body: web::Json<UndoRequest>,
+) -> Result<HttpResponse, ApiError> {
+    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    let id = crdt_store::RoomId::parse(&room_id)?;
+    let (version, _) = state
+        .registry
+        .storage()
+        .get_version(&id, body.since_version)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such version"))?;
+    let peer = ai(&state)?.peer(&room_id).await?;
+    let (reply, undone) = oneshot::channel();
+    if !peer
+        .send(PeerCommand::UndoSince(version.created_at_ms, reply))
+        .await
+    {
+        return Err(AiError::PeerUnavailable.into());
+    }
+    let undone = undone.await.map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
+    Ok(HttpResponse::Ok().json(json!({ "undone": undone })))
+}
+
+/// The caller's AI usage, totals per day (UTC).
+#[utoipa::path(get, path = "/api/usage", tag = "ai", responses((status = 200), (status = 401)))]
+pub async fn usage(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let user_id = principal_user(&caller.0)?;
+    let rows = ai_message::Entity::find()
+        .filter(ai_message::Column::UserId.eq(&user_id))
+        .all(state.db())
+        .await?;
+    let mut days: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+    for m in rows {
+        let day = m.created_at.div_euclid(86_400_000);
+        let entry = days.entry(day).or_default();
+        if m.role == "user" {
+            entry.2 += 1;
+        }
+        entry.0 += m.prompt_tokens;
+        entry.1 += m.completion_tokens;
+    }
+    let days: Vec<serde_json::Value> = days
+        .into_iter()
+        .map(|(day, (prompt, completion, requests))| {
+            json!({
+                "day_start_ms": day * 86_400_000,
+                "requests": requests,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "days": days })))
+}
