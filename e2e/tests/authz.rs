@@ -149,6 +149,22 @@ const TABLE: &[Row] = &[
     row("GET", "/api/rooms/{room}/versions/{version}", None,          [401, 401, 401, 200, 403, 200, 200, 200]),
     row("POST", "/api/rooms/{room}/versions/{version}/restore", None, [401, 401, 401, 403, 403, 403, 200, 200]),
 
+    // No model is configured here: whoever may ask is told so (503 `ai_not_configured`).
+    row("POST", "/api/rooms/{room}/ai/chat", Some(r#"{"message": "hi"}"#),
+                                                                      [401, 401, 401, 403, 403, 403, 503, 503]),
+    row("GET", "/api/rooms/{room}/ai/status", None,                   [401, 401, 401, 200, 403, 200, 200, 200]),
+    row("GET", "/api/rooms/{room}/ai/conversations", None,            [401, 401, 401, 200, 403, 200, 200, 200]),
+    row("GET", "/api/rooms/{room}/ai/conversations/{missing}", None,  [401, 401, 401, 404, 403, 404, 404, 404]),
+    row("POST", "/api/rooms/{room}/ai/conversations/{missing}/regenerate", None,
+                                                                      [401, 401, 401, 403, 403, 403, 404, 404]),
+    row("POST", "/api/rooms/{room}/ai/undo", Some(r#"{"since_version": {version}}"#),
+                                                                      [401, 401, 401, 403, 403, 403, 200, 200]),
+    row("POST", "/api/rooms/{room}/suggestions/{missing}/accept", None,
+                                                                      [401, 401, 401, 403, 403, 403, 404, 404]),
+    row("POST", "/api/rooms/{room}/suggestions/{missing}/reject", None,
+                                                                      [401, 401, 401, 403, 403, 403, 404, 404]),
+    row("GET", "/api/usage", None,                                    [401, 401, 401, 403, 200, 200, 200, 200]),
+
     row("GET", "/ws/{room}", None,                                    [401, 401, 401, 101, 403, 101, 101, 101]),
 ];
 
@@ -487,6 +503,7 @@ impl<'a> RowFixture<'a> {
             .replace("{link_id}", &self.link_id)
             .replace("{key_id}", &self.key_id)
             .replace("{version}", &self.version.to_string())
+            .replace("{missing}", "no-such-id")
             .replace("{unique}", &rand::random::<u64>().to_string())
             .replace("{target_email}", &cast.target.email)
             .replace("{target_password}", &cast.target.password)
