@@ -86,6 +86,93 @@ pub fn to_json(doc: &Doc) -> Value {
     Value::Object(object)
 }
 
+/// The text of `file` by the convention: an entry of the `files` map, else a root text.
+pub fn file_text<T: ReadTxn>(txn: &T, file: &str) -> Option<TextRef> {
+    if let Some(files) = txn.get_map(FILES_ROOT)
+        && let Some(Out::YText(text)) = files.get(txn, file)
+    {
+        return Some(text);
+    }
+    txn.get_text(file)
+}
+
+/// A range of a file pinned to the text it covers: Yjs relative positions (v1-encoded), so
+/// any replica can find where that text is after concurrent edits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextAnchor {
+    /// Relative position of the start (sticks to the character after it).
+    pub start: Vec<u8>,
+    /// Relative position of the end (sticks to the character before it).
+    pub end: Vec<u8>,
+    /// The text covered when anchored.
+    pub original: String,
+}
+
+/// Anchors `[start, end)` (UTF-16 offsets) of `file`.
+pub fn anchor_range(doc: &Doc, file: &str, start: u32, end: u32) -> Result<TextAnchor, String> {
+    use yrs::updates::encoder::Encode;
+    use yrs::{Assoc, IndexedSequence};
+    let txn = doc.transact();
+    let text = file_text(&txn, file).ok_or_else(|| format!("no file {file:?}"))?;
+    let units: Vec<u16> = text.get_string(&txn).encode_utf16().collect();
+    if start > end || end as usize > units.len() {
+        return Err(format!(
+            "range {start}..{end} is outside {file:?} ({} characters)",
+            units.len()
+        ));
+    }
+    let original = String::from_utf16_lossy(&units[start as usize..end as usize]);
+    let (Some(start), Some(end)) = (
+        text.sticky_index(&txn, start, Assoc::After),
+        text.sticky_index(&txn, end, Assoc::Before),
+    ) else {
+        return Err("cannot anchor the range".into());
+    };
+    Ok(TextAnchor {
+        start: start.encode_v1(),
+        end: end.encode_v1(),
+        original,
+    })
+}
+
+/// The root map AI suggestions live in: id → map with `file`, `start` and `end` (encoded
+/// relative positions), `original`, `replacement`, `explanation`, `author`, `status`.
+pub const SUGGESTIONS_ROOT: &str = "suggestions";
+
+/// Whether the text a suggestion is anchored to is still exactly what it was (`None` when
+/// there is no such suggestion).
+pub fn suggestion_intact(doc: &Doc, id: &str) -> Option<bool> {
+    use yrs::StickyIndex;
+    use yrs::updates::decoder::Decode;
+    let txn = doc.transact();
+    let Out::YMap(entry) = txn.get_map(SUGGESTIONS_ROOT)?.get(&txn, id)? else {
+        return None;
+    };
+    let bytes = |key: &str| match entry.get(&txn, key) {
+        Some(Out::Any(Any::Buffer(b))) => Some(b.to_vec()),
+        _ => None,
+    };
+    let string = |key: &str| match entry.get(&txn, key) {
+        Some(Out::Any(Any::String(s))) => Some(s.to_string()),
+        _ => None,
+    };
+    let check = || {
+        let text = file_text(&txn, &string("file")?)?;
+        let start = StickyIndex::decode_v1(&bytes("start")?)
+            .ok()?
+            .get_offset(&txn)?
+            .index;
+        let end = StickyIndex::decode_v1(&bytes("end")?)
+            .ok()?
+            .get_offset(&txn)?
+            .index;
+        let units: Vec<u16> = text.get_string(&txn).encode_utf16().collect();
+        let current = String::from_utf16_lossy(units.get(start as usize..end as usize)?);
+        Some(current == string("original")?)
+    };
+    Some(check().unwrap_or(false))
+}
+
 /// Every file of the document by the convention: `files/<path>` entries and root texts.
 pub fn files(doc: &Doc) -> Vec<(String, String)> {
     let txn = doc.transact();

@@ -229,6 +229,21 @@ impl Room {
             .encode_state_as_update_v1(&StateVector::default())
     }
 
+    /// Every file by the document convention (see [`document::files`]).
+    pub fn files(&self) -> Vec<(String, String)> {
+        document::files(&self.0.doc)
+    }
+
+    /// Anchors a range of a file (see [`document::anchor_range`]).
+    pub fn anchor(&self, file: &str, start: u32, end: u32) -> Result<document::TextAnchor, String> {
+        document::anchor_range(&self.0.doc, file, start, end)
+    }
+
+    /// Whether a suggestion's anchored text is unchanged (see [`document::suggestion_intact`]).
+    pub fn suggestion_intact(&self, id: &str) -> Option<bool> {
+        document::suggestion_intact(&self.0.doc, id)
+    }
+
     /// The document's root types as JSON (see [`document::to_json`]).
     pub fn to_json(&self) -> serde_json::Value {
         document::to_json(&self.0.doc)

@@ -462,6 +462,68 @@ const commands = {
     })
   },
 
+  // Waits until some client's awareness state has `field` (a dotted path such as
+  // "user.name") equal to `equals`; answers {clientId, state}.
+  waitAwarenessWhere: async (args) => {
+    const c = getClient(args)
+    const path = req(args, 'field', 'string').split('.')
+    const want = canonical(args.equals)
+    const aw = c.provider.awareness
+    const lookup = (state) => path.reduce((v, key) => (v == null ? undefined : v[key]), state)
+    return waitFor({
+      clients: [c],
+      events: [[aw, 'change']],
+      check: () => {
+        for (const [clientId, state] of aw.getStates().entries()) {
+          if (canonical(lookup(state)) === want) return { done: true, value: { clientId, state } }
+        }
+        return { done: false }
+      },
+      timeoutMs: timeoutOf(args),
+      describe: () => `states ${JSON.stringify([...aw.getStates().entries()])}; ${describeConn(c)}`,
+      what: `waitAwarenessWhere ${c.name} ${args.field}=${JSON.stringify(args.equals)}`
+    })
+  },
+
+  // The JSON of root map `name` (an empty object when absent).
+  getMap: async (args) => {
+    const c = getClient(args)
+    return c.doc.getMap(req(args, 'name', 'string')).toJSON()
+  },
+
+  // Waits until root map `name` has `key` whose `field` equals `equals` (or just has `key`).
+  waitMapEntry: async (args) => {
+    const c = getClient(args)
+    const map = c.doc.getMap(req(args, 'name', 'string'))
+    const key = args.key
+    return waitFor({
+      clients: [c],
+      events: [[c.doc, 'update']],
+      check: () => {
+        const json = map.toJSON()
+        const entries = key === undefined ? Object.entries(json) : (key in json ? [[key, json[key]]] : [])
+        for (const [k, v] of entries) {
+          if (args.field === undefined || canonical(v?.[args.field]) === canonical(args.equals)) {
+            return { done: true, value: { key: k, value: v } }
+          }
+        }
+        return { done: false }
+      },
+      timeoutMs: timeoutOf(args),
+      describe: () => `map ${JSON.stringify(map.toJSON())}`,
+      what: `waitMapEntry ${c.name} ${args.name}`
+    })
+  },
+
+  // Sets `field` of the nested map `key` of root map `name` (as an editor's client would).
+  setMapField: async (args) => {
+    const c = getClient(args)
+    const entry = c.doc.getMap(req(args, 'name', 'string')).get(req(args, 'key', 'string'))
+    if (entry === undefined || typeof entry.set !== 'function') throw new Error(`no map entry ${args.key}`)
+    entry.set(req(args, 'field', 'string'), args.value)
+    return null
+  },
+
   waitClose: async (args) => {
     const c = getClient(args)
     const index = typeof args.index === 'number' ? args.index : c.closes.length

@@ -9,6 +9,8 @@
 //!
 //! Nothing here imports the server's crates: tests see Tandem only through its sockets.
 
+pub mod llm;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -37,11 +37,32 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(AiConversations::Table)
-                    .col(ColumnDef::new(AiConversations::Id).string_len(64).not_null().primary_key())
-                    .col(ColumnDef::new(AiConversations::RoomId).string_len(255).not_null())
-                    .col(ColumnDef::new(AiConversations::UserId).string_len(64).not_null())
-                    .col(ColumnDef::new(AiConversations::Title).string_len(200).not_null())
-                    .col(ColumnDef::new(AiConversations::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(AiConversations::Id)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(AiConversations::RoomId)
+                            .string_len(255)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AiConversations::UserId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AiConversations::Title)
+                            .string_len(200)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AiConversations::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -65,15 +86,31 @@ impl MigrationTrait for Migration {
                             .auto_increment()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(AiMessages::ConversationId).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(AiMessages::ConversationId)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AiMessages::UserId).string_len(64).not_null())
                     .col(ColumnDef::new(AiMessages::Role).string_len(16).not_null())
                     .col(ColumnDef::new(AiMessages::Action).string_len(32).not_null())
                     .col(ColumnDef::new(AiMessages::Content).text().not_null())
-                    .col(ColumnDef::new(AiMessages::PromptTokens).big_integer().not_null())
-                    .col(ColumnDef::new(AiMessages::CompletionTokens).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(AiMessages::PromptTokens)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AiMessages::CompletionTokens)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AiMessages::SuggestionIds).text().not_null())
-                    .col(ColumnDef::new(AiMessages::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(AiMessages::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

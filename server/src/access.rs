@@ -192,9 +192,12 @@ impl AccessEvents {
     }
 }
 
+/// The people connected to one room: identity key → (identity, open connections).
+type RoomPresence = HashMap<String, (Identity, usize)>;
+
 /// Who is connected to which room right now (for listings). Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Presence(Arc<DashMap<String, HashMap<String, (Identity, usize)>>>);
+pub struct Presence(Arc<DashMap<String, RoomPresence>>);
 
 /// Removes its entry from [`Presence`] when dropped.
 pub struct PresenceGuard {

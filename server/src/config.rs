@@ -132,13 +132,23 @@ pub struct ServeArgs {
     #[arg(long, env = "TANDEM_AI_BASE_URL")]
     pub ai_base_url: Option<String>,
     /// API key for --ai-base-url.
-    #[arg(long, env = "TANDEM_AI_API_KEY", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TANDEM_AI_API_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub ai_api_key: String,
     /// Model name at --ai-base-url.
     #[arg(long, env = "TANDEM_AI_MODEL", default_value = "gpt-4o-mini")]
     pub ai_model: String,
     /// Fallback endpoints tried in order when the first fails: `URL|MODEL|KEY`, comma-separated.
-    #[arg(long, env = "TANDEM_AI_FALLBACKS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TANDEM_AI_FALLBACKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub ai_fallbacks: Vec<String>,
     /// Time limit of one model request.
     #[arg(long, env = "TANDEM_AI_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]

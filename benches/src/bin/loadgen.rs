@@ -170,6 +170,7 @@ struct ClientReport {
     error: Option<ClientError>,
 }
 
+/// Why a client stopped before the end of the run.
 enum ClientError {
     /// The server closed the connection (close frame, or the stream ended).
     Closed(String),
@@ -258,7 +259,8 @@ fn check_other_message(message: WsMessage) -> Result<(), ClientError> {
     }
 }
 
-fn read_error(
+/// What `socket.next()` returned, with the end of the stream and read failures as errors.
+fn received(
     message: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
 ) -> Result<WsMessage, ClientError> {
     match message {
@@ -309,7 +311,7 @@ async fn run_writer(
                         report.sent_in_window += 1;
                     }
                 }
-                message = socket.next() => check_other_message(read_error(message)?)?,
+                message = socket.next() => check_other_message(received(message)?)?,
             }
         }
     }
@@ -328,7 +330,7 @@ async fn idle_until(socket: &mut Socket, until: Instant) -> Result<(), ClientErr
     loop {
         tokio::select! {
             _ = sleep_until(until) => return Ok(()),
-            message = socket.next() => check_other_message(read_error(message)?)?,
+            message = socket.next() => check_other_message(received(message)?)?,
         }
     }
 }
@@ -345,7 +347,7 @@ async fn run_observer(mut socket: Socket, schedule: Arc<Schedule>) -> ClientRepo
         loop {
             let message = tokio::select! {
                 _ = sleep_until(schedule.stop) => return Ok(()),
-                message = socket.next() => read_error(message)?,
+                message = socket.next() => received(message)?,
             };
             let frame = match message {
                 WsMessage::Binary(frame) if frame.starts_with(&[MSG_SYNC, SYNC_UPDATE]) => frame,
@@ -748,7 +750,7 @@ fn summarize(
         }
     }
     let mut error_examples: Vec<(String, usize)> = errors_by_message.into_iter().collect();
-    error_examples.sort_by(|a, b| b.1.cmp(&a.1));
+    error_examples.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     let expected_deliveries = edits_sent_in_window * observers_per_room;
     let window_s = args.duration.as_secs_f64();
     let server = match (before_connect, idle, server_start, server_end) {

@@ -10,12 +10,11 @@ use crdt_store::{RoomId, Storage, StoreConfig};
 use tokio::time::Instant;
 
 use crate::support::{
-    ClientDoc, EVENT_LIMIT, TestDb, log_rows, room_id, snapshot_row, start_registry, stored_rows,
-    stored_text, test_config,
+    ClientDoc, EVENT_LIMIT, TestDb, doc_from, log_rows, room_id, snapshot_row, start_registry,
+    stored_rows, stored_text, test_config,
 };
 
-/// Appends `count` edits to `room` directly through storage, one row each; returns the text
-/// they add up to.
+/// Appends `count` edits of `client` to `room` directly through storage, one row each.
 async fn append_edits(storage: &Storage, client: &ClientDoc, room: &RoomId, count: usize) {
     for i in 0..count {
         let update = client.append("t", &format!("<{i}>"));
@@ -50,10 +49,12 @@ async fn wait_for_log_len(storage: &Storage, room: &RoomId, expected: u64) {
 async fn the_registry_folds_a_long_log_into_the_snapshot() {
     const THRESHOLD: u64 = 10;
     let db = TestDb::new().await;
-    let (registry, metrics) = db.start(StoreConfig {
-        compact_after_updates: THRESHOLD,
-        ..test_config()
-    });
+    let (registry, metrics) = db
+        .start(StoreConfig {
+            compact_after_updates: THRESHOLD,
+            ..test_config()
+        })
+        .await;
     let room = room_id("compacted");
     let connection = registry.connect(&room).await.expect("connect");
     let client = ClientDoc::new();
@@ -71,21 +72,16 @@ async fn the_registry_folds_a_long_log_into_the_snapshot() {
     let (marker, snapshot) = snapshot_row(&db.raw().await, &room)
         .await
         .expect("a snapshot exists");
-    let snapshot_doc = crate::support::doc_from(&snapshot);
-    let snapshot_text = {
-        use yrs::{GetString, Transact};
-        let text = snapshot_doc.get_or_insert_text("t");
-        text.get_string(&snapshot_doc.transact())
-    };
+    let snapshot_text = crdt_store::document::to_json(&doc_from(&snapshot))["t"].clone();
     let expected_in_snapshot: String = (1..=30).map(|i| format!("<{i}>")).collect();
-    assert_eq!(snapshot_text, expected_in_snapshot);
+    assert_eq!(snapshot_text, expected_in_snapshot.as_str());
     let rows = log_rows(&db.raw().await, &room).await;
     assert_eq!(rows.len(), 5);
     assert!(rows.iter().all(|(id, _)| *id > marker));
 
     // What the database holds rebuilds the document a fresh process would serve.
     assert_eq!(stored_text(&db.storage, &room, "t").await, client.text("t"));
-    let (restarted, _) = start_registry(test_config(), db.reopen().await);
+    let (restarted, _) = start_registry(test_config(), db.reopen().await).await;
     let reloaded = restarted.connect(&room).await.expect("reload");
     assert_eq!(reloaded.room().to_json(), connection.room().to_json());
     assert_eq!(

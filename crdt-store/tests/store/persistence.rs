@@ -2,46 +2,25 @@
 //! the way it promises.
 
 use crdt_store::{Delivery, Durability, RoomRegistry, StoreConfig};
-use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
-};
 
 use crate::support::{
-    ClientDoc, TestDb, delivered_already, next_update, room_id, start_registry, stored_text,
-    test_config,
+    ClientDoc, TestDb, delivered_already, hold_write_lock, let_other_tasks_run, next_update,
+    room_id, start_registry, stored_text, test_config,
 };
 
-/// Takes SQLite's write lock on a separate connection, so the store's writer cannot commit
-/// until the returned transaction ends. Readers are not blocked (write-ahead log).
-async fn hold_write_lock(raw: &DatabaseConnection) -> DatabaseTransaction {
-    raw.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..TransactionOptions::default()
-    })
-    .await
-    .expect("write lock")
-}
-
-/// Lets every task that is ready run (the writer among them) before the test goes on.
-async fn let_other_tasks_run() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn registry_with(db: &TestDb, durability: Durability) -> RoomRegistry {
+async fn registry_with(db: &TestDb, durability: Durability) -> RoomRegistry {
     db.start(StoreConfig {
         durability,
         ..test_config()
     })
+    .await
     .0
 }
 
 #[tokio::test]
 async fn committed_edits_survive_a_restart() {
     let db = TestDb::new().await;
-    let (registry, _) = db.start(test_config());
+    let (registry, _) = db.start(test_config()).await;
     let notes = room_id("notes");
     let other = room_id("other room");
     let mut alice = registry.connect(&notes).await.expect("connect");
@@ -82,7 +61,7 @@ async fn committed_edits_survive_a_restart() {
         1
     );
 
-    let (restarted, metrics) = start_registry(test_config(), db.reopen().await);
+    let (restarted, metrics) = start_registry(test_config(), db.reopen().await).await;
     let reloaded = restarted.connect(&notes).await.expect("reload");
     assert_eq!(reloaded.room().to_json(), before);
     let reloaded_doc = ClientDoc::new();
@@ -109,7 +88,7 @@ async fn committed_edits_survive_a_restart() {
 async fn durable_mode_delivers_an_update_only_after_its_commit() {
     let db = TestDb::new().await;
     let raw = db.raw().await;
-    let registry = registry_with(&db, Durability::Durable);
+    let registry = registry_with(&db, Durability::Durable).await;
     let room = room_id("durable");
     let author = registry.connect(&room).await.expect("connect");
     let mut reader = registry.connect(&room).await.expect("connect");
@@ -156,7 +135,7 @@ async fn durable_mode_delivers_an_update_only_after_its_commit() {
 async fn relaxed_mode_delivers_before_the_commit_and_flush_commits() {
     let db = TestDb::new().await;
     let raw = db.raw().await;
-    let registry = registry_with(&db, Durability::Relaxed);
+    let registry = registry_with(&db, Durability::Relaxed).await;
     let room = room_id("relaxed");
     let author = registry.connect(&room).await.expect("connect");
     let mut reader = registry.connect(&room).await.expect("connect");

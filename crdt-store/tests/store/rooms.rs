@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use crdt_store::storage::LogEntry;
 use crdt_store::{
-    ApplyError, Delivery, JoinError, RoomConnection, StorageError, StoreConfig, VersionKind,
+    ApplyError, Delivery, Durability, JoinError, RoomConnection, StorageError, StoreConfig,
+    VersionKind,
 };
 use protocol::{AwarenessUpdate, AwarenessUpdateEntry, Message};
 use sea_orm::ConnectionTrait;
@@ -16,8 +17,8 @@ use serde_json::{Value, json};
 use yrs::ClientID;
 
 use crate::support::{
-    ClientDoc, TestDb, delivered_already, doc_from, next_delivery, next_message, next_update,
-    room_id, stored_rows, stored_text, test_config,
+    ClientDoc, TestDb, delivered_already, doc_from, hold_write_lock, let_other_tasks_run,
+    next_delivery, next_message, next_update, room_id, stored_rows, stored_text, test_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -36,7 +37,7 @@ async fn concurrent_joins_load_a_cold_room_once() {
             .expect("append");
     }
 
-    let (registry, metrics) = db.start(test_config());
+    let (registry, metrics) = db.start(test_config()).await;
     let joins: Vec<_> = (0..20)
         .map(|_| {
             let registry = registry.clone();
@@ -95,7 +96,7 @@ async fn a_corrupt_room_is_refused_and_its_data_left_alone() {
     let stored_before = stored_rows(&raw, &room).await;
     assert_eq!(stored_before.1.len(), 2);
 
-    let (registry, metrics) = db.start(test_config());
+    let (registry, metrics) = db.start(test_config()).await;
     for attempt in 1..=2u64 {
         match registry.connect(&room).await {
             Err(JoinError::Load(StorageError::Corrupt { room: refused, .. })) => {
@@ -136,7 +137,7 @@ async fn a_corrupt_room_is_refused_and_its_data_left_alone() {
 #[tokio::test]
 async fn a_malformed_update_is_refused_and_changes_nothing() {
     let db = TestDb::new().await;
-    let (registry, metrics) = db.start(test_config());
+    let (registry, metrics) = db.start(test_config()).await;
     let room = room_id("guarded");
     let author = registry.connect(&room).await.expect("connect");
     let mut reader = registry.connect(&room).await.expect("connect");
@@ -187,10 +188,12 @@ async fn a_malformed_update_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_told_so() {
     let db = TestDb::new().await;
-    let (registry, _) = db.start(StoreConfig {
-        subscriber_queue: 4,
-        ..test_config()
-    });
+    let (registry, _) = db
+        .start(StoreConfig {
+            subscriber_queue: 4,
+            ..test_config()
+        })
+        .await;
     let room = room_id("busy");
     let author = registry.connect(&room).await.expect("connect");
     let mut reader = registry.connect(&room).await.expect("connect");
@@ -270,7 +273,7 @@ fn room_awareness(connection: &RoomConnection) -> HashMap<u64, Value> {
 #[tokio::test]
 async fn awareness_of_a_closed_connection_is_removed_for_everyone() {
     let db = TestDb::new().await;
-    let (registry, _) = db.start(test_config());
+    let (registry, _) = db.start(test_config()).await;
     let room = room_id("presence");
     let mut alice = registry.connect(&room).await.expect("connect");
     let mut bob = registry.connect(&room).await.expect("connect");
@@ -330,10 +333,12 @@ async fn edit_and_leave(
 async fn an_idle_room_is_versioned_persisted_and_evicted() {
     const IDLE: Duration = Duration::from_secs(60);
     let db = TestDb::new().await;
-    let (registry, metrics) = db.start(StoreConfig {
-        idle_timeout: IDLE,
-        ..test_config()
-    });
+    let (registry, metrics) = db
+        .start(StoreConfig {
+            idle_timeout: IDLE,
+            ..test_config()
+        })
+        .await;
     let room = room_id("idle");
 
     let held = registry.connect(&room).await.expect("connect");
@@ -403,15 +408,64 @@ async fn an_idle_room_is_versioned_persisted_and_evicted() {
     );
 }
 
+/// A client joining while the room is being evicted waits for the eviction to finish and then
+/// loads the room afresh, with every edit the old copy had (in relaxed mode, some of them
+/// were not committed when the eviction began).
+#[tokio::test]
+async fn a_join_during_eviction_waits_and_loads_every_edit() {
+    let db = TestDb::new().await;
+    let raw = db.raw().await;
+    let (registry, metrics) = db
+        .start(StoreConfig {
+            durability: Durability::Relaxed,
+            idle_timeout: Duration::ZERO,
+            ..test_config()
+        })
+        .await;
+    let room = room_id("leaving");
+    edit_and_leave(&registry, &room, &["committed"]).await;
+    registry.flush().await;
+
+    // Hold commits back: the next edit is fanned out but not yet stored when eviction starts.
+    let lock = hold_write_lock(&raw).await;
+    let client = edit_and_leave(&registry, &room, &[" and pending"]).await;
+    let eviction = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.maintain().await }
+    });
+    let_other_tasks_run().await;
+    let join = tokio::spawn({
+        let registry = registry.clone();
+        let room = room.clone();
+        async move { registry.connect(&room).await.map(|c| c.room().to_json()) }
+    });
+    let_other_tasks_run().await;
+    assert!(
+        !eviction.is_finished(),
+        "eviction finished without committing"
+    );
+    assert!(!join.is_finished(), "a join was served during the eviction");
+
+    lock.rollback().await.expect("release the lock");
+    eviction.await.expect("eviction task");
+    let content = join.await.expect("join task").expect("connect");
+    assert_eq!(content, json!({"t": client.text("t")}));
+    assert_eq!(content, json!({"t": "committed and pending"}));
+    assert_eq!(metrics.counter("tandem_room_evictions_total"), 1);
+    assert_eq!(metrics.counter("tandem_room_loads_total"), 2);
+}
+
 /// Maintenance passes may overlap (the background one and one a caller runs): a room is
 /// still evicted, versioned and counted once.
 #[tokio::test]
 async fn overlapping_maintenance_passes_evict_a_room_once() {
     let db = TestDb::new().await;
-    let (registry, metrics) = db.start(StoreConfig {
-        idle_timeout: Duration::ZERO,
-        ..test_config()
-    });
+    let (registry, metrics) = db
+        .start(StoreConfig {
+            idle_timeout: Duration::ZERO,
+            ..test_config()
+        })
+        .await;
     let room = room_id("contested");
     edit_and_leave(&registry, &room, &["some edit"]).await;
     assert_eq!(metrics.gauge("tandem_rooms_in_memory"), 1.0);
@@ -434,10 +488,12 @@ async fn overlapping_maintenance_passes_evict_a_room_once() {
 async fn edits_get_an_automatic_version_once_per_interval() {
     const INTERVAL: Duration = Duration::from_secs(600);
     let db = TestDb::new().await;
-    let (registry, _) = db.start(StoreConfig {
-        auto_version_interval: INTERVAL,
-        ..test_config()
-    });
+    let (registry, _) = db
+        .start(StoreConfig {
+            auto_version_interval: INTERVAL,
+            ..test_config()
+        })
+        .await;
     let room = room_id("versioned");
     let connection = registry.connect(&room).await.expect("connect");
     let client = ClientDoc::new();

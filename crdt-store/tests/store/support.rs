@@ -14,7 +14,8 @@ use crdt_store::{Delivery, RoomConnection, RoomId, RoomRegistry, Storage, StoreC
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use protocol::Message;
 use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+    ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use tempfile::TempDir;
 use yrs::updates::decoder::Decode;
@@ -56,8 +57,8 @@ impl TestDb {
     }
 
     /// Starts a registry on this database, with its metrics recorded by the returned probe.
-    pub fn start(&self, config: StoreConfig) -> (RoomRegistry, MetricsProbe) {
-        start_registry(config, self.storage.clone())
+    pub async fn start(&self, config: StoreConfig) -> (RoomRegistry, MetricsProbe) {
+        start_registry(config, self.storage.clone()).await
     }
 }
 
@@ -66,21 +67,25 @@ fn db_url(dir: &TempDir) -> String {
 }
 
 /// Starts a registry over `storage`, with its metrics recorded by the returned probe.
-pub fn start_registry(config: StoreConfig, storage: Storage) -> (RoomRegistry, MetricsProbe) {
+///
+/// Maintenance then runs only when the test calls [`RoomRegistry::maintain`]: the background
+/// pass would otherwise take its first tick at a moment the test does not control (whenever
+/// the runtime next turns its timers, possibly after rooms were loaded) and race the test's
+/// own passes. `shutdown` stops that pass and nothing else; with no room loaded yet it has
+/// nothing to version or flush, and the writer keeps committing afterwards.
+pub async fn start_registry(config: StoreConfig, storage: Storage) -> (RoomRegistry, MetricsProbe) {
     let probe = MetricsProbe::default();
     // The store registers its metric handles once, inside `start`; registered under this
     // local recorder, they report to this probe alone, so parallel tests do not mix counts.
     let registry = metrics::with_local_recorder(&probe, || RoomRegistry::start(config, storage));
+    registry.shutdown().await;
     (registry, probe)
 }
 
-/// A configuration for tests: maintenance runs only when a test calls
-/// [`RoomRegistry::maintain`] (the background pass ticks once at start, then after an hour).
+/// The configuration tests start from: the defaults, which leave an edited room alone (no
+/// eviction, no automatic version) unless a test moves the clock.
 pub fn test_config() -> StoreConfig {
-    StoreConfig {
-        maintenance_interval: Duration::from_secs(3600),
-        ..StoreConfig::default()
-    }
+    StoreConfig::default()
 }
 
 pub fn room_id(name: &str) -> RoomId {
@@ -232,6 +237,25 @@ pub fn poll_once<F: Future>(future: F) -> Option<F::Output> {
     match pin!(future).poll(&mut context) {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
+    }
+}
+
+/// Takes SQLite's write lock on a separate connection, so the store's writer cannot commit
+/// until the returned transaction ends. Readers are not blocked (write-ahead log).
+pub async fn hold_write_lock(raw: &DatabaseConnection) -> DatabaseTransaction {
+    raw.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
+    .expect("write lock")
+}
+
+/// Lets every task that is ready run (the writer among them) before the test goes on. On the
+/// single-threaded test runtime, each yield runs every other task that was woken.
+pub async fn let_other_tasks_run() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
     }
 }
 

@@ -19,7 +19,7 @@ fn state_vector_of(state: &[u8]) -> StateVector {
 #[tokio::test]
 async fn restoring_a_named_version_is_a_small_forward_edit() {
     let db = TestDb::new().await;
-    let (registry, _) = db.start(test_config());
+    let (registry, _) = db.start(test_config()).await;
     let room = room_id("story");
     let mut writer = registry.connect(&room).await.expect("connect");
     let mut reader = registry.connect(&room).await.expect("connect");
@@ -118,7 +118,7 @@ async fn restoring_a_named_version_is_a_small_forward_edit() {
     // The restore is an edit like any other: it is stored.
     drop((writer, reader));
     registry.shutdown().await;
-    let (restarted, _) = start_registry(test_config(), db.reopen().await);
+    let (restarted, _) = start_registry(test_config(), db.reopen().await).await;
     let reloaded = restarted.connect(&room).await.expect("reload");
     assert_eq!(reloaded.room().to_json(), json!({ "t": DRAFT }));
 }
@@ -126,7 +126,7 @@ async fn restoring_a_named_version_is_a_small_forward_edit() {
 #[tokio::test]
 async fn a_corrupt_version_is_refused_and_changes_nothing() {
     let db = TestDb::new().await;
-    let (registry, _) = db.start(test_config());
+    let (registry, _) = db.start(test_config()).await;
     let room = room_id("careful");
     let connection = registry.connect(&room).await.expect("connect");
     let client = ClientDoc::new();

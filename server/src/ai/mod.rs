@@ -64,16 +64,25 @@ impl Action {
     fn instruction(self) -> &'static str {
         match self {
             Action::Explain => "Explain what the selected code does, clearly and briefly.",
-            Action::FindBugs => "Find bugs in the selected code. If you can fix them, give the corrected selection.",
-            Action::Refactor => "Refactor the selected code for clarity without changing behaviour.",
-            Action::AddComments => "Add helpful comments to the selected code without changing it otherwise.",
+            Action::FindBugs => {
+                "Find bugs in the selected code. If you can fix them, give the corrected selection."
+            }
+            Action::Refactor => {
+                "Refactor the selected code for clarity without changing behaviour."
+            }
+            Action::AddComments => {
+                "Add helpful comments to the selected code without changing it otherwise."
+            }
             Action::Free => "Answer the question about the code.",
         }
     }
 
     /// Whether the action's answer is expected to replace the selection.
     fn proposes_edit(self) -> bool {
-        matches!(self, Action::Refactor | Action::AddComments | Action::FindBugs | Action::Free)
+        matches!(
+            self,
+            Action::Refactor | Action::AddComments | Action::FindBugs | Action::Free
+        )
     }
 
     /// Stored spelling.
@@ -149,8 +158,10 @@ fn quota(count: u32, period: Duration) -> Quota {
 pub struct PreparedRequest {
     /// The prompt.
     pub prompt: Prompt,
-    /// The selection the answer may replace.
+    /// The selection (for the assistant's cursor).
     pub selection: Option<FileRange>,
+    /// The selection pinned to its text when the question was asked.
+    pub anchored: Option<peer::AnchoredRange>,
     /// The action.
     pub action: Action,
 }
@@ -276,23 +287,21 @@ impl Ai {
         (busy, queued)
     }
 
-    /// Builds the prompt for a request, from the document as the peer sees it.
+    /// Builds the prompt for a request from the room's current document, and pins the
+    /// selection to the text it covers now.
     pub async fn prepare(
         &self,
-        peer: &PeerHandle,
+        room: &crdt_store::Room,
         message: &str,
         action: Action,
         file: Option<&str>,
         selection: Option<(u32, u32)>,
     ) -> Result<PreparedRequest, AiError> {
         let budget = self.inner.config.context_tokens;
-        let (outline_tx, outline_rx) = tokio::sync::oneshot::channel();
-        if !peer.send(peer::PeerCommand::Outline(outline_tx)).await {
-            return Err(AiError::PeerUnavailable);
-        }
-        let files = outline_rx.await.map_err(|_| AiError::PeerUnavailable)?;
+        let files = room.files();
         let mut user_prompt = String::new();
         let mut selected_range = None;
+        let mut anchored = None;
         if let Some(file) = file {
             let content = files
                 .iter()
@@ -319,7 +328,7 @@ impl Ai {
             let before = String::from_utf16_lossy(&units[before_start..start as usize]);
             let after = String::from_utf16_lossy(&units[end as usize..after_end]);
             user_prompt.push_str(&format!("File: {file}\n"));
-            if !files.is_empty() {
+            if files.len() > 1 {
                 user_prompt.push_str("Other files in the room:\n");
                 for (path, text) in files.iter().filter(|(p, _)| p != file).take(50) {
                     user_prompt.push_str(&format!("- {path} ({} lines)\n", text.lines().count()));
@@ -328,12 +337,16 @@ impl Ai {
             user_prompt.push_str(&format!(
                 "\nCode before the selection:\n```\n{before}\n```\nSelected code:\n```\n{selected}\n```\nCode after the selection:\n```\n{after}\n```\n"
             ));
-            if selection.is_some() && end > start {
+            if end > start {
                 selected_range = Some(FileRange {
                     file: file.to_owned(),
                     start,
                     end,
                 });
+                anchored = Some(peer::AnchoredRange::new(
+                    file,
+                    room.anchor(file, start, end).map_err(AiError::BadRange)?,
+                ));
             }
         }
         user_prompt.push_str(&format!("\nRequest: {message}\n"));
@@ -347,6 +360,7 @@ impl Ai {
                 user: user_prompt,
             },
             selection: selected_range,
+            anchored,
             action,
         })
     }
@@ -365,7 +379,10 @@ pub fn split_answer(answer: &str) -> Option<(String, String)> {
     let body_start = after_open.find('\n')? + 1;
     let body = &after_open[body_start..];
     let close = body.find("```")?;
-    let code = body[..close].strip_suffix('\n').unwrap_or(&body[..close]).to_owned();
+    let code = body[..close]
+        .strip_suffix('\n')
+        .unwrap_or(&body[..close])
+        .to_owned();
     let explanation = format!("{}{}", &answer[..open], &body[close + 3..])
         .trim()
         .chars()
@@ -380,8 +397,7 @@ mod tests {
 
     #[test]
     fn answers_split_into_code_and_explanation() {
-        let (code, why) =
-            split_answer("Here you go:\n```rust\nfn a() {}\n```\nShorter.").unwrap();
+        let (code, why) = split_answer("Here you go:\n```rust\nfn a() {}\n```\nShorter.").unwrap();
         assert_eq!(code, "fn a() {}");
         assert_eq!(why, "Here you go:\n\nShorter.");
         assert!(split_answer("no code here").is_none());

@@ -14,7 +14,6 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use crdt_store::document::FILES_ROOT;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{Message, decode_message};
 use serde::Serialize;
@@ -61,11 +60,37 @@ pub struct FileRange {
     pub end: u32,
 }
 
+/// A range pinned to the text it covered when the question was asked: it follows that text
+/// through concurrent edits.
+#[derive(Clone, Debug)]
+pub struct AnchoredRange {
+    /// The file.
+    pub file: String,
+    /// The start as an encoded Yjs relative position.
+    pub start: Vec<u8>,
+    /// The end as an encoded Yjs relative position.
+    pub end: Vec<u8>,
+    /// The text the range covered then.
+    pub original: String,
+}
+
+impl AnchoredRange {
+    /// From an anchor made on the server's copy of the document.
+    pub fn new(file: &str, anchor: crdt_store::document::TextAnchor) -> Self {
+        Self {
+            file: file.to_owned(),
+            start: anchor.start,
+            end: anchor.end,
+            original: anchor.original,
+        }
+    }
+}
+
 /// A suggestion to write into the document.
 #[derive(Clone, Debug)]
 pub struct NewSuggestion {
-    /// Where it applies.
-    pub range: FileRange,
+    /// Where it applies (anchored when the question was asked).
+    pub range: AnchoredRange,
     /// The proposed text.
     pub replacement: String,
     /// Why.
@@ -95,16 +120,14 @@ pub enum AcceptOutcome {
 pub enum PeerCommand {
     /// Show a status and optionally a selection.
     Status(Status, Option<FileRange>),
-    /// Read a file's text (`None` when it does not exist).
-    ReadFile(String, oneshot::Sender<Option<String>>),
-    /// List the document's files (for the prompt outline).
-    Outline(oneshot::Sender<Vec<(String, String)>>),
     /// Write a suggestion; answers its id.
     Suggest(NewSuggestion, oneshot::Sender<Result<String, String>>),
     /// Accept a suggestion.
     Accept(String, oneshot::Sender<AcceptOutcome>),
     /// Reject a suggestion.
     Reject(String, oneshot::Sender<AcceptOutcome>),
+    /// Mark a pending suggestion as conflicting (the server found its text changed).
+    MarkConflict(String, oneshot::Sender<AcceptOutcome>),
     /// Undo every suggestion applied at or after this time (ms since the epoch); answers the
     /// ids undone.
     UndoSince(i64, oneshot::Sender<Vec<String>>),
@@ -148,9 +171,8 @@ pub fn spawn(ws_url: String, room: String, now: crate::auth::Clock) -> PeerHandl
     PeerHandle { commands }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Peer {
     doc: Doc,
@@ -213,23 +235,30 @@ async fn run(
     }
 }
 
-fn file_text<T: ReadTxn>(txn: &T, file: &str) -> Option<TextRef> {
-    if let Some(files) = txn.get_map(FILES_ROOT)
-        && let Some(Out::YText(text)) = files.get(txn, file)
-    {
-        return Some(text);
-    }
-    txn.get_text(file)
-}
+use crdt_store::document::file_text;
 
 fn sticky(txn: &impl ReadTxn, text: &TextRef, index: u32, assoc: Assoc) -> Option<String> {
     text.sticky_index(txn, index, assoc)
         .map(|s| B64.encode(s.encode_v1()))
 }
 
-fn resolve(txn: &impl ReadTxn, encoded: &str) -> Option<u32> {
-    let bytes = B64.decode(encoded).ok()?;
-    StickyIndex::decode_v1(&bytes).ok()?.get_offset(txn).map(|o| o.index)
+fn resolve(txn: &impl ReadTxn, encoded: &[u8]) -> Option<u32> {
+    StickyIndex::decode_v1(encoded)
+        .ok()?
+        .get_offset(txn)
+        .map(|o| o.index)
+}
+
+fn buffer_field(map: &MapRef, txn: &impl ReadTxn, key: &str) -> Option<Vec<u8>> {
+    match map.get(txn, key)? {
+        Out::Any(Any::Buffer(b)) => Some(b.to_vec()),
+        _ => None,
+    }
+}
+
+fn relative_position(txn: &impl ReadTxn, text: &TextRef, index: u32, assoc: Assoc) -> Option<Any> {
+    text.sticky_index(txn, index, assoc)
+        .map(|s| Any::Buffer(s.encode_v1().into()))
 }
 
 fn field(map: &MapRef, txn: &impl ReadTxn, key: &str) -> Option<String> {
@@ -257,7 +286,11 @@ impl Peer {
     }
 
     /// Publishes the assistant's presence: name, colour, status, and a selection.
-    async fn announce(&mut self, socket: &mut Socket, range: Option<&FileRange>) -> anyhow::Result<()> {
+    async fn announce(
+        &mut self,
+        socket: &mut Socket,
+        range: Option<&FileRange>,
+    ) -> anyhow::Result<()> {
         let cursor = range.and_then(|range| {
             let txn = self.doc.transact();
             let text = file_text(&txn, &range.file)?;
@@ -281,7 +314,12 @@ impl Peer {
         Ok(())
     }
 
-    async fn receive(&mut self, socket: &mut Socket, frame: Bytes, synced: &mut bool) -> anyhow::Result<()> {
+    async fn receive(
+        &mut self,
+        socket: &mut Socket,
+        frame: Bytes,
+        synced: &mut bool,
+    ) -> anyhow::Result<()> {
         match decode_message(&frame)? {
             Message::SyncStep1(remote) => {
                 let diff = self.doc.transact().encode_diff_v1(&remote);
@@ -290,11 +328,15 @@ impl Peer {
                     .await?;
             }
             Message::SyncStep2(update) => {
-                self.doc.transact_mut().apply_update(Update::decode_v1(&update)?)?;
+                self.doc
+                    .transact_mut()
+                    .apply_update(Update::decode_v1(&update)?)?;
                 *synced = true;
             }
             Message::Update(update) => {
-                self.doc.transact_mut().apply_update(Update::decode_v1(&update)?)?;
+                self.doc
+                    .transact_mut()
+                    .apply_update(Update::decode_v1(&update)?)?;
             }
             Message::Auth(Some(reason)) => warn!(%reason, "AI peer was refused a write"),
             Message::Awareness(_) | Message::Auth(None) | Message::QueryAwareness => {}
@@ -307,13 +349,6 @@ impl Peer {
             PeerCommand::Status(status, range) => {
                 self.status = status;
                 self.announce(socket, range.as_ref()).await?;
-            }
-            PeerCommand::ReadFile(file, reply) => {
-                let txn = self.doc.transact();
-                let _ = reply.send(file_text(&txn, &file).map(|t| t.get_string(&txn)));
-            }
-            PeerCommand::Outline(reply) => {
-                let _ = reply.send(crdt_store::document::files(&self.doc));
             }
             PeerCommand::Suggest(suggestion, reply) => {
                 let (result, update) = self.suggest(&suggestion);
@@ -330,6 +365,20 @@ impl Peer {
                 self.send_update(socket, update).await?;
                 let _ = reply.send(outcome);
             }
+            PeerCommand::MarkConflict(id, reply) => {
+                let update = {
+                    let mut txn = self.doc.transact_mut();
+                    if let Some(Out::YMap(s)) =
+                        txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id)
+                        && field(&s, &txn, "status").as_deref() == Some("pending")
+                    {
+                        s.insert(&mut txn, "status", "conflict");
+                    }
+                    txn.encode_update_v1()
+                };
+                self.send_update(socket, update).await?;
+                let _ = reply.send(AcceptOutcome::Conflict);
+            }
             PeerCommand::UndoSince(since, reply) => {
                 let (undone, update) = self.undo_since(since);
                 self.send_update(socket, update).await?;
@@ -341,34 +390,33 @@ impl Peer {
 
     fn suggest(&self, s: &NewSuggestion) -> (Result<String, String>, Vec<u8>) {
         let mut txn = self.doc.transact_mut();
-        let Some(text) = file_text(&txn, &s.range.file) else {
-            return (Err(format!("no file {:?}", s.range.file)), Vec::new());
-        };
-        let current = text.get_string(&txn);
-        let Some(original) = slice_utf16(&current, s.range.start, s.range.end) else {
-            return (Err("the range is outside the file".into()), Vec::new());
-        };
-        let (Some(start), Some(end)) = (
-            sticky(&txn, &text, s.range.start, Assoc::After),
-            sticky(&txn, &text, s.range.end, Assoc::Before),
-        ) else {
-            return (Err("cannot anchor the range".into()), Vec::new());
-        };
+        let (start, end, original) = (
+            s.range.start.clone(),
+            s.range.end.clone(),
+            s.range.original.clone(),
+        );
         let id = crate::auth::secrets::random_id();
         let entry: HashMap<String, Any> = HashMap::from([
             ("file".into(), Any::from(s.range.file.as_str())),
-            ("start".into(), Any::from(start)),
-            ("end".into(), Any::from(end)),
+            ("start".into(), Any::Buffer(start.into())),
+            ("end".into(), Any::Buffer(end.into())),
             ("original".into(), Any::from(original)),
             ("replacement".into(), Any::from(s.replacement.as_str())),
             ("explanation".into(), Any::from(s.explanation.as_str())),
             ("author".into(), Any::from(ASSISTANT_NAME)),
             ("status".into(), Any::from("pending")),
-            ("conversation_id".into(), Any::from(s.conversation_id.as_str())),
+            (
+                "conversation_id".into(),
+                Any::from(s.conversation_id.as_str()),
+            ),
             ("created_at_ms".into(), Any::from((self.now)() as f64)),
         ]);
         let suggestions = txn.get_or_insert_map(SUGGESTIONS_ROOT);
-        suggestions.insert(&mut txn, id.as_str(), entry.into_iter().collect::<MapPrelim>());
+        suggestions.insert(
+            &mut txn,
+            id.as_str(),
+            entry.into_iter().collect::<MapPrelim>(),
+        );
         (Ok(id), txn.encode_update_v1())
     }
 
@@ -438,14 +486,16 @@ impl Peer {
         for (_, id, s) in applied {
             let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
                 field(&s, &txn, "file"),
-                field(&s, &txn, "applied_start"),
-                field(&s, &txn, "applied_end"),
+                buffer_field(&s, &txn, "applied_start"),
+                buffer_field(&s, &txn, "applied_end"),
                 field(&s, &txn, "original"),
                 field(&s, &txn, "replacement"),
             ) else {
                 continue;
             };
-            let Some(text) = file_text(&txn, &file) else { continue };
+            let Some(text) = file_text(&txn, &file) else {
+                continue;
+            };
             let (Some(start), Some(end)) = (resolve(&txn, &start), resolve(&txn, &end)) else {
                 continue;
             };
@@ -479,8 +529,8 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
     }
     let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
         field(&s, txn, "file"),
-        field(&s, txn, "start"),
-        field(&s, txn, "end"),
+        buffer_field(&s, txn, "start"),
+        buffer_field(&s, txn, "end"),
         field(&s, txn, "original"),
         field(&s, txn, "replacement"),
     ) else {
@@ -502,8 +552,8 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
     text.insert(txn, start, &replacement);
     let new_end = start + replacement.encode_utf16().count() as u32;
     if let (Some(a), Some(b)) = (
-        sticky(txn, &text, start, Assoc::After),
-        sticky(txn, &text, new_end, Assoc::Before),
+        relative_position(txn, &text, start, Assoc::After),
+        relative_position(txn, &text, new_end, Assoc::Before),
     ) {
         s.insert(txn, "applied_start", a);
         s.insert(txn, "applied_end", b);
@@ -547,13 +597,12 @@ mod tests {
         }
     }
 
-    fn suggestion(start: u32, end: u32, replacement: &str) -> NewSuggestion {
+    fn suggestion(peer: &Peer, start: u32, end: u32, replacement: &str) -> NewSuggestion {
         NewSuggestion {
-            range: FileRange {
-                file: "main.rs".into(),
-                start,
-                end,
-            },
+            range: AnchoredRange::new(
+                "main.rs",
+                crdt_store::document::anchor_range(&peer.doc, "main.rs", start, end).unwrap(),
+            ),
             replacement: replacement.into(),
             explanation: "better".into(),
             conversation_id: "c".into(),
@@ -564,25 +613,31 @@ mod tests {
     fn accepting_follows_concurrent_edits_and_conflicts_when_the_range_changed() {
         let doc = doc_with("let x = 1;\nlet y = 2;\n");
         let peer = peer(doc.clone());
-        let (id, _) = peer.suggest(&suggestion(11, 21, "let y = 3;"));
+        let (id, _) = peer.suggest(&suggestion(&peer, 11, 21, "let y = 3;"));
         let id = id.unwrap();
         // Someone inserts before the range: it moves, and accepting still hits it.
         doc.get_or_insert_text("main.rs")
             .insert(&mut doc.transact_mut(), 0, "// top\n");
         assert_eq!(peer.decide(&id, true).0, AcceptOutcome::Accepted);
         let text = doc.get_or_insert_text("main.rs");
-        assert_eq!(text.get_string(&doc.transact()), "// top\nlet x = 1;\nlet y = 3;\n");
+        assert_eq!(
+            text.get_string(&doc.transact()),
+            "// top\nlet x = 1;\nlet y = 3;\n"
+        );
 
         // A second suggestion whose range is then edited inside: conflict, nothing applied.
-        let (id, _) = peer.suggest(&suggestion(7, 17, "let x = 9;"));
+        let (id, _) = peer.suggest(&suggestion(&peer, 7, 17, "let x = 9;"));
         let id = id.unwrap();
         text.insert(&mut doc.transact_mut(), 12, "0");
         assert_eq!(peer.decide(&id, true).0, AcceptOutcome::Conflict);
-        assert!(text.get_string(&doc.transact()).contains("let x = 01;"));
+        assert!(text.get_string(&doc.transact()).contains("let x0 = 1;"));
 
         // Undoing everything since the start restores the first suggestion's original.
         let (undone, _) = peer.undo_since(0);
         assert_eq!(undone.len(), 1);
-        assert_eq!(text.get_string(&doc.transact()), "// top\nlet x = 01;\nlet y = 2;\n");
+        assert_eq!(
+            text.get_string(&doc.transact()),
+            "// top\nlet x0 = 1;\nlet y = 2;\n"
+        );
     }
 }

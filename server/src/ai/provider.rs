@@ -182,14 +182,15 @@ impl Provider {
             }),
             ..Default::default()
         };
-        let mut stream = client
-            .chat()
-            .create_stream(request)
-            .await
-            .map_err(|e| Attempt::Failed {
-                retry: transient(&e),
-                reason: e.to_string(),
-            })?;
+        let mut stream =
+            client
+                .chat()
+                .create_stream(request)
+                .await
+                .map_err(|e| Attempt::Failed {
+                    retry: transient(&e),
+                    reason: e.to_string(),
+                })?;
         let mut completion = Completion {
             endpoint: endpoint.base_url.clone(),
             ..Completion::default()
@@ -221,7 +222,8 @@ impl Provider {
             }
         }
         if !usage_seen {
-            completion.prompt_tokens = estimate_tokens(&prompt.system) + estimate_tokens(&prompt.user);
+            completion.prompt_tokens =
+                estimate_tokens(&prompt.system) + estimate_tokens(&prompt.user);
             completion.completion_tokens = estimate_tokens(&completion.text);
         }
         Ok(completion)

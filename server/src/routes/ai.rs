@@ -29,14 +29,20 @@ impl From<AiError> for ApiError {
                 "ai_not_configured",
                 "AI assistant not configured",
             ),
-            AiError::RateLimited(retry) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "ai_rate_limited", err.to_string())
-                    .with_retry_after(retry)
+            AiError::RateLimited(retry) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ai_rate_limited",
+                err.to_string(),
+            )
+            .with_retry_after(retry),
+            AiError::SelectionTooLarge { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "selection_too_large",
+                err.to_string(),
+            ),
+            AiError::BadRange(message) => {
+                Self::validation(BTreeMap::from([("selection", message)]))
             }
-            AiError::SelectionTooLarge { .. } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "selection_too_large", err.to_string())
-            }
-            AiError::BadRange(message) => Self::validation(BTreeMap::from([("selection", message)])),
             AiError::PeerUnavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ai_unavailable",
@@ -48,7 +54,10 @@ impl From<AiError> for ApiError {
 }
 
 fn ai(state: &AppState) -> Result<&Ai, ApiError> {
-    state.ai.as_ref().ok_or_else(|| AiError::NotConfigured.into())
+    state
+        .ai
+        .as_ref()
+        .ok_or_else(|| AiError::NotConfigured.into())
 }
 
 /// A selection in a file, in UTF-16 offsets.
@@ -162,9 +171,18 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
     ai.provider()?;
     ai.check_rate(&turn.user_id)?;
     let peer = ai.peer(&turn.room).await?;
+    let room_id = crdt_store::RoomId::parse(&turn.room)?;
+    let lease = state.registry.lease(&room_id).await?;
     let prepared = ai
-        .prepare(&peer, &turn.message, turn.action, turn.file.as_deref(), turn.selection)
+        .prepare(
+            lease.room(),
+            &turn.message,
+            turn.action,
+            turn.file.as_deref(),
+            turn.selection,
+        )
         .await?;
+    drop(lease);
     ai_message::ActiveModel {
         conversation_id: Set(turn.conversation_id.clone()),
         user_id: Set(turn.user_id.clone()),
@@ -184,8 +202,11 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
     let state = state.clone();
     actix_web::rt::spawn(async move {
         let _turn = ai.room_turn(&turn.room).await;
-        peer.send(PeerCommand::Status(Status::Thinking, prepared.selection.clone()))
-            .await;
+        peer.send(PeerCommand::Status(
+            Status::Thinking,
+            prepared.selection.clone(),
+        ))
+        .await;
         let (tokens, mut pieces) = mpsc::channel::<String>(256);
         let provider = ai.provider().expect("checked above").clone();
         let prompt = prepared.prompt;
@@ -194,8 +215,11 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
         while let Some(piece) = pieces.recv().await {
             if !writing {
                 writing = true;
-                peer.send(PeerCommand::Status(Status::Writing, prepared.selection.clone()))
-                    .await;
+                peer.send(PeerCommand::Status(
+                    Status::Writing,
+                    prepared.selection.clone(),
+                ))
+                .await;
             }
             let _ = events.send(sse("token", json!({ "text": piece }))).await;
         }
@@ -204,14 +228,20 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
             Ok(Ok(completion)) => completion,
             Ok(Err(err)) => {
                 let _ = events
-                    .send(sse("error", json!({"code": "ai_failed", "message": err.to_string()})))
+                    .send(sse(
+                        "error",
+                        json!({"code": "ai_failed", "message": err.to_string()}),
+                    ))
                     .await;
                 peer.send(PeerCommand::Status(Status::Idle, None)).await;
                 return;
             }
             Err(err) => {
                 let _ = events
-                    .send(sse("error", json!({"code": "internal", "message": err.to_string()})))
+                    .send(sse(
+                        "error",
+                        json!({"code": "internal", "message": err.to_string()}),
+                    ))
                     .await;
                 peer.send(PeerCommand::Status(Status::Idle, None)).await;
                 return;
@@ -220,7 +250,7 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
         let mut suggestion_ids = Vec::new();
         if Ai::proposes_edit(prepared.action)
             && let (Some(range), Some((code, explanation))) =
-                (prepared.selection.clone(), split_answer(&completion.text))
+                (prepared.anchored.clone(), split_answer(&completion.text))
         {
             let (reply, answer) = oneshot::channel();
             peer.send(PeerCommand::Suggest(
@@ -312,7 +342,10 @@ pub async fn list_conversations(
     Ok(HttpResponse::Ok().json(json!({ "conversations": conversations })))
 }
 
-async fn messages(state: &AppState, conversation: &str) -> Result<Vec<ai_message::Model>, ApiError> {
+async fn messages(
+    state: &AppState,
+    conversation: &str,
+) -> Result<Vec<ai_message::Model>, ApiError> {
     Ok(ai_message::Entity::find()
         .filter(ai_message::Column::ConversationId.eq(conversation))
         .order_by_asc(ai_message::Column::Id)
@@ -423,9 +456,28 @@ async fn decide(
     let ai = ai(state)?;
     let peer = ai.peer(room_id).await?;
     if accept {
-        // A checkpoint first, so accepting can always be undone by a restore.
         let id = crdt_store::RoomId::parse(room_id)?;
         let lease = state.registry.lease(&id).await?;
+        // The server's copy is the authority: the assistant's replica may not have heard of
+        // the latest edits yet.
+        match lease.room().suggestion_intact(suggestion) {
+            None => return Err(ApiError::not_found("no such suggestion")),
+            Some(false) => {
+                let (reply, outcome) = oneshot::channel();
+                if peer
+                    .send(PeerCommand::MarkConflict(suggestion.to_owned(), reply))
+                    .await
+                {
+                    let _ = outcome.await;
+                }
+                return Ok(HttpResponse::Conflict().json(json!({
+                    "status": "conflict",
+                    "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
+                })));
+            }
+            Some(true) => {}
+        }
+        // A checkpoint first, so accepting can always be undone by a restore.
         lease
             .room()
             .create_version(
@@ -443,7 +495,9 @@ async fn decide(
     if !peer.send(command).await {
         return Err(AiError::PeerUnavailable.into());
     }
-    let outcome = outcome.await.map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
+    let outcome = outcome
+        .await
+        .map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
     match outcome {
         AcceptOutcome::NotFound => Err(ApiError::not_found("no such suggestion")),
         AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": "accepted"}))),
@@ -519,7 +573,9 @@ pub async fn undo(
     {
         return Err(AiError::PeerUnavailable.into());
     }
-    let undone = undone.await.map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
+    let undone = undone
+        .await
+        .map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
     Ok(HttpResponse::Ok().json(json!({ "undone": undone })))
 }
 

@@ -176,13 +176,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/ai/status", web::get().to(ai::status))
             .route("/ai/undo", web::post().to(ai::undo))
             .route("/ai/conversations", web::get().to(ai::list_conversations))
-            .route("/ai/conversations/{conversation_id}", web::get().to(ai::get_conversation))
+            .route(
+                "/ai/conversations/{conversation_id}",
+                web::get().to(ai::get_conversation),
+            )
             .route(
                 "/ai/conversations/{conversation_id}/regenerate",
                 web::post().to(ai::regenerate),
             )
-            .route("/suggestions/{suggestion_id}/accept", web::post().to(ai::accept))
-            .route("/suggestions/{suggestion_id}/reject", web::post().to(ai::reject))
+            .route(
+                "/suggestions/{suggestion_id}/accept",
+                web::post().to(ai::accept),
+            )
+            .route(
+                "/suggestions/{suggestion_id}/reject",
+                web::post().to(ai::reject),
+            )
             .route("/document", web::get().to(documents::document))
             .route("/versions", web::get().to(documents::list_versions))
             .route("/versions", web::post().to(documents::create_version))

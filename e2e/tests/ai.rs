@@ -1,0 +1,414 @@
+//! The AI assistant against a scripted OpenAI-compatible stand-in, observed through real
+//! `yjs` clients and HTTP.
+
+use std::time::{Duration, Instant};
+
+use e2e::llm::{LlmStandIn, ScriptedReply};
+use e2e::{TandemServer, YjsDriver, seed};
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+type Result = anyhow::Result<()>;
+
+const FILE: &str = "main.rs";
+const SOURCE: &str = "let x = 1;\nlet total=a+b;\nlet y = 2;\n";
+/// `let total=a+b;` in UTF-16 offsets.
+const SELECTION: (u32, u32) = (11, 25);
+const REFACTOR: &[&str] = &[
+    "Here is a clearer version:\n",
+    "```rust\n",
+    "let total = a + b;\n",
+    "```\n",
+    "Same behaviour, spaced out.",
+];
+
+async fn ai_server(stand_in: &LlmStandIn, extra: &[&str]) -> anyhow::Result<TandemServer> {
+    let base = stand_in.base_url();
+    let mut args = vec![
+        "--ai-base-url",
+        base.as_str(),
+        "--ai-model",
+        "stand-in",
+        "--ai-api-key",
+        "test-key",
+    ];
+    args.extend_from_slice(extra);
+    TandemServer::start(&args).await
+}
+
+/// One Server-Sent Event and when it arrived.
+struct Event {
+    name: String,
+    data: Value,
+    at: Instant,
+}
+
+async fn chat(
+    server: &TandemServer,
+    room: &str,
+    token: &str,
+    body: Value,
+) -> anyhow::Result<Vec<Event>> {
+    let response = reqwest::Client::new()
+        .post(server.http(&format!("/api/rooms/{room}/ai/chat")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "chat: {} {}",
+        response.status(),
+        response.text().await.unwrap_or_default()
+    );
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut response = response;
+    while let Some(chunk) = response.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            events.push(Event {
+                name,
+                data: serde_json::from_str(&data)?,
+                at: Instant::now(),
+            });
+        }
+    }
+    Ok(events)
+}
+
+fn refactor_request() -> Value {
+    json!({
+        "message": "tidy this up",
+        "action": "refactor",
+        "file": FILE,
+        "selection": {"start": SELECTION.0, "end": SELECTION.1},
+    })
+}
+
+async fn post(
+    server: &TandemServer,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<(u16, Value)> {
+    let response = reqwest::Client::new()
+        .post(server.http(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+async fn get(server: &TandemServer, token: &str, path: &str) -> anyhow::Result<Value> {
+    Ok(reqwest::Client::new()
+        .get(server.http(path))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+#[tokio::test]
+async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() -> Result {
+    let stand_in = LlmStandIn::start().await?;
+    stand_in.push(ScriptedReply::slow(
+        REFACTOR,
+        Duration::ZERO,
+        Duration::from_millis(150),
+    ));
+    let server = ai_server(&stand_in, &[]).await?;
+    let token = server.ensure_room("ai").await?;
+    let driver = YjsDriver::start().await?;
+    driver.connect("a", &server, "ai").await?;
+    driver.connect("b", &server, "ai").await?;
+    driver.insert("a", FILE, 0, SOURCE).await?;
+    driver.wait_text("b", FILE, SOURCE).await?;
+
+    // The assistant shows itself while it works.
+    let writing = driver.call(
+        "waitAwarenessWhere",
+        json!({"client": "b", "field": "status", "equals": "writing", "timeoutMs": 20000}),
+    );
+    let (events, writing) = tokio::join!(chat(&server, "ai", &token, refactor_request()), writing);
+    let events = events?;
+    let assistant = writing?;
+    assert_eq!(assistant["state"]["user"]["name"], "AI assistant");
+    assert!(
+        assistant["state"]["cursor"]["anchor"].is_string(),
+        "{assistant}"
+    );
+
+    // Token by token: one event per piece, spread over the time the model took.
+    let tokens: Vec<&Event> = events.iter().filter(|e| e.name == "token").collect();
+    let texts: Vec<&str> = tokens
+        .iter()
+        .filter_map(|e| e.data["text"].as_str())
+        .collect();
+    assert_eq!(texts, REFACTOR);
+    let spread = tokens.last().unwrap().at - tokens.first().unwrap().at;
+    assert!(
+        spread >= Duration::from_millis(400),
+        "tokens arrived together ({spread:?})"
+    );
+    let done = events.last().expect("events");
+    assert_eq!(done.name, "done", "{:?}", done.data);
+    let suggestion = done.data["suggestion_ids"][0]
+        .as_str()
+        .expect("a suggestion")
+        .to_owned();
+    assert!(done.data["usage"]["completion_tokens"].as_u64() > Some(0));
+
+    // Every client sees the suggestion in the document.
+    let entry = driver
+        .call(
+            "waitMapEntry",
+            json!({"client": "b", "name": "suggestions", "key": suggestion, "field": "status", "equals": "pending"}),
+        )
+        .await?;
+    assert_eq!(entry["value"]["replacement"], "let total = a + b;");
+    assert_eq!(entry["value"]["original"], "let total=a+b;");
+    assert_eq!(entry["value"]["author"], "AI assistant");
+
+    let (status, body) = post(
+        &server,
+        &token,
+        &format!("/api/rooms/ai/suggestions/{suggestion}/accept"),
+        json!({}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let expected = "let x = 1;\nlet total = a + b;\nlet y = 2;\n";
+    driver.wait_text("a", FILE, expected).await?;
+    driver.wait_text("b", FILE, expected).await?;
+
+    // A checkpoint was taken just before; undoing since it restores the original.
+    let versions = get(&server, &token, "/api/rooms/ai/versions").await?;
+    let checkpoint = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["label"].as_str().is_some_and(|l| l.contains(&suggestion)))
+        .expect("checkpoint before accepting")
+        .clone();
+    let (status, undone) = post(
+        &server,
+        &token,
+        "/api/rooms/ai/ai/undo",
+        json!({"since_version": checkpoint["id"]}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{undone}");
+    assert_eq!(undone["undone"], json!([suggestion]));
+    driver.wait_text("b", FILE, SOURCE).await?;
+
+    // The conversation and its usage are stored.
+    let conversations = get(&server, &token, "/api/rooms/ai/ai/conversations").await?;
+    let id = conversations["conversations"][0]["id"].as_str().unwrap();
+    let conversation = get(
+        &server,
+        &token,
+        &format!("/api/rooms/ai/ai/conversations/{id}"),
+    )
+    .await?;
+    let messages = conversation["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1]["content"], REFACTOR.concat());
+    assert_eq!(messages[1]["suggestion_ids"], json!([suggestion]));
+    let usage = get(&server, &token, "/api/usage").await?;
+    assert_eq!(usage["days"][0]["requests"], 1);
+    assert!(usage["days"][0]["total_tokens"].as_i64() > Some(0));
+    driver.shutdown().await
+}
+
+#[tokio::test]
+async fn accepting_after_concurrent_edits_replaces_exactly_the_intended_range() -> Result {
+    let seed = seed("accepting_after_concurrent_edits_replaces_exactly_the_intended_range");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let stand_in = LlmStandIn::start().await?;
+    let server = ai_server(&stand_in, &["--ai-rate-per-minute", "100"]).await?;
+    let token = server.ensure_room("moving").await?;
+    let driver = YjsDriver::start().await?;
+    driver.connect("editor", &server, "moving").await?;
+
+    for round in 0..3 {
+        let file = format!("round{round}.rs");
+        driver.insert("editor", &file, 0, SOURCE).await?;
+        stand_in.push(ScriptedReply::slow(
+            REFACTOR,
+            Duration::from_millis(800),
+            Duration::ZERO,
+        ));
+        let mut body = refactor_request();
+        body["file"] = json!(file);
+        let requests_before = stand_in.requests().len();
+        let answer = chat(&server, "moving", &token, body);
+        let edits = async {
+            // While the model is thinking, someone edits before and after the range.
+            stand_in.wait_requests(requests_before + 1).await?;
+            let mut expected_before = String::from("let x = 1;\n");
+            let mut expected_after = String::from("\nlet y = 2;\n");
+            for _ in 0..4 {
+                let word: String = (0..rng.random_range(1..6))
+                    .map(|_| rng.random_range(b'a'..=b'z') as char)
+                    .collect();
+                if rng.random_bool(0.5) {
+                    let at = rng.random_range(0..=expected_before.len());
+                    driver.insert("editor", &file, at, &word).await?;
+                    expected_before.insert_str(at, &word);
+                } else {
+                    let at = rng.random_range(1..=expected_after.len());
+                    let offset = expected_before.len() + "let total=a+b;".len() + at;
+                    driver.insert("editor", &file, offset, &word).await?;
+                    expected_after.insert_str(at, &word);
+                }
+            }
+            Ok::<_, anyhow::Error>((expected_before, expected_after))
+        };
+        let (events, edits) = tokio::join!(answer, edits);
+        let (before, after) = edits?;
+        let events = events?;
+        let done = events.last().expect("events");
+        let suggestion = done.data["suggestion_ids"][0].as_str().expect("suggestion");
+        let (status, body) = post(
+            &server,
+            &token,
+            &format!("/api/rooms/moving/suggestions/{suggestion}/accept"),
+            json!({}),
+        )
+        .await?;
+        assert_eq!(status, 200, "seed {seed}: {body}");
+        let expected = format!("{before}let total = a + b;{after}");
+        driver.wait_text("editor", &file, &expected).await?;
+    }
+
+    // A suggestion whose text was edited meanwhile is a conflict and applies nothing.
+    driver.insert("editor", "conflict.rs", 0, SOURCE).await?;
+    stand_in.push(ScriptedReply::text(REFACTOR));
+    let mut body = refactor_request();
+    body["file"] = json!("conflict.rs");
+    let events = chat(&server, "moving", &token, body).await?;
+    let suggestion = events.last().unwrap().data["suggestion_ids"][0]
+        .as_str()
+        .expect("suggestion")
+        .to_owned();
+    driver
+        .call(
+            "delete",
+            json!({"client": "editor", "text": "conflict.rs", "index": 15, "length": 4}),
+        )
+        .await?;
+    let edited = driver.text("editor", "conflict.rs").await?;
+    let (status, body) = post(
+        &server,
+        &token,
+        &format!("/api/rooms/moving/suggestions/{suggestion}/accept"),
+        json!({}),
+    )
+    .await?;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["status"], "conflict");
+    driver
+        .call(
+            "waitMapEntry",
+            json!({"client": "editor", "name": "suggestions", "key": suggestion, "field": "status", "equals": "conflict"}),
+        )
+        .await?;
+    assert_eq!(driver.text("editor", "conflict.rs").await?, edited);
+    driver.shutdown().await
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_falls_back_and_limits_and_roles_are_enforced() -> Result {
+    let broken = LlmStandIn::start().await?;
+    broken.set_default(ScriptedReply::error(500, "upstream exploded"));
+    let healthy = LlmStandIn::start().await?;
+    healthy.set_default(ScriptedReply::text(&["fine ", "answer"]));
+    let fallback = format!("{}|stand-in|key2", healthy.base_url());
+    let server = ai_server(
+        &broken,
+        &[
+            "--ai-fallbacks",
+            &fallback,
+            "--ai-max-retries",
+            "1",
+            "--ai-rate-per-minute",
+            "2",
+        ],
+    )
+    .await?;
+    let token = server.ensure_room("limits").await?;
+
+    let events = chat(&server, "limits", &token, json!({"message": "hello"})).await?;
+    let text: String = events
+        .iter()
+        .filter(|e| e.name == "token")
+        .filter_map(|e| e.data["text"].as_str())
+        .collect();
+    assert_eq!(text, "fine answer");
+    // Our retry, plus any the HTTP client makes itself on 5xx.
+    assert!(
+        broken.requests().len() >= 2,
+        "{} requests",
+        broken.requests().len()
+    );
+    assert_eq!(healthy.requests().len(), 1);
+
+    // The second request is within the limit, the third is not.
+    chat(&server, "limits", &token, json!({"message": "again"})).await?;
+    let response = reqwest::Client::new()
+        .post(server.http("/api/rooms/limits/ai/chat"))
+        .bearer_auth(&token)
+        .json(&json!({"message": "once more"}))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "ai_rate_limited");
+
+    // Viewers may not ask.
+    let viewer = server.register("viewer").await?;
+    server.add_member("limits", &viewer, "viewer").await?;
+    let (status, body) = post(
+        &server,
+        &viewer.token,
+        "/api/rooms/limits/ai/chat",
+        json!({"message": "hi"}),
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+
+    // A selection larger than the budget is a clear error, not a silent truncation.
+    let driver = YjsDriver::start().await?;
+    driver.connect("a", &server, "limits").await?;
+    let long = "x".repeat(20_000);
+    driver.insert("a", FILE, 0, &long).await?;
+    let outsider = server.register("big").await?;
+    server.add_member("limits", &outsider, "editor").await?;
+    let (status, body) = post(
+        &server,
+        &outsider.token,
+        "/api/rooms/limits/ai/chat",
+        json!({"message": "explain", "action": "explain", "file": FILE, "selection": {"start": 0, "end": 20_000}}),
+    )
+    .await?;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "selection_too_large");
+    driver.shutdown().await
+}
