@@ -217,21 +217,56 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
     assert_eq!(undone["undone"], json!([suggestion]));
     driver.wait_text("b", FILE, SOURCE).await?;
 
+    // An editor's client may accept too, by setting the status in the document.
+    stand_in.push(ScriptedReply::text(REFACTOR));
+    let events = chat(&server, "ai", &token, refactor_request()).await?;
+    let second = events.last().unwrap().data["suggestion_ids"][0]
+        .as_str()
+        .expect("suggestion")
+        .to_owned();
+    driver
+        .call(
+            "waitMapEntry",
+            json!({"client": "a", "name": "suggestions", "key": second, "field": "status", "equals": "pending"}),
+        )
+        .await?;
+    driver
+        .call(
+            "setMapField",
+            json!({"client": "a", "name": "suggestions", "key": second, "field": "status", "value": "accepted"}),
+        )
+        .await?;
+    driver.wait_text("b", FILE, expected).await?;
+    driver
+        .call(
+            "waitMapEntry",
+            json!({"client": "b", "name": "suggestions", "key": second, "field": "author", "equals": "AI assistant"}),
+        )
+        .await?;
+
     // The conversation and its usage are stored.
     let conversations = get(&server, &token, "/api/rooms/ai/ai/conversations").await?;
-    let id = conversations["conversations"][0]["id"].as_str().unwrap();
-    let conversation = get(
-        &server,
-        &token,
-        &format!("/api/rooms/ai/ai/conversations/{id}"),
-    )
-    .await?;
-    let messages = conversation["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 2);
-    assert_eq!(messages[1]["content"], REFACTOR.concat());
-    assert_eq!(messages[1]["suggestion_ids"], json!([suggestion]));
+    let listed = conversations["conversations"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    let mut found = false;
+    for conversation in listed {
+        let id = conversation["id"].as_str().unwrap();
+        let conversation = get(
+            &server,
+            &token,
+            &format!("/api/rooms/ai/ai/conversations/{id}"),
+        )
+        .await?;
+        let messages = conversation["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0]["role"], "user");
+        assert_eq!(messages[1]["content"], REFACTOR.concat());
+        assert!(messages[1]["completion_tokens"].as_i64() > Some(0));
+        found |= messages[1]["suggestion_ids"] == json!([suggestion]);
+    }
+    assert!(found, "the first suggestion is recorded with its message");
     let usage = get(&server, &token, "/api/usage").await?;
-    assert_eq!(usage["days"][0]["requests"], 1);
+    assert_eq!(usage["days"][0]["requests"], 2);
     assert!(usage["days"][0]["total_tokens"].as_i64() > Some(0));
     driver.shutdown().await
 }
