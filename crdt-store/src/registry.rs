@@ -317,7 +317,8 @@ impl RoomRegistry {
         // clients' edits and ours reach both replicas): one version covers it.
         let since = room.activity().unversioned_since_ms;
         match self.inner.shared.storage.latest_version_at(room.id()).await {
-            Ok(Some(latest)) if latest >= since => {
+            // Strictly later: a version dated in the same millisecond as the edit may lack it.
+            Ok(Some(latest)) if latest > since => {
                 room.activity().unversioned_since = None;
                 return;
             }

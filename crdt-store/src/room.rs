@@ -355,11 +355,19 @@ impl Room {
         if decoded.is_empty() {
             return Ok(());
         }
-        self.0.doc.transact_mut().apply_update(decoded)?;
-        self.broadcast(Outbound {
-            origin: ConnectionId::SERVER,
-            frame: protocol::encode_update_frame(update),
-        });
+        let changed = {
+            let mut txn = self.0.doc.transact_mut();
+            txn.apply_update(decoded)?;
+            txn.state_vector() != *txn.before_state() || !txn.delete_set().is_empty()
+        };
+        // Catch-up and anti-entropy replies often repeat what live fan-out already brought;
+        // clients are only sent updates that changed something here.
+        if changed {
+            self.broadcast(Outbound {
+                origin: ConnectionId::SERVER,
+                frame: protocol::encode_update_frame(update),
+            });
+        }
         Ok(())
     }
 
@@ -479,7 +487,9 @@ impl Room {
         label: Option<String>,
     ) -> Result<VersionInfo, StorageError> {
         // Everything applied so far is in the snapshot we encode, so activity up to here is
-        // covered; a concurrent edit re-arms the timer after this point.
+        // covered; a concurrent edit re-arms the timer after this point. The version is dated
+        // before the encode, so an edit it lacks never looks older than it.
+        let captured_at_ms = crate::storage::now_millis();
         self.activity().unversioned_since = None;
         let doc = self.0.doc.clone();
         let data = tokio::task::spawn_blocking(move || {
@@ -491,7 +501,7 @@ impl Room {
             .0
             .shared
             .storage
-            .insert_version(&self.0.id, kind, label, data)
+            .insert_version(&self.0.id, kind, label, data, captured_at_ms)
             .await?;
         self.0.shared.metrics.versions_created.increment(1);
         Ok(info)

@@ -269,15 +269,18 @@ impl Storage {
         &self.db
     }
 
-    /// Stores a version of a room.
+    /// Stores a version of a room. `captured_at_ms` (milliseconds since the Unix epoch) is
+    /// when `data` was read from the document; it is recorded as the version's creation time,
+    /// which automatic versions compare edits against.
     pub async fn insert_version(
         &self,
         room: &RoomId,
         kind: VersionKind,
         label: Option<String>,
         data: Vec<u8>,
+        captured_at_ms: i64,
     ) -> Result<VersionInfo, StorageError> {
-        let created_at = now_millis();
+        let created_at = captured_at_ms;
         let size = data.len();
         let inserted = room_version::Entity::insert(room_version::ActiveModel {
             room_id: Set(room.as_str().to_owned()),
