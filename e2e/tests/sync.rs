@@ -1,5 +1,7 @@
 //! Real `yjs` + `y-websocket` clients against the built server.
 
+use std::time::Duration;
+
 use e2e::{RawClient, TandemServer, YjsDriver, seed};
 use serde_json::json;
 
@@ -302,4 +304,70 @@ async fn an_oversized_frame_closes_only_that_connection() -> Result {
 
     assert_room_unharmed(&driver, &server, "big").await?;
     driver.shutdown().await
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed_after_the_timeout() -> Result {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TandemServer::start(&["--ping-interval", "200ms", "--ping-timeout", "1s"]).await?;
+    let token = server.ensure_room("silent").await?;
+    // A bare socket that completes the upgrade and then only listens: it never pongs.
+    let mut socket = tokio::net::TcpStream::connect(server.address()).await?;
+    let request = format!(
+        "GET /ws/silent?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.address()
+    );
+    socket.write_all(request.as_bytes()).await?;
+    let mut received = Vec::new();
+    let mut pings = 0;
+    let close_code = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buffer).await?;
+            anyhow::ensure!(n > 0, "connection ended without a close frame");
+            received.extend_from_slice(&buffer[..n]);
+            // Skip the HTTP response head once.
+            if let Some(end) = find(&received, b"\r\n\r\n") {
+                if received.starts_with(b"HTTP/1.1 101") {
+                    received.drain(..end + 4);
+                } else if received.starts_with(b"HTTP/") {
+                    anyhow::bail!("upgrade refused: {}", String::from_utf8_lossy(&received));
+                }
+            }
+            // Server frames are unmasked: [opcode byte, length byte, (extended length), payload].
+            while received.len() >= 2 && !received.starts_with(b"HTTP/") {
+                let opcode = received[0] & 0x0f;
+                let (len, header) = match received[1] & 0x7f {
+                    126 if received.len() >= 4 => {
+                        (u16::from_be_bytes([received[2], received[3]]) as usize, 4)
+                    }
+                    127 => anyhow::bail!("unexpectedly large frame"),
+                    126 => break,
+                    n => (n as usize, 2),
+                };
+                if received.len() < header + len {
+                    break;
+                }
+                let payload: Vec<u8> = received[header..header + len].to_vec();
+                received.drain(..header + len);
+                match opcode {
+                    0x9 => pings += 1,
+                    0x8 => return Ok(u16::from_be_bytes([payload[0], payload[1]])),
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the server never closed the silent connection"))??;
+    assert_eq!(close_code, 1000);
+    assert!(
+        pings >= 2,
+        "the server pinged before giving up ({pings} pings)"
+    );
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
