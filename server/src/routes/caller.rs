@@ -57,6 +57,16 @@ pub struct SessionUser {
     pub session_id: String,
 }
 
+impl SessionUser {
+    /// The same caller as a [`Principal`], for room permission checks.
+    pub fn principal(&self) -> Principal {
+        Principal::User {
+            user_id: self.user_id.clone(),
+            session_id: self.session_id.clone(),
+        }
+    }
+}
+
 impl FromRequest for SessionUser {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;

@@ -351,10 +351,7 @@ pub async fn fork_room(
     room_id: web::Path<String>,
     body: web::Json<ForkRoomRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = Principal::User {
-        user_id: caller.user_id.clone(),
-        session_id: caller.session_id.clone(),
-    };
+    let principal = caller.principal();
     require_role(&state, &principal, &room_id, Role::Viewer).await?;
     let source = parse_room(&room_id)?;
     let source_name = room::Entity::find_by_id(source.as_str())
@@ -516,10 +513,7 @@ pub async fn transfer_ownership(
     room_id: web::Path<String>,
     body: web::Json<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = Principal::User {
-        user_id: caller.user_id.clone(),
-        session_id: caller.session_id.clone(),
-    };
+    let principal = caller.principal();
     require_role(&state, &principal, &room_id, Role::Owner).await?;
     if body.user_id == caller.user_id {
         return Err(ApiError::invalid("you own this room already"));
@@ -634,10 +628,7 @@ pub async fn create_invite(
     room_id: web::Path<String>,
     body: web::Json<CreateInviteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = Principal::User {
-        user_id: caller.user_id.clone(),
-        session_id: caller.session_id.clone(),
-    };
+    let principal = caller.principal();
     require_role(&state, &principal, &room_id, Role::Owner).await?;
     let mut fields = BTreeMap::new();
     if body.role == Role::Owner {
@@ -845,10 +836,7 @@ pub async fn create_share_link(
     room_id: web::Path<String>,
     body: web::Json<CreateShareLinkRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = Principal::User {
-        user_id: caller.user_id.clone(),
-        session_id: caller.session_id.clone(),
-    };
+    let principal = caller.principal();
     require_role(&state, &principal, &room_id, Role::Owner).await?;
     let expiry = parse_expiry(body.expires_in.as_deref(), Duration::from_secs(30 * 86_400))?;
     let token = random_token(SHARE_TOKEN_PREFIX);
