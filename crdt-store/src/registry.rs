@@ -40,7 +40,8 @@ pub(crate) struct Shared {
     /// Sends to the persistence writer. The writer stops once every clone is dropped.
     pub(crate) persist: PersistQueue,
     pub(crate) metrics: StoreMetrics,
-    /// Background work (compactions); shutdown waits for it.
+    /// Background work (the writer, compactions, maintenance), tracked so it can be closed
+    /// and inspected; compactions in flight at exit roll back whole (one transaction each).
     pub(crate) tasks: TaskTracker,
     /// Replicas on other nodes, when clustered.
     pub(crate) bus: Option<Arc<dyn RoomBus>>,
