@@ -148,6 +148,28 @@ impl RedisBus {
         self.inner.connected.load(Ordering::Relaxed)
     }
 
+    /// Asks Redis whether it answers (within 500 ms): the check `/readyz` reports.
+    pub async fn ping(&self) -> bool {
+        if !self.connected() {
+            return false;
+        }
+        let Some(mut connection) = self
+            .inner
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return false;
+        };
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        matches!(
+            tokio::time::timeout(Duration::from_millis(500), ping).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.inner.config.node_id

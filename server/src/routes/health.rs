@@ -15,10 +15,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.shutdown.is_cancelled() {
         return HttpResponse::ServiceUnavailable().json(json!({"status": "shutting_down"}));
     }
-    let redis = state
-        .cluster
-        .as_ref()
-        .map(|bus| if bus.connected() { "ok" } else { "down" });
+    let redis = match &state.cluster {
+        Some(bus) => Some(if bus.ping().await { "ok" } else { "down" }),
+        None => None,
+    };
     match state.registry.storage().ping().await {
         // Without Redis a node still serves its own clients: degraded, not unavailable.
         Ok(()) if redis == Some("down") => {
