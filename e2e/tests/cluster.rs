@@ -198,3 +198,26 @@ async fn two_nodes_compacting_one_room_lose_nothing() -> Result {
     assert_eq!(driver.text("after", "text").await?, text);
     driver.shutdown().await
 }
+
+#[tokio::test]
+async fn removing_a_participant_on_one_node_closes_their_socket_on_another() -> Result {
+    let redis = RedisServer::start().await?;
+    let nodes = cluster(&redis, &[]).await?;
+    nodes[0].ensure_room("access").await?;
+    let member = nodes[0].register("member").await?;
+    nodes[0].add_member("access", &member, "editor").await?;
+    let driver = YjsDriver::start().await?;
+    driver
+        .connect_url("member", &nodes[2].ws_url(), "access", &member.token)
+        .await?;
+    let owner = nodes[0].owner().await?;
+    let close = driver.call("waitClose", json!({"client": "member"}));
+    let removal = reqwest::Client::new()
+        .delete(nodes[0].http(&format!("/api/rooms/access/members/{}", member.id)))
+        .bearer_auth(&owner.token)
+        .send();
+    let (close, removal) = tokio::join!(close, removal);
+    assert_eq!(removal?.status().as_u16(), 204);
+    assert_eq!(close?["code"], json!(4403));
+    driver.shutdown().await
+}

@@ -121,7 +121,7 @@ pub async fn room_access(
 }
 
 /// Something that may change what open sockets are allowed to do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum AccessEvent {
     /// Roles or participants of a room changed.
     MembersChanged {
@@ -170,25 +170,48 @@ impl AccessEvent {
     }
 }
 
-/// The process-wide channel of [`AccessEvent`]s. Cheap to clone.
+/// Sends access events to the other nodes of a cluster.
+pub type AccessForwarder = Box<dyn Fn(&AccessEvent) + Send + Sync>;
+
+/// The process-wide channel of [`AccessEvent`]s. Cheap to clone. In a cluster, events are
+/// also forwarded to the other nodes, whose sockets re-check just the same.
 #[derive(Clone)]
-pub struct AccessEvents(broadcast::Sender<AccessEvent>);
+pub struct AccessEvents {
+    local: broadcast::Sender<AccessEvent>,
+    forward: Arc<std::sync::OnceLock<AccessForwarder>>,
+}
 
 impl AccessEvents {
     /// A channel buffering `capacity` events per listener.
     pub fn new(capacity: usize) -> Self {
-        Self(broadcast::channel(capacity).0)
+        Self {
+            local: broadcast::channel(capacity).0,
+            forward: Arc::default(),
+        }
     }
 
-    /// Announces an event to every open socket.
+    /// Forwards every event published here to the other nodes too.
+    pub fn forward_with(&self, forward: AccessForwarder) {
+        let _ = self.forward.set(forward);
+    }
+
+    /// Announces an event to every open socket, on every node.
     pub fn publish(&self, event: AccessEvent) {
+        if let Some(forward) = self.forward.get() {
+            forward(&event);
+        }
+        self.publish_local(event);
+    }
+
+    /// Announces an event that came from another node to this node's sockets.
+    pub fn publish_local(&self, event: AccessEvent) {
         // An error only means no socket is open.
-        let _ = self.0.send(event);
+        let _ = self.local.send(event);
     }
 
     /// Listens for events.
     pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
-        self.0.subscribe()
+        self.local.subscribe()
     }
 }
 

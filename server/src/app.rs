@@ -112,6 +112,9 @@ impl Application {
             cluster,
             ai: None,
         };
+        if let Some(bus) = &state.cluster {
+            bus.connect_access_events(&state.events);
+        }
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;

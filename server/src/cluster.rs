@@ -19,7 +19,7 @@
 //! `degraded`) and reconnects with backoff.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -89,6 +89,8 @@ struct Inner {
     commands: Mutex<Option<ConnectionManager>>,
     /// Whether the subscriber connection is up.
     connected: AtomicBool,
+    /// Where access events from other nodes go.
+    access: OnceLock<crate::access::AccessEvents>,
     next_request: AtomicU64,
     metrics: Metrics,
 }
@@ -125,6 +127,7 @@ impl RedisBus {
                 outbox,
                 commands: Mutex::new(None),
                 connected: AtomicBool::new(false),
+                access: OnceLock::new(),
                 next_request: AtomicU64::new(1),
                 metrics: Metrics {
                     connected: gauge!("tandem_cluster_connected"),
@@ -173,6 +176,45 @@ impl RedisBus {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.inner.config.node_id
+    }
+
+    /// Carries access events (role changes, revocations) between nodes, so sockets on every
+    /// node re-check at once.
+    pub fn connect_access_events(&self, events: &crate::access::AccessEvents) {
+        let _ = self.inner.access.set(events.clone());
+        let bus = self.clone();
+        events.forward_with(Box::new(move |event| {
+            let payload = serde_json::json!({"origin": bus.inner.config.node_id, "event": event});
+            if bus
+                .inner
+                .outbox
+                .try_send((bus.access_channel(), payload.to_string().into_bytes()))
+                .is_err()
+            {
+                bus.inner.metrics.dropped.increment(1);
+            }
+        }));
+    }
+
+    fn access_channel(&self) -> String {
+        format!("{}:access", self.inner.config.channel_prefix)
+    }
+
+    fn handle_access(&self, payload: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Forwarded {
+            origin: String,
+            event: crate::access::AccessEvent,
+        }
+        let Ok(forwarded) = serde_json::from_slice::<Forwarded>(payload) else {
+            warn!("ignoring an undecodable access event");
+            return;
+        };
+        if forwarded.origin != self.inner.config.node_id
+            && let Some(events) = self.inner.access.get()
+        {
+            events.publish_local(forwarded.event);
+        }
     }
 
     fn channel(&self, room: &RoomId) -> String {
@@ -283,11 +325,8 @@ impl RedisBus {
                     backoff = Duration::from_millis(100);
                     let (mut sink, mut stream) = pubsub.split();
                     let mut subscribed = true;
-                    let channels: Vec<String> = self
-                        .inner
-                        .rooms
-                        .iter()
-                        .map(|r| self.channel(r.key()))
+                    let channels: Vec<String> = std::iter::once(self.access_channel())
+                        .chain(self.inner.rooms.iter().map(|r| self.channel(r.key())))
                         .chain(self.inner.loading.iter().map(|r| self.channel(r.key())))
                         .collect();
                     for channel in channels {
@@ -372,6 +411,10 @@ impl RedisBus {
 
     fn handle(&self, message: redis::Msg) {
         self.inner.metrics.received.increment(1);
+        if message.get_channel_name() == self.access_channel() {
+            self.handle_access(message.get_payload_bytes());
+            return;
+        }
         let Some(room_id) = self.room_of(message.get_channel_name()) else {
             return;
         };
