@@ -188,8 +188,11 @@ async fn two_nodes_compacting_one_room_lose_nothing() -> Result {
     }
     random_edits(&driver, &clients, seed, 60).await?;
     let text = driver.wait_converged(&clients, "text").await?;
-    assert!(nodes[0].metric("tandem_compactions_total").await? > 0.0);
-    assert!(nodes[1].metric("tandem_compactions_total").await? > 0.0);
+    // Both nodes log and compact; when they race for the same rows one of them finds the
+    // snapshot moved and backs off, so only the total is certain.
+    let compactions = nodes[0].metric("tandem_compactions_total").await?
+        + nodes[1].metric("tandem_compactions_total").await?;
+    assert!(compactions > 0.0);
 
     let fresh = TandemServer::start_on(Some(nodes[0].database_url()), &[]).await?;
     driver
