@@ -243,6 +243,16 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
             json!({"client": "b", "name": "suggestions", "key": second, "field": "author", "equals": "AI assistant"}),
         )
         .await?;
+    // That path takes the checkpoint too (before the edit the clients just saw).
+    let versions = get(&server, &token, "/api/rooms/ai/versions").await?;
+    assert!(
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["label"].as_str().is_some_and(|l| l.contains(&second))),
+        "{versions}"
+    );
 
     // The conversation and its usage are stored.
     let conversations = get(&server, &token, "/api/rooms/ai/ai/conversations").await?;

@@ -118,9 +118,14 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;
-        let ai = crate::ai::Ai::new(config.ai.clone(), state.auth.clone(), state.db().clone())
-            .await
-            .context("setting up the AI assistant")?;
+        let ai = crate::ai::Ai::new(
+            config.ai.clone(),
+            state.auth.clone(),
+            state.db().clone(),
+            state.registry.clone(),
+        )
+        .await
+        .context("setting up the AI assistant")?;
         // The assistant joins rooms through this server's own WebSocket endpoint.
         let reachable = if address.ip().is_unspecified() {
             std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())

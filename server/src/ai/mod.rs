@@ -130,6 +130,7 @@ struct AiInner {
     config: AiConfig,
     auth: Auth,
     db: DatabaseConnection,
+    registry: crdt_store::RoomRegistry,
     peers: DashMap<String, PeerHandle>,
     /// One generation per room at a time.
     room_turns: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
@@ -168,7 +169,12 @@ pub struct PreparedRequest {
 
 impl Ai {
     /// Creates the service and the assistant's account.
-    pub async fn new(config: AiConfig, auth: Auth, db: DatabaseConnection) -> Result<Self, DbErr> {
+    pub async fn new(
+        config: AiConfig,
+        auth: Auth,
+        db: DatabaseConnection,
+        registry: crdt_store::RoomRegistry,
+    ) -> Result<Self, DbErr> {
         user::Entity::insert(user::ActiveModel {
             id: Set(ASSISTANT_USER_ID.to_owned()),
             email: Set("assistant@tandem.invalid".to_owned()),
@@ -189,6 +195,7 @@ impl Ai {
                 config,
                 auth,
                 db,
+                registry,
                 peers: DashMap::new(),
                 room_turns: DashMap::new(),
                 waiting: DashMap::new(),
@@ -247,7 +254,14 @@ impl Ai {
             .map_err(|_| AiError::PeerUnavailable)?;
         let base = self.inner.ws_base.get().ok_or(AiError::PeerUnavailable)?;
         let url = format!("{base}/ws/{room}?token={token}");
-        let handle = peer::spawn(url, room.to_owned(), self.inner.auth.clock());
+        let registry = self.inner.registry.clone();
+        let room_name = room.to_owned();
+        let gate: peer::AcceptGate = Arc::new(move |suggestion: String| {
+            let registry = registry.clone();
+            let room_name = room_name.clone();
+            Box::pin(async move { accept_gate(&registry, &room_name, &suggestion).await })
+        });
+        let handle = peer::spawn(url, room.to_owned(), self.inner.auth.clock(), gate);
         self.inner.peers.insert(room.to_owned(), handle.clone());
         Ok(handle)
     }
@@ -369,6 +383,28 @@ impl Ai {
     pub fn proposes_edit(action: Action) -> bool {
         action.proposes_edit()
     }
+}
+
+/// Before a client-accepted suggestion is applied: the anchored text must be unchanged on the
+/// server's copy (the peer's replica may lag), and a checkpoint version is taken.
+async fn accept_gate(registry: &crdt_store::RoomRegistry, room: &str, suggestion: &str) -> bool {
+    let Ok(id) = crdt_store::RoomId::parse(room) else {
+        return false;
+    };
+    let Ok(lease) = registry.lease(&id).await else {
+        return false;
+    };
+    if lease.room().suggestion_intact(suggestion) != Some(true) {
+        return false;
+    }
+    lease
+        .room()
+        .create_version(
+            crdt_store::VersionKind::Named,
+            Some(format!("Before accepting AI suggestion {suggestion}")),
+        )
+        .await
+        .is_ok()
 }
 
 /// The first fenced code block of an answer (its content without the fences), and the text

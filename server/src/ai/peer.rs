@@ -161,10 +161,24 @@ pub fn stable_client_id(room: &str) -> u64 {
 }
 
 /// Starts a peer connected to `ws_url` (`ws://host:port/ws/{room}?token=…`).
-pub fn spawn(ws_url: String, room: String, now: crate::auth::Clock) -> PeerHandle {
+/// Asked before applying a suggestion a client accepted through the document: checks the
+/// anchored text on the server's authoritative copy and takes the checkpoint version; `false`
+/// means "conflict, do not apply".
+pub type AcceptGate = std::sync::Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+pub fn spawn(
+    ws_url: String,
+    room: String,
+    now: crate::auth::Clock,
+    gate: AcceptGate,
+) -> PeerHandle {
     let (commands, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
-        if let Err(err) = run(ws_url, &room, receiver, now).await {
+        if let Err(err) = run(ws_url, &room, receiver, now, gate).await {
             warn!(room = %room, error = %err, "AI peer stopped");
         }
     });
@@ -179,6 +193,7 @@ struct Peer {
     awareness: Awareness,
     status: Status,
     now: crate::auth::Clock,
+    gate: Option<AcceptGate>,
 }
 
 async fn run(
@@ -186,6 +201,7 @@ async fn run(
     room: &str,
     mut commands: mpsc::Receiver<PeerCommand>,
     now: crate::auth::Clock,
+    gate: AcceptGate,
 ) -> anyhow::Result<()> {
     let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
     let doc = Doc::with_options(Options {
@@ -198,6 +214,7 @@ async fn run(
         doc,
         status: Status::Idle,
         now,
+        gate: Some(gate),
     };
     // Handshake: our state vector; then wait for the server's step 2 before anything else.
     let step1 = protocol::encode_sync_step1_frame(&peer.doc.transact().state_vector().encode_v1());
@@ -449,12 +466,22 @@ impl Peer {
         };
         for id in requested {
             debug!(suggestion = %id, "applying a suggestion a client accepted");
+            let intact = match &self.gate {
+                Some(gate) => gate(id.clone()).await,
+                None => true,
+            };
             let update = {
                 let mut txn = self.doc.transact_mut();
                 if let Some(Out::YMap(s)) = txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id) {
-                    s.insert(&mut txn, "status", "pending");
+                    s.insert(
+                        &mut txn,
+                        "status",
+                        if intact { "pending" } else { "conflict" },
+                    );
                 }
-                decide_in(&mut txn, &id, true, (self.now)());
+                if intact {
+                    decide_in(&mut txn, &id, true, (self.now)());
+                }
                 txn.encode_update_v1()
             };
             self.send_update(socket, update).await?;
@@ -594,6 +621,7 @@ mod tests {
             doc,
             status: Status::Idle,
             now: std::sync::Arc::new(|| 1_000),
+            gate: None,
         }
     }
 
