@@ -114,14 +114,8 @@ pub fn anchor_range(doc: &Doc, file: &str, start: u32, end: u32) -> Result<TextA
     use yrs::{Assoc, IndexedSequence};
     let txn = doc.transact();
     let text = file_text(&txn, file).ok_or_else(|| format!("no file {file:?}"))?;
-    let units: Vec<u16> = text.get_string(&txn).encode_utf16().collect();
-    if start > end || end as usize > units.len() {
-        return Err(format!(
-            "range {start}..{end} is outside {file:?} ({} characters)",
-            units.len()
-        ));
-    }
-    let original = String::from_utf16_lossy(&units[start as usize..end as usize]);
+    let original = utf16_slice(&text.get_string(&txn), start, end)
+        .ok_or_else(|| format!("range {start}..{end} is outside {file:?}"))?;
     let (Some(start), Some(end)) = (
         text.sticky_index(&txn, start, Assoc::After),
         text.sticky_index(&txn, end, Assoc::Before),
@@ -139,11 +133,34 @@ pub fn anchor_range(doc: &Doc, file: &str, start: u32, end: u32) -> Result<TextA
 /// relative positions), `original`, `replacement`, `explanation`, `author`, `status`.
 pub const SUGGESTIONS_ROOT: &str = "suggestions";
 
+/// `[start, end)` of `text` in UTF-16 offsets, when that range lies inside it.
+pub fn utf16_slice(text: &str, start: u32, end: u32) -> Option<String> {
+    let units: Vec<u16> = text.encode_utf16().collect();
+    units
+        .get(start as usize..end as usize)
+        .map(String::from_utf16_lossy)
+}
+
+/// Where a range anchored with [`anchor_range`] is now: the file's text, the range's current
+/// UTF-16 offsets, and the text it covers.
+pub fn resolve_anchor<T: ReadTxn>(
+    txn: &T,
+    file: &str,
+    start: &[u8],
+    end: &[u8],
+) -> Option<(TextRef, u32, u32, String)> {
+    use yrs::StickyIndex;
+    use yrs::updates::decoder::Decode;
+    let text = file_text(txn, file)?;
+    let start = StickyIndex::decode_v1(start).ok()?.get_offset(txn)?.index;
+    let end = StickyIndex::decode_v1(end).ok()?.get_offset(txn)?.index;
+    let covered = utf16_slice(&text.get_string(txn), start, end)?;
+    Some((text, start, end, covered))
+}
+
 /// Whether the text a suggestion is anchored to is still exactly what it was (`None` when
 /// there is no such suggestion).
 pub fn suggestion_intact(doc: &Doc, id: &str) -> Option<bool> {
-    use yrs::StickyIndex;
-    use yrs::updates::decoder::Decode;
     let txn = doc.transact();
     let Out::YMap(entry) = txn.get_map(SUGGESTIONS_ROOT)?.get(&txn, id)? else {
         return None;
@@ -157,18 +174,9 @@ pub fn suggestion_intact(doc: &Doc, id: &str) -> Option<bool> {
         _ => None,
     };
     let check = || {
-        let text = file_text(&txn, &string("file")?)?;
-        let start = StickyIndex::decode_v1(&bytes("start")?)
-            .ok()?
-            .get_offset(&txn)?
-            .index;
-        let end = StickyIndex::decode_v1(&bytes("end")?)
-            .ok()?
-            .get_offset(&txn)?
-            .index;
-        let units: Vec<u16> = text.get_string(&txn).encode_utf16().collect();
-        let current = String::from_utf16_lossy(units.get(start as usize..end as usize)?);
-        Some(current == string("original")?)
+        let (_, _, _, covered) =
+            resolve_anchor(&txn, &string("file")?, &bytes("start")?, &bytes("end")?)?;
+        Some(covered == string("original")?)
     };
     Some(check().unwrap_or(false))
 }
@@ -414,6 +422,13 @@ mod tests {
                 ("keep.txt".to_owned(), "kept".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn utf16_slices() {
+        assert_eq!(utf16_slice("a🌍b", 1, 3).as_deref(), Some("🌍"));
+        assert_eq!(utf16_slice("abc", 2, 1), None);
+        assert_eq!(utf16_slice("abc", 0, 4), None);
     }
 
     proptest! {

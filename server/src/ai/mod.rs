@@ -78,7 +78,7 @@ impl Action {
     }
 
     /// Whether the action's answer is expected to replace the selection.
-    fn proposes_edit(self) -> bool {
+    pub fn proposes_edit(self) -> bool {
         matches!(
             self,
             Action::Refactor | Action::AddComments | Action::FindBugs | Action::Free
@@ -377,11 +377,6 @@ impl Ai {
             anchored,
             action,
         })
-    }
-
-    /// Whether this action's answer should become a suggestion.
-    pub fn proposes_edit(action: Action) -> bool {
-        action.proposes_edit()
     }
 }
 

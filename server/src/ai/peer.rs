@@ -26,8 +26,8 @@ use yrs::types::ToJson;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{
-    Any, Assoc, ClientID, Doc, GetString, IndexedSequence, Map, MapPrelim, MapRef, Options, Out,
-    ReadTxn, StickyIndex, Text, TextRef, Transact, TransactionMut, Update, WriteTxn,
+    Any, Assoc, ClientID, Doc, IndexedSequence, Map, MapPrelim, MapRef, Options, Out, ReadTxn,
+    Text, TextRef, Transact, TransactionMut, Update, WriteTxn,
 };
 
 /// The root map suggestions live in.
@@ -252,18 +252,11 @@ async fn run(
     }
 }
 
-use crdt_store::document::file_text;
+use crdt_store::document::{file_text, resolve_anchor};
 
 fn sticky(txn: &impl ReadTxn, text: &TextRef, index: u32, assoc: Assoc) -> Option<String> {
     text.sticky_index(txn, index, assoc)
         .map(|s| B64.encode(s.encode_v1()))
-}
-
-fn resolve(txn: &impl ReadTxn, encoded: &[u8]) -> Option<u32> {
-    StickyIndex::decode_v1(encoded)
-        .ok()?
-        .get_offset(txn)
-        .map(|o| o.index)
 }
 
 fn buffer_field(map: &MapRef, txn: &impl ReadTxn, key: &str) -> Option<Vec<u8>> {
@@ -283,13 +276,6 @@ fn field(map: &MapRef, txn: &impl ReadTxn, key: &str) -> Option<String> {
         Out::Any(Any::String(s)) => Some(s.to_string()),
         _ => None,
     }
-}
-
-/// Characters `[start, end)` in UTF-16 offsets.
-fn slice_utf16(text: &str, start: u32, end: u32) -> Option<String> {
-    let units: Vec<u16> = text.encode_utf16().collect();
-    let (start, end) = (start as usize, end as usize);
-    (start <= end && end <= units.len()).then(|| String::from_utf16_lossy(&units[start..end]))
 }
 
 impl Peer {
@@ -520,14 +506,11 @@ impl Peer {
             ) else {
                 continue;
             };
-            let Some(text) = file_text(&txn, &file) else {
+            let Some((text, start, end, covered)) = resolve_anchor(&txn, &file, &start, &end)
+            else {
                 continue;
             };
-            let (Some(start), Some(end)) = (resolve(&txn, &start), resolve(&txn, &end)) else {
-                continue;
-            };
-            let current = text.get_string(&txn);
-            if slice_utf16(&current, start, end).as_deref() != Some(replacement.as_str()) {
+            if covered != replacement {
                 continue;
             }
             text.remove_range(&mut txn, start, end - start);
@@ -564,13 +547,9 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
         s.insert(txn, "status", "conflict");
         return AcceptOutcome::Conflict;
     };
-    let text = file_text(txn, &file);
-    let range = text.as_ref().and_then(|t| {
-        let (start, end) = (resolve(txn, &start)?, resolve(txn, &end)?);
-        let current = t.get_string(txn);
-        (slice_utf16(&current, start, end)? == original).then_some((start, end))
-    });
-    let (Some(text), Some((start, end))) = (text, range) else {
+    let Some((text, start, end, _)) =
+        resolve_anchor(txn, &file, &start, &end).filter(|(_, _, _, covered)| *covered == original)
+    else {
         // The anchored text was deleted or changed meanwhile: never apply over it.
         s.insert(txn, "status", "conflict");
         return AcceptOutcome::Conflict;
@@ -593,13 +572,7 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utf16_slices() {
-        assert_eq!(slice_utf16("a🌍b", 1, 3).as_deref(), Some("🌍"));
-        assert_eq!(slice_utf16("abc", 2, 1), None);
-        assert_eq!(slice_utf16("abc", 0, 4), None);
-    }
+    use yrs::GetString;
 
     #[test]
     fn client_ids_are_stable_per_room_and_differ_between_rooms() {

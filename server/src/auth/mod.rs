@@ -447,10 +447,6 @@ impl Auth {
         let rotated = session::Entity::update_many()
             .col_expr(session::Column::RefreshHash, Expr::value(token_hash(&next)))
             .col_expr(
-                session::Column::PreviousRefreshHash,
-                Expr::value(hash.clone()),
-            )
-            .col_expr(
                 session::Column::ExpiresAt,
                 Expr::value(now.saturating_add(ms(self.inner.config.refresh_token_ttl))),
             )

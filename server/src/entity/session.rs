@@ -9,6 +9,8 @@ pub struct Model {
     pub id: String,
     pub user_id: String,
     pub refresh_hash: String,
+    /// Superseded by `rotated_refresh_tokens` (every rotated token, not only the last); no
+    /// longer written.
     pub previous_refresh_hash: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,

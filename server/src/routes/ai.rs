@@ -248,7 +248,7 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
             }
         };
         let mut suggestion_ids = Vec::new();
-        if Ai::proposes_edit(prepared.action)
+        if prepared.action.proposes_edit()
             && let (Some(range), Some((code, explanation))) = (
                 prepared.anchored.clone(),
                 split_answer(&completion.text).or_else(|| {
