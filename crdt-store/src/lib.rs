@@ -8,6 +8,7 @@
 //! - `persist`: the group-commit writer between rooms and the database.
 //! - [`storage`]: the update log, snapshot compaction and versions in SQL (sea-orm).
 //! - [`document`]: reading documents by Tandem's file convention; JSON; minimal-diff restore.
+//! - [`events`]: what happened to rooms (commits, versions), for feeds and webhooks.
 //! - [`bus`]: the interface to replicas on other nodes (implemented by the server on Redis).
 //!
 //! This crate knows nothing of HTTP, WebSocket framing or JSON DTOs: the server maps its
@@ -17,6 +18,7 @@ pub mod bus;
 pub mod config;
 pub mod document;
 mod entity;
+pub mod events;
 pub mod ids;
 pub mod metrics;
 mod persist;
@@ -27,6 +29,7 @@ pub mod version;
 
 pub use bus::{RoomBus, document_digest};
 pub use config::{Durability, StoreConfig};
+pub use events::StoreEvent;
 pub use ids::{ConnectionId, InvalidRoomId, RoomId};
 pub use registry::{JoinError, RoomRegistry};
 pub use room::{

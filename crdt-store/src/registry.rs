@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::events::StoreEvent;
 use dashmap::DashMap;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     /// Replicas on other nodes, when clustered.
     pub(crate) bus: Option<Arc<dyn RoomBus>>,
+    /// Announces [`StoreEvent`]s.
+    pub(crate) events: tokio::sync::broadcast::Sender<StoreEvent>,
     next_connection: AtomicU64,
 }
 
@@ -118,6 +121,7 @@ impl RoomRegistry {
                     metrics,
                     tasks,
                     bus,
+                    events: tokio::sync::broadcast::Sender::new(crate::events::EVENT_CAPACITY),
                     next_connection: AtomicU64::new(1),
                 }),
                 stop_maintenance: CancellationToken::new(),
@@ -130,6 +134,11 @@ impl RoomRegistry {
             .tasks
             .spawn(async move { maintenance.run_maintenance().await });
         registry
+    }
+
+    /// Listens to what happens to rooms from now on (commits, versions).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
+        self.inner.shared.events.subscribe()
     }
 
     /// The database behind the rooms.

@@ -450,6 +450,15 @@ impl Room {
     /// compaction when the log has grown past the threshold and none is running.
     pub(crate) fn note_logged(&self, count: u64) {
         let logged = self.0.logged_updates.fetch_add(count, Ordering::Relaxed) + count;
+        // Nobody listening is not an error.
+        let _ = self
+            .0
+            .shared
+            .events
+            .send(crate::StoreEvent::DocumentChanged {
+                room: self.0.id.clone(),
+                updates: count,
+            });
         if logged < self.0.shared.config.compact_after_updates {
             return;
         }
@@ -504,6 +513,14 @@ impl Room {
             .insert_version(&self.0.id, kind, label, data, captured_at_ms)
             .await?;
         self.0.shared.metrics.versions_created.increment(1);
+        let _ = self
+            .0
+            .shared
+            .events
+            .send(crate::StoreEvent::VersionCreated {
+                room: self.0.id.clone(),
+                version: info.clone(),
+            });
         Ok(info)
     }
 

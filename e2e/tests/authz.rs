@@ -142,6 +142,7 @@ const TABLE: &[Row] = &[
     row("GET", "/api/rooms/{room}/share-links", None,                 [401, 401, 401, 403, 403, 403, 403, 200]),
     row("DELETE", "/api/rooms/{room}/share-links/{link_id}", None,    [401, 401, 401, 403, 403, 403, 403, 204]),
 
+    row("GET", "/api/rooms/{room}/activity", None,                    [401, 401, 401, 200, 403, 200, 200, 200]),
     row("GET", "/api/rooms/{room}/document", None,                    [401, 401, 401, 200, 403, 200, 200, 200]),
     row("GET", "/api/rooms/{room}/versions", None,                    [401, 401, 401, 200, 403, 200, 200, 200]),
     row("POST", "/api/rooms/{room}/versions", Some(r#"{"label": "checkpoint"}"#),

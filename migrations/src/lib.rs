@@ -9,6 +9,7 @@ mod m20261122_000001_room_storage;
 mod m20261122_000002_accounts_and_access;
 mod m20261122_000003_rotated_refresh_tokens;
 mod m20261122_000004_ai_conversations;
+mod m20261122_000005_collaboration;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_accounts_and_access::Migration),
             Box::new(m20261122_000003_rotated_refresh_tokens::Migration),
             Box::new(m20261122_000004_ai_conversations::Migration),
+            Box::new(m20261122_000005_collaboration::Migration),
         ]
     }
 }

@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::broadcast;
 
+use crate::activity::{Activity, EventKind, RoomEvent};
 use crate::auth::{Principal, Role};
 use crate::entity::{api_key, room, room_member, share_link, user};
 
@@ -218,9 +219,14 @@ impl AccessEvents {
 /// The people connected to one room: identity key → (identity, open connections).
 type RoomPresence = HashMap<String, (Identity, usize)>;
 
-/// Who is connected to which room right now (for listings). Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Presence(Arc<DashMap<String, RoomPresence>>);
+/// Who is connected to which room right now (for listings). Cheap to clone. A person's
+/// first connection to a room and their last disconnection are room events (`joined`,
+/// `left`); reconnects and extra tabs are not.
+#[derive(Clone)]
+pub struct Presence {
+    rooms: Arc<DashMap<String, RoomPresence>>,
+    activity: Activity,
+}
 
 /// Removes its entry from [`Presence`] when dropped.
 pub struct PresenceGuard {
@@ -230,16 +236,36 @@ pub struct PresenceGuard {
 }
 
 impl Presence {
+    /// Empty presence, reporting arrivals and departures to `activity`.
+    pub fn new(activity: Activity) -> Self {
+        Self {
+            rooms: Arc::default(),
+            activity,
+        }
+    }
+
     /// Records one more connection of `identity` in `room_id`.
     pub fn join(&self, room_id: &str, identity: &Identity) -> PresenceGuard {
         let key = identity
             .user_id
             .clone()
             .unwrap_or_else(|| format!("guest:{}", identity.name));
-        let mut room = self.0.entry(room_id.to_owned()).or_default();
-        room.entry(key.clone())
-            .or_insert_with(|| (identity.clone(), 0))
-            .1 += 1;
+        let first = {
+            let mut room = self.rooms.entry(room_id.to_owned()).or_default();
+            let entry = room
+                .entry(key.clone())
+                .or_insert_with(|| (identity.clone(), 0));
+            entry.1 += 1;
+            entry.1 == 1
+        };
+        if first {
+            self.activity.emit(RoomEvent::new(
+                room_id,
+                EventKind::Joined,
+                Some(identity.clone()),
+                serde_json::json!({}),
+            ));
+        }
         PresenceGuard {
             presence: self.clone(),
             room_id: room_id.to_owned(),
@@ -249,7 +275,7 @@ impl Presence {
 
     /// Who is online in `room_id`, with their connection counts.
     pub fn online(&self, room_id: &str) -> Vec<(Identity, usize)> {
-        self.0
+        self.rooms
             .get(room_id)
             .map(|room| room.values().cloned().collect())
             .unwrap_or_default()
@@ -264,19 +290,28 @@ impl Presence {
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
         let mut emptied = false;
-        if let Some(mut room) = self.presence.0.get_mut(&self.room_id) {
+        let mut left = None;
+        if let Some(mut room) = self.presence.rooms.get_mut(&self.room_id) {
             if let Some(entry) = room.get_mut(&self.key) {
                 entry.1 -= 1;
                 if entry.1 == 0 {
-                    room.remove(&self.key);
+                    left = room.remove(&self.key).map(|(identity, _)| identity);
                 }
             }
             emptied = room.is_empty();
         }
         if emptied {
             self.presence
-                .0
+                .rooms
                 .remove_if(&self.room_id, |_, room| room.is_empty());
+        }
+        if let Some(identity) = left {
+            self.presence.activity.emit(RoomEvent::new(
+                self.room_id.as_str(),
+                EventKind::Left,
+                Some(identity),
+                serde_json::json!({}),
+            ));
         }
     }
 }

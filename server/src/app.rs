@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::access::{AccessEvents, Presence};
+use crate::activity::Activity;
 use crate::auth::{Auth, system_clock};
 use crate::cluster::RedisBus;
 use crate::config::{Config, SessionConfig};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub events: AccessEvents,
     /// Who is connected where.
     pub presence: Presence,
+    /// Room events: the activity feed and its listeners.
+    pub activity: Activity,
     /// The cluster bus, when clustered.
     pub cluster: Option<RedisBus>,
     /// The AI assistant (answers "not configured" without a provider).
@@ -100,6 +103,7 @@ impl Application {
                 .clone()
                 .map(|bus| std::sync::Arc::new(bus) as std::sync::Arc<dyn crdt_store::RoomBus>),
         );
+        let activity = Activity::start(registry.storage().connection().clone(), &registry);
         let state = AppState {
             registry,
             session: config.session.clone(),
@@ -108,7 +112,8 @@ impl Application {
             shutdown,
             auth,
             events: AccessEvents::new(1024),
-            presence: Presence::default(),
+            presence: Presence::new(activity.clone()),
+            activity,
             cluster,
             ai: None,
         };

@@ -16,6 +16,7 @@
 //! format in `protocol`.
 
 pub mod access;
+pub mod activity;
 pub mod ai;
 pub mod app;
 pub mod auth;

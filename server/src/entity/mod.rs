@@ -1,5 +1,6 @@
-//! sea-orm entities for the tables the server owns (accounts and access).
+//! sea-orm entities for the tables the server owns (accounts, access, AI conversations, collaboration).
 
+pub mod activity;
 pub mod ai_conversation;
 pub mod ai_message;
 pub mod api_key;

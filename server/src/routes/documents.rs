@@ -8,6 +8,7 @@ use serde_json::json;
 use yrs::updates::decoder::Decode;
 use yrs::{Transact, Update};
 
+use crate::activity::{EventKind, RoomEvent, version_data};
 use crate::app::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -105,7 +106,7 @@ pub async fn create_version(
     body: web::Json<CreateVersion>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
+    let (_, identity) = require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
     let label = body.into_inner().label.trim().to_owned();
     if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
         return Err(ApiError::invalid(format!(
@@ -117,6 +118,12 @@ pub async fn create_version(
         .room()
         .create_version(VersionKind::Named, Some(label))
         .await?;
+    state.activity.emit(RoomEvent::new(
+        room_id.as_str(),
+        EventKind::VersionCreated,
+        Some(identity),
+        version_data(&version),
+    ));
     Ok(HttpResponse::build(StatusCode::CREATED).json(version))
 }
 
@@ -169,7 +176,7 @@ pub async fn restore_version(
 ) -> Result<HttpResponse, ApiError> {
     let (room, id) = path.into_inner();
     let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
+    let (_, identity) = require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
     let (_, data) = state
         .registry
         .storage()
@@ -181,5 +188,13 @@ pub async fn restore_version(
         .room()
         .restore(&data, format!("Restored from version {id}"))
         .await?;
+    let mut data = version_data(&version);
+    data["restored_from"] = json!(id);
+    state.activity.emit(RoomEvent::new(
+        room_id.as_str(),
+        EventKind::VersionRestored,
+        Some(identity),
+        data,
+    ));
     Ok(HttpResponse::Ok().json(json!({ "restored_from": id, "version": version })))
 }

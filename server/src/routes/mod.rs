@@ -1,6 +1,7 @@
 //! Route table, OpenAPI document, and the middleware every response goes through.
 
 mod accounts;
+mod activity;
 mod ai;
 mod caller;
 mod documents;
@@ -39,6 +40,7 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         ws::connect,
         ai::chat, ai::list_conversations, ai::get_conversation, ai::regenerate, ai::status,
         ai::accept, ai::reject, ai::undo, ai::usage,
+        activity::list_activity,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("query_token" = [])),
@@ -192,6 +194,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/suggestions/{suggestion_id}/reject",
                 web::post().to(ai::reject),
             )
+            .route("/activity", web::get().to(activity::list_activity))
             .route("/document", web::get().to(documents::document))
             .route("/versions", web::get().to(documents::list_versions))
             .route("/versions", web::post().to(documents::create_version))

@@ -20,7 +20,7 @@ use crate::auth::secrets::{
     INVITE_TOKEN_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash,
 };
 use crate::auth::{Principal, Role};
-use crate::entity::{invite, room, room_member, share_link, user};
+use crate::entity::{activity, invite, room, room_member, share_link, user};
 use crate::error::ApiError;
 use crate::routes::accounts::check_name;
 use crate::routes::caller::{Caller, SessionUser, require_role};
@@ -330,6 +330,10 @@ pub async fn delete_room(
         .await?;
     share_link::Entity::delete_many()
         .filter(share_link::Column::RoomId.eq(id.as_str()))
+        .exec(&txn)
+        .await?;
+    activity::Entity::delete_many()
+        .filter(activity::Column::RoomId.eq(id.as_str()))
         .exec(&txn)
         .await?;
     room::Entity::delete_by_id(id.as_str()).exec(&txn).await?;

@@ -1,0 +1,242 @@
+//! Room events: what happened in a room, recorded in its activity feed and offered to
+//! listeners (webhooks).
+//!
+//! Handlers [`Activity::emit`] events as they happen; the store's own events (commits,
+//! automatic versions) join them here. One task records every feed event in the `activity`
+//! table, in order, and then passes each event to every [`Activity::subscribe`]r.
+
+use std::sync::Arc;
+
+use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tracing::warn;
+
+use crate::access::Identity;
+use crate::entity::activity;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Someone opened their first connection to the room.
+    Joined,
+    /// Someone closed their last connection to the room.
+    Left,
+    /// A version was stored (automatic or named checkpoint).
+    VersionCreated,
+    /// The document was restored to a version.
+    VersionRestored,
+    /// A comment thread was opened.
+    CommentCreated,
+    /// A reply was added to a thread.
+    CommentReplied,
+    /// A thread was resolved.
+    CommentResolved,
+    /// A resolved thread was reopened.
+    CommentReopened,
+    /// A comment or a whole thread was deleted.
+    CommentDeleted,
+    /// The assistant proposed a change.
+    SuggestionMade,
+    /// A suggestion was applied.
+    SuggestionAccepted,
+    /// A suggestion was rejected.
+    SuggestionRejected,
+    /// A file was created (REST, upload or import).
+    FileCreated,
+    /// A file was renamed.
+    FileRenamed,
+    /// A file was deleted.
+    FileDeleted,
+    /// Updates to the document were committed (for webhooks; not in the feed).
+    DocumentChanged,
+}
+
+impl EventKind {
+    /// The name stored and sent (`comment_created`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::Left => "left",
+            Self::VersionCreated => "version_created",
+            Self::VersionRestored => "version_restored",
+            Self::CommentCreated => "comment_created",
+            Self::CommentReplied => "comment_replied",
+            Self::CommentResolved => "comment_resolved",
+            Self::CommentReopened => "comment_reopened",
+            Self::CommentDeleted => "comment_deleted",
+            Self::SuggestionMade => "suggestion_made",
+            Self::SuggestionAccepted => "suggestion_accepted",
+            Self::SuggestionRejected => "suggestion_rejected",
+            Self::FileCreated => "file_created",
+            Self::FileRenamed => "file_renamed",
+            Self::FileDeleted => "file_deleted",
+            Self::DocumentChanged => "document_changed",
+        }
+    }
+
+    /// Whether the event belongs in the room's activity feed.
+    pub fn in_feed(self) -> bool {
+        self != Self::DocumentChanged
+    }
+}
+
+/// One event in one room.
+#[derive(Clone, Debug)]
+pub struct RoomEvent {
+    /// The room.
+    pub room: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// Who did it (none for the server's own work, such as automatic versions).
+    pub actor: Option<Identity>,
+    /// Details (a JSON object).
+    pub data: serde_json::Value,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+impl RoomEvent {
+    /// An event happening now.
+    pub fn new(
+        room: impl Into<String>,
+        kind: EventKind,
+        actor: Option<Identity>,
+        data: serde_json::Value,
+    ) -> Self {
+        Self {
+            room: room.into(),
+            kind,
+            actor,
+            data,
+            at_ms: crdt_store::storage::now_millis(),
+        }
+    }
+}
+
+/// Events waiting to be recorded; beyond this, [`Activity::emit`] drops (and logs) them.
+const QUEUE: usize = 16 * 1024;
+/// Events a slow listener may fall behind before it misses some.
+const LISTENER_CAPACITY: usize = 4096;
+
+/// Records room events and hands them to listeners. Cheap to clone.
+#[derive(Clone)]
+pub struct Activity {
+    queue: mpsc::Sender<RoomEvent>,
+    listeners: broadcast::Sender<Arc<RoomEvent>>,
+}
+
+impl Activity {
+    /// Starts the recording task: it runs until every handle is dropped and the store stops
+    /// announcing events.
+    pub fn start(db: DatabaseConnection, store: &crdt_store::RoomRegistry) -> Self {
+        let (queue, events) = mpsc::channel(QUEUE);
+        let listeners = broadcast::Sender::new(LISTENER_CAPACITY);
+        let activity = Self {
+            queue,
+            listeners: listeners.clone(),
+        };
+        tokio::spawn(run(db, events, store.subscribe(), listeners));
+        activity
+    }
+
+    /// Records `event` (without waiting). Events are notifications; if the queue is full
+    /// (the database is stuck) the event is dropped and logged, never the caller blocked.
+    pub fn emit(&self, event: RoomEvent) {
+        if let Err(err) = self.queue.try_send(event) {
+            warn!(error = %err, "activity queue full; event dropped");
+        }
+    }
+
+    /// Listens to every event from now on, after it is recorded.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RoomEvent>> {
+        self.listeners.subscribe()
+    }
+}
+
+async fn run(
+    db: DatabaseConnection,
+    mut events: mpsc::Receiver<RoomEvent>,
+    mut store: broadcast::Receiver<crdt_store::StoreEvent>,
+    listeners: broadcast::Sender<Arc<RoomEvent>>,
+) {
+    let mut store_open = true;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            event = store.recv(), if store_open => match event {
+                Ok(event) => match from_store(event) {
+                    Some(event) => event,
+                    None => continue,
+                },
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "activity fell behind the store's events");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    store_open = false;
+                    continue;
+                }
+            },
+        };
+        if event.kind.in_feed()
+            && let Err(err) = record(&db, &event).await
+        {
+            warn!(room = %event.room, error = %err, "recording activity failed");
+        }
+        // Nobody listening is not an error.
+        let _ = listeners.send(Arc::new(event));
+    }
+}
+
+/// The store's events as room events. Named and restore versions are emitted by whoever
+/// made them (with the actor), so only automatic versions come from here.
+fn from_store(event: crdt_store::StoreEvent) -> Option<RoomEvent> {
+    match event {
+        crdt_store::StoreEvent::DocumentChanged { room, updates } => Some(RoomEvent::new(
+            room.as_str(),
+            EventKind::DocumentChanged,
+            None,
+            serde_json::json!({ "updates": updates }),
+        )),
+        crdt_store::StoreEvent::VersionCreated { room, version }
+            if version.kind == crdt_store::VersionKind::Auto =>
+        {
+            Some(RoomEvent::new(
+                room.as_str(),
+                EventKind::VersionCreated,
+                None,
+                version_data(&version),
+            ))
+        }
+        crdt_store::StoreEvent::VersionCreated { .. } => None,
+    }
+}
+
+/// How a version appears in events.
+pub fn version_data(version: &crdt_store::VersionInfo) -> serde_json::Value {
+    serde_json::json!({
+        "version_id": version.id,
+        "kind": version.kind,
+        "label": version.label,
+    })
+}
+
+async fn record(db: &DatabaseConnection, event: &RoomEvent) -> Result<(), sea_orm::DbErr> {
+    activity::ActiveModel {
+        room_id: Set(event.room.clone()),
+        kind: Set(event.kind.as_str().to_owned()),
+        actor_id: Set(event.actor.as_ref().and_then(|a| a.user_id.clone())),
+        actor_name: Set(event.actor.as_ref().map(|a| a.name.clone())),
+        data: Set(event.data.to_string()),
+        created_at: Set(event.at_ms),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .map(drop)
+}
