@@ -133,6 +133,49 @@ pub fn anchor_range(doc: &Doc, file: &str, start: u32, end: u32) -> Result<TextA
 /// relative positions), `original`, `replacement`, `explanation`, `author`, `status`.
 pub const SUGGESTIONS_ROOT: &str = "suggestions";
 
+/// The root map comment threads are mirrored in, so clients see them live: thread id → map
+/// with `file`, `start` and `end` (encoded relative positions), `quote`, `status`, `author`,
+/// `comments` and `updated_at_ms`. The server's database holds the threads; the map follows.
+pub const COMMENTS_ROOT: &str = "comments";
+
+/// Roots that annotate the content rather than being content: a restore leaves them alone.
+const ANNOTATION_ROOTS: [&str; 2] = [SUGGESTIONS_ROOT, COMMENTS_ROOT];
+
+/// Where a range anchored with [`anchor_range`] is now: its UTF-16 offsets and the text it
+/// covers (empty once everything in it was deleted). `None` when the file is gone or the
+/// anchor does not decode.
+pub fn locate_range(doc: &Doc, file: &str, start: &[u8], end: &[u8]) -> Option<(u32, u32, String)> {
+    let txn = doc.transact();
+    match resolve_anchor(&txn, file, start, end) {
+        Some((_, start, end, covered)) => Some((start, end, covered)),
+        // Everything inside was deleted and the ends crossed: the range is empty.
+        None => {
+            use yrs::StickyIndex;
+            use yrs::updates::decoder::Decode;
+            file_text(&txn, file)?;
+            let start = StickyIndex::decode_v1(start).ok()?.get_offset(&txn)?.index;
+            Some((start, start, String::new()))
+        }
+    }
+}
+
+/// Writes `entry` as a map under `key` in the root map `root`, replacing what was there.
+pub fn put_map_entry(
+    txn: &mut TransactionMut<'_>,
+    root: &str,
+    key: &str,
+    entry: Vec<(String, Any)>,
+) {
+    let map = txn.get_or_insert_map(root);
+    map.insert(txn, key, entry.into_iter().collect::<yrs::MapPrelim>());
+}
+
+/// Removes `key` from the root map `root`.
+pub fn remove_map_entry(txn: &mut TransactionMut<'_>, root: &str, key: &str) {
+    let map = txn.get_or_insert_map(root);
+    map.remove(txn, key);
+}
+
 /// `[start, end)` of `text` in UTF-16 offsets, when that range lies inside it.
 pub fn utf16_slice(text: &str, start: u32, end: u32) -> Option<String> {
     let units: Vec<u16> = text.encode_utf16().collect();
@@ -208,13 +251,17 @@ pub fn files(doc: &Doc) -> Vec<(String, String)> {
 /// - map entries missing from `target` are removed, missing texts are created, changed plain
 ///   values are overwritten;
 /// - arrays are replaced whole when they differ;
-/// - roots of other kinds are left alone.
+/// - roots of other kinds are left alone, and so are the annotation roots (AI suggestions and
+///   comment threads: they describe the content, a restore does not rewind them).
 pub fn restore_into(txn: &mut TransactionMut<'_>, target: &Doc) {
     let target_txn = target.transact();
     let target_roots = roots(&target_txn);
     let live_roots: Vec<String> = roots(txn).into_iter().map(|(name, _)| name).collect();
 
     for (name, kind) in &target_roots {
+        if ANNOTATION_ROOTS.contains(&name.as_str()) {
+            continue;
+        }
         match kind {
             RootKind::Text(target_text) => {
                 let live = txn.get_or_insert_text(name.as_str());
@@ -240,7 +287,8 @@ pub fn restore_into(txn: &mut TransactionMut<'_>, target: &Doc) {
     }
     // Roots created after the version: texts are emptied, maps cleared, arrays emptied.
     for name in live_roots {
-        if target_roots.iter().any(|(n, _)| *n == name) {
+        if ANNOTATION_ROOTS.contains(&name.as_str()) || target_roots.iter().any(|(n, _)| *n == name)
+        {
             continue;
         }
         let Some(root) = txn

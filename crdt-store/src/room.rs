@@ -239,6 +239,11 @@ impl Room {
         document::anchor_range(&self.0.doc, file, start, end)
     }
 
+    /// Where an anchored range of a file is now (see [`document::locate_range`]).
+    pub fn locate(&self, file: &str, start: &[u8], end: &[u8]) -> Option<(u32, u32, String)> {
+        document::locate_range(&self.0.doc, file, start, end)
+    }
+
     /// Whether a suggestion's anchored text is unchanged (see [`document::suggestion_intact`]).
     pub fn suggestion_intact(&self, id: &str) -> Option<bool> {
         document::suggestion_intact(&self.0.doc, id)

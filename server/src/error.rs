@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use crdt_store::{InvalidRoomId, JoinError, RestoreError, StorageError};
+use crdt_store::{ApplyError, InvalidRoomId, JoinError, RestoreError, StorageError};
 use serde::Serialize;
 use tracing::error;
 
@@ -170,6 +170,19 @@ impl From<JoinError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         Self::internal(&err)
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(err: ApplyError) -> Self {
+        match err {
+            ApplyError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                err.to_string(),
+            ),
+            other => Self::internal(&other),
+        }
     }
 }
 

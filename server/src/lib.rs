@@ -24,5 +24,6 @@ pub mod cluster;
 pub mod config;
 mod entity;
 pub mod error;
+pub mod notifications;
 mod routes;
 pub mod telemetry;

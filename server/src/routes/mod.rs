@@ -4,8 +4,10 @@ mod accounts;
 mod activity;
 mod ai;
 mod caller;
+mod comments;
 mod documents;
 mod health;
+mod notifications;
 mod rooms;
 mod ws;
 
@@ -40,7 +42,11 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         ws::connect,
         ai::chat, ai::list_conversations, ai::get_conversation, ai::regenerate, ai::status,
         ai::accept, ai::reject, ai::undo, ai::usage,
-        activity::list_activity,
+        activity::list_activity, rooms::add_member,
+        comments::list_threads, comments::create_thread, comments::get_thread,
+        comments::delete_thread, comments::reply, comments::edit_comment,
+        comments::delete_comment, comments::resolve, comments::reopen,
+        notifications::list_notifications, notifications::mark_read, notifications::mark_all_read,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("query_token" = [])),
@@ -140,6 +146,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/api/me", web::get().to(accounts::me))
     .route("/api/usage", web::get().to(ai::usage))
+    .route(
+        "/api/notifications",
+        web::get().to(notifications::list_notifications),
+    )
+    .route(
+        "/api/notifications/read-all",
+        web::post().to(notifications::mark_all_read),
+    )
+    .route(
+        "/api/notifications/{id}/read",
+        web::post().to(notifications::mark_read),
+    )
     .route("/api/api-keys", web::post().to(accounts::create_api_key))
     .route("/api/api-keys", web::get().to(accounts::list_api_keys))
     .route(
@@ -159,6 +177,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("", web::delete().to(rooms::delete_room))
             .route("/fork", web::post().to(rooms::fork_room))
             .route("/members", web::get().to(rooms::list_members))
+            .route("/members", web::post().to(rooms::add_member))
             .route("/members/{user_id}", web::put().to(rooms::set_member_role))
             .route("/members/{user_id}", web::delete().to(rooms::remove_member))
             .route("/transfer", web::post().to(rooms::transfer_ownership))
@@ -195,6 +214,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(ai::reject),
             )
             .route("/activity", web::get().to(activity::list_activity))
+            .route("/comments", web::get().to(comments::list_threads))
+            .route("/comments", web::post().to(comments::create_thread))
+            .route("/comments/{thread}", web::get().to(comments::get_thread))
+            .route(
+                "/comments/{thread}",
+                web::delete().to(comments::delete_thread),
+            )
+            .route(
+                "/comments/{thread}/replies",
+                web::post().to(comments::reply),
+            )
+            .route(
+                "/comments/{thread}/replies/{comment}",
+                web::patch().to(comments::edit_comment),
+            )
+            .route(
+                "/comments/{thread}/replies/{comment}",
+                web::delete().to(comments::delete_comment),
+            )
+            .route(
+                "/comments/{thread}/resolve",
+                web::post().to(comments::resolve),
+            )
+            .route(
+                "/comments/{thread}/reopen",
+                web::post().to(comments::reopen),
+            )
             .route("/document", web::get().to(documents::document))
             .route("/versions", web::get().to(documents::list_versions))
             .route("/versions", web::post().to(documents::create_version))

@@ -12,6 +12,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::access::AccessEvent;
@@ -20,8 +21,11 @@ use crate::auth::secrets::{
     INVITE_TOKEN_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash,
 };
 use crate::auth::{Principal, Role};
-use crate::entity::{activity, invite, room, room_member, share_link, user};
+use crate::entity::{
+    activity, comment, comment_thread, invite, notification, room, room_member, share_link, user,
+};
 use crate::error::ApiError;
+use crate::notifications::{NotificationKind, notify};
 use crate::routes::accounts::check_name;
 use crate::routes::caller::{Caller, SessionUser, require_role};
 
@@ -336,6 +340,18 @@ pub async fn delete_room(
         .filter(activity::Column::RoomId.eq(id.as_str()))
         .exec(&txn)
         .await?;
+    comment::Entity::delete_many()
+        .filter(comment::Column::RoomId.eq(id.as_str()))
+        .exec(&txn)
+        .await?;
+    comment_thread::Entity::delete_many()
+        .filter(comment_thread::Column::RoomId.eq(id.as_str()))
+        .exec(&txn)
+        .await?;
+    notification::Entity::delete_many()
+        .filter(notification::Column::RoomId.eq(id.as_str()))
+        .exec(&txn)
+        .await?;
     room::Entity::delete_by_id(id.as_str()).exec(&txn).await?;
     txn.commit().await?;
     state.events.publish(AccessEvent::RoomDeleted {
@@ -463,6 +479,86 @@ pub async fn set_member_role(
         .find(|m| m.user_id == user_id)
         .ok_or_else(|| ApiError::not_found("not a participant"))?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Adding a participant by their account's email.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct AddMemberRequest {
+    /// The account's email.
+    email: String,
+    /// `editor` or `viewer` (ownership moves with a transfer).
+    role: Role,
+}
+
+/// Adds someone who has an account as a participant (owners); they are notified (`invited`).
+#[utoipa::path(post, path = "/api/rooms/{room}/members", tag = "rooms", request_body = AddMemberRequest,
+    responses((status = 201, body = MemberView), (status = 403), (status = 404), (status = 409), (status = 422)))]
+pub async fn add_member(
+    state: web::Data<AppState>,
+    caller: Caller,
+    room_id: web::Path<String>,
+    body: web::Json<AddMemberRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, inviter) = require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    let AddMemberRequest { email, role } = body.into_inner();
+    if role == Role::Owner {
+        return Err(ApiError::validation(
+            [(
+                "role",
+                "editor or viewer; ownership moves with a transfer".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+        ));
+    }
+    let account = user::Entity::find()
+        .filter(user::Column::Email.eq(email.trim().to_lowercase()))
+        .one(state.db())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no account has that email"))?;
+    if room_member::Entity::find_by_id((room_id.to_string(), account.id.clone()))
+        .one(state.db())
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict(
+            "already_participant",
+            "that account already takes part in this room",
+        ));
+    }
+    let room_name = room::Entity::find_by_id(room_id.as_str())
+        .one(state.db())
+        .await?
+        .map(|r| r.name)
+        .unwrap_or_default();
+    let txn = state.db().begin().await?;
+    room_member::ActiveModel {
+        room_id: Set(room_id.to_string()),
+        user_id: Set(account.id.clone()),
+        role: Set(role.as_str().to_owned()),
+        created_at: Set(state.auth.now()),
+    }
+    .insert(&txn)
+    .await?;
+    notify(
+        &txn,
+        &account.id,
+        NotificationKind::Invited,
+        Some(&room_id),
+        Some(&inviter),
+        json!({"room_name": room_name, "role": role.as_str()}),
+    )
+    .await?;
+    txn.commit().await?;
+    state.events.publish(AccessEvent::MembersChanged {
+        room_id: room_id.to_string(),
+    });
+    let view = members(&state, &room_id)
+        .await?
+        .into_iter()
+        .find(|m| m.user_id == account.id)
+        .ok_or_else(|| ApiError::not_found("not a participant"))?;
+    Ok(HttpResponse::Created().json(view))
 }
 
 /// Removes a participant (owners; anyone may remove themselves). Their open sockets are

@@ -1,0 +1,171 @@
+//! `/api/notifications`: the caller's notifications, newest first, with read/unread.
+
+use actix_web::{HttpResponse, web};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::entity::notification;
+use crate::error::ApiError;
+use crate::routes::activity::{ActorView, PageQuery, stored_json};
+use crate::routes::caller::Caller;
+
+/// Which notifications to list.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct NotificationQuery {
+    /// Only unread ones.
+    #[serde(default)]
+    pub unread: bool,
+    /// Entries per page (1–200, default 50).
+    pub limit: Option<u64>,
+    /// Only entries older than this id (the previous page's `next_before`).
+    pub before: Option<i64>,
+}
+
+/// One notification.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NotificationView {
+    /// Its id.
+    pub id: i64,
+    /// `mentioned`, `invited` or `suggestion_made`.
+    pub kind: String,
+    /// The room it is about.
+    pub room_id: Option<String>,
+    /// Who caused it.
+    pub actor: Option<ActorView>,
+    /// Details, depending on `kind`.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Whether it was marked read.
+    pub read: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// One page of notifications.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NotificationPage {
+    /// Newest first.
+    pub notifications: Vec<NotificationView>,
+    /// Unread notifications in all.
+    pub unread_count: u64,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// The user behind the caller (a session or an API key; share links have none).
+fn user_of(caller: &Caller) -> Result<&str, ApiError> {
+    caller.0.user_id().ok_or_else(|| {
+        ApiError::forbidden("notifications belong to accounts; share links have none")
+    })
+}
+
+/// The caller's notifications, newest first.
+#[utoipa::path(get, path = "/api/notifications", tag = "collaboration", params(NotificationQuery),
+    responses((status = 200, body = NotificationPage), (status = 401), (status = 403)))]
+pub async fn list_notifications(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<NotificationQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user_of(&caller)?;
+    let limit = PageQuery {
+        limit: query.limit,
+        before: query.before,
+    }
+    .limit()?;
+    let mine = notification::Entity::find().filter(notification::Column::UserId.eq(user_id));
+    let unread_count = mine
+        .clone()
+        .filter(notification::Column::ReadAt.is_null())
+        .count(state.db())
+        .await?;
+    let mut select = mine;
+    if query.unread {
+        select = select.filter(notification::Column::ReadAt.is_null());
+    }
+    if let Some(before) = query.before {
+        select = select.filter(notification::Column::Id.lt(before));
+    }
+    let rows = select
+        .order_by_desc(notification::Column::Id)
+        .limit(limit + 1)
+        .all(state.db())
+        .await?;
+    let more = rows.len() as u64 > limit;
+    let notifications: Vec<NotificationView> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|row| NotificationView {
+            id: row.id,
+            kind: row.kind,
+            room_id: row.room_id,
+            actor: row.actor_name.map(|name| ActorView {
+                id: row.actor_id,
+                name,
+            }),
+            data: stored_json(&row.data),
+            read: row.read_at.is_some(),
+            created_at_ms: row.created_at,
+        })
+        .collect();
+    let next_before = if more {
+        notifications.last().map(|n| n.id)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(NotificationPage {
+        notifications,
+        unread_count,
+        next_before,
+    }))
+}
+
+/// Marks one of the caller's notifications read.
+#[utoipa::path(post, path = "/api/notifications/{id}/read", tag = "collaboration",
+    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+pub async fn mark_read(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user_of(&caller)?;
+    let found = notification::Entity::find_by_id(*id)
+        .filter(notification::Column::UserId.eq(user_id))
+        .one(state.db())
+        .await?;
+    if found.is_none() {
+        return Err(ApiError::not_found("no such notification"));
+    }
+    notification::Entity::update_many()
+        .col_expr(
+            notification::Column::ReadAt,
+            Expr::value(crdt_store::storage::now_millis()),
+        )
+        .filter(notification::Column::Id.eq(*id))
+        .filter(notification::Column::ReadAt.is_null())
+        .exec(state.db())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Marks every notification of the caller read.
+#[utoipa::path(post, path = "/api/notifications/read-all", tag = "collaboration",
+    responses((status = 204), (status = 401), (status = 403)))]
+pub async fn mark_all_read(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user_of(&caller)?;
+    notification::Entity::update_many()
+        .col_expr(
+            notification::Column::ReadAt,
+            Expr::value(crdt_store::storage::now_millis()),
+        )
+        .filter(notification::Column::UserId.eq(user_id))
+        .filter(notification::Column::ReadAt.is_null())
+        .exec(state.db())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
