@@ -515,6 +515,23 @@ const commands = {
     })
   },
 
+  // The text a thread or suggestion in root map `name` covers now, resolved on this client
+  // from the entry's `start`/`end` relative positions over the root text `text` (null when
+  // an end no longer resolves).
+  resolveRange: async (args) => {
+    const c = getClient(args)
+    const entry = c.doc.getMap(req(args, 'name', 'string')).get(req(args, 'key', 'string'))
+    if (entry === undefined) throw new Error(`no map entry ${args.key}`)
+    const get = (field) => (typeof entry.get === 'function' ? entry.get(field) : entry[field])
+    const position = (field) =>
+      Y.createAbsolutePositionFromRelativePosition(Y.decodeRelativePosition(get(field)), c.doc)
+    const start = position('start')
+    const end = position('end')
+    if (start === null || end === null) return null
+    const text = c.doc.getText(req(args, 'text', 'string')).toString()
+    return { start: start.index, end: end.index, text: text.slice(start.index, Math.max(start.index, end.index)) }
+  },
+
   // Sets `field` of the nested map `key` of root map `name` (as an editor's client would).
   setMapField: async (args) => {
     const c = getClient(args)
