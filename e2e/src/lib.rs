@@ -628,6 +628,64 @@ impl TandemServer {
         })
     }
 
+    /// Appends `content` to the root text `text` of `room` over a plain WebSocket (one
+    /// y-protocols update, as any client sends it) and waits until the server's document
+    /// shows it. For tests that need text in a room without a `yjs` client.
+    pub async fn write_text(
+        &self,
+        room: &str,
+        token: &str,
+        text: &str,
+        content: &str,
+    ) -> Result<()> {
+        use yrs::{ReadTxn, Text, Transact};
+        let doc = yrs::Doc::new();
+        let root = doc.get_or_insert_text(text);
+        let update = {
+            let mut txn = doc.transact_mut();
+            root.insert(&mut txn, 0, content);
+            txn.encode_state_as_update_v1(&yrs::StateVector::default())
+        };
+        // [message sync = 0, sync update = 2, length-prefixed update], lib0 varuints.
+        let mut frame = vec![0u8, 2];
+        let mut len = update.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                frame.push(byte);
+                break;
+            }
+            frame.push(byte | 0x80);
+        }
+        frame.extend_from_slice(&update);
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(format!("{}/{room}?token={token}", self.ws_url()))
+                .await?;
+        socket.send(WsMessage::Binary(frame.into())).await?;
+        let deadline = tokio::time::Instant::now() + HARNESS_TIMEOUT;
+        loop {
+            let document: Value = reqwest::Client::new()
+                .get(self.http(&format!("/api/rooms/{room}/document")))
+                .bearer_auth(token)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if document[text].as_str().is_some_and(|t| t.contains(content)) {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the server never showed the text written to {room}: {document}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = socket.close(None).await;
+        Ok(())
+    }
+
     /// The status the server answers a WebSocket upgrade to `room` with, `token` sent as
     /// `?token=` (as `y-websocket`'s `params` does): 101 when it upgrades (the socket is then
     /// closed), else the status of the refusal.

@@ -127,6 +127,8 @@ const TABLE: &[Row] = &[
     row("DELETE", "/api/rooms/{room}", None,                          [401, 401, 401, 403, 403, 403, 403, 204]),
     row("POST", "/api/rooms/{room}/fork", Some("{}"),                 [401, 401, 401, 403, 403, 201, 201, 201]),
     row("GET", "/api/rooms/{room}/members", None,                     [401, 401, 401, 200, 403, 200, 200, 200]),
+    row("POST", "/api/rooms/{room}/members", Some(r#"{"email": "{stranger_email}", "role": "viewer"}"#),
+                                                                      [401, 401, 401, 403, 403, 403, 403, 201]),
     row("PUT", "/api/rooms/{room}/members/{user_id}", Some(r#"{"role": "editor"}"#),
                                                                       [401, 401, 401, 403, 403, 403, 403, 200]),
     row("DELETE", "/api/rooms/{room}/members/{user_id}", None,        [401, 401, 401, 403, 403, 403, 403, 204]),
@@ -142,6 +144,27 @@ const TABLE: &[Row] = &[
     row("GET", "/api/rooms/{room}/share-links", None,                 [401, 401, 401, 403, 403, 403, 403, 200]),
     row("DELETE", "/api/rooms/{room}/share-links/{link_id}", None,    [401, 401, 401, 403, 403, 403, 403, 204]),
 
+    // Comments: any participant with an account may comment (a share link has none); only
+    // authors edit, authors or owners delete, editors (or the author) resolve. `{thread}` is
+    // the owner's thread with the owner's comment `{comment}`.
+    row("GET", "/api/rooms/{room}/comments", None,                    [401, 401, 401, 200, 403, 200, 200, 200]),
+    row("POST", "/api/rooms/{room}/comments", Some(r#"{"file": "notes", "start": 0, "end": 5, "body": "hi"}"#),
+                                                                      [401, 401, 401, 403, 403, 201, 201, 201]),
+    row("GET", "/api/rooms/{room}/comments/{thread}", None,           [401, 401, 401, 200, 403, 200, 200, 200]),
+    row("DELETE", "/api/rooms/{room}/comments/{thread}", None,        [401, 401, 401, 403, 403, 403, 403, 204]),
+    row("POST", "/api/rooms/{room}/comments/{thread}/replies", Some(r#"{"body": "reply"}"#),
+                                                                      [401, 401, 401, 403, 403, 201, 201, 201]),
+    row("PATCH", "/api/rooms/{room}/comments/{thread}/replies/{comment}", Some(r#"{"body": "edited"}"#),
+                                                                      [401, 401, 401, 403, 403, 403, 403, 200]),
+    row("DELETE", "/api/rooms/{room}/comments/{thread}/replies/{comment}", None,
+                                                                      [401, 401, 401, 403, 403, 403, 403, 204]),
+    row("POST", "/api/rooms/{room}/comments/{thread}/resolve", None,  [401, 401, 401, 403, 403, 403, 200, 200]),
+    row("POST", "/api/rooms/{room}/comments/{thread}/reopen", None,   [401, 401, 401, 403, 403, 403, 200, 200]),
+    row("GET", "/api/notifications", None,                            [401, 401, 401, 403, 200, 200, 200, 200]),
+    row("POST", "/api/notifications/read-all", None,                  [401, 401, 401, 403, 204, 204, 204, 204]),
+    // `{notification}` is the owner's (the editor mentioned them): to anyone else it does
+    // not exist.
+    row("POST", "/api/notifications/{notification}/read", None,       [401, 401, 401, 403, 404, 404, 404, 204]),
     row("GET", "/api/rooms/{room}/activity", None,                    [401, 401, 401, 200, 403, 200, 200, 200]),
     row("GET", "/api/rooms/{room}/document", None,                    [401, 401, 401, 200, 403, 200, 200, 200]),
     row("GET", "/api/rooms/{room}/versions", None,                    [401, 401, 401, 200, 403, 200, 200, 200]),
@@ -381,6 +404,11 @@ struct RowFixture<'a> {
     key_id: String,
     /// A version of the room.
     version: i64,
+    /// The owner's comment thread on the room's text `notes`, its first comment, and the
+    /// owner's notification of being mentioned by the editor (rows that name them only).
+    thread: String,
+    comment: String,
+    notification: String,
 }
 
 impl<'a> RowFixture<'a> {
@@ -443,11 +471,49 @@ impl<'a> RowFixture<'a> {
         )
         .await?;
         let version = as_owner(
-            post,
+            post.clone(),
             format!("/api/rooms/{room}/versions"),
             json!({"label": "fixture"}),
         )
         .await?;
+        let (mut thread, mut comment, mut notification) = Default::default();
+        let row = &TABLE[index];
+        if ["{thread}", "{comment}", "{notification}", "/comments"]
+            .iter()
+            .any(|p| row.path.contains(p))
+        {
+            server
+                .write_text(&room, &cast.owner.token, "notes", "hello world")
+                .await?;
+            let opened = as_owner(
+                post,
+                format!("/api/rooms/{room}/comments"),
+                json!({"file": "notes", "start": 0, "end": 5, "body": "fixture"}),
+            )
+            .await?;
+            thread = text_field(&opened, "id")?;
+            comment = text_field(&opened["comments"][0], "id")?;
+            let mention = http
+                .post(server.http(&format!("/api/rooms/{room}/comments")))
+                .bearer_auth(&cast.editor.token)
+                .json(&json!({"file": "notes", "start": 6, "end": 11, "body": "see", "mentions": [cast.owner.id]}))
+                .send()
+                .await?
+                .error_for_status()?;
+            drop(mention);
+            let notes: Value = http
+                .get(server.http("/api/notifications"))
+                .bearer_auth(&cast.owner.token)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            notification = notes["notifications"][0]["id"]
+                .as_i64()
+                .context("the owner's notification")?
+                .to_string();
+        }
         Ok(Self {
             server,
             http,
@@ -458,6 +524,9 @@ impl<'a> RowFixture<'a> {
             share_token: text_field(&link, "token")?,
             key_id: text_field(&key, "id")?,
             version: version["id"].as_i64().context("version id")?,
+            thread,
+            comment,
+            notification,
             room,
         })
     }
@@ -483,6 +552,8 @@ impl<'a> RowFixture<'a> {
     /// - `{invite_id}`, `{token}`: an unlimited viewer invite of the room and its token;
     /// - `{link_id}`: the share link of the share-link principal; `{key_id}`: an API key of
     ///   the owner; `{version}`: a version of the room;
+    /// - `{thread}`, `{comment}`: the owner's comment thread and its comment;
+    ///   `{notification}`: the owner's notification; `{stranger_email}`: the stranger's email;
     /// - `{unique}`: a fresh random number;
     /// - `{target_email}`, `{target_password}`: the target's credentials; `{refresh_token}`:
     ///   an unused refresh token of a new session of the target;
@@ -504,6 +575,10 @@ impl<'a> RowFixture<'a> {
             .replace("{link_id}", &self.link_id)
             .replace("{key_id}", &self.key_id)
             .replace("{version}", &self.version.to_string())
+            .replace("{thread}", &self.thread)
+            .replace("{comment}", &self.comment)
+            .replace("{notification}", &self.notification)
+            .replace("{stranger_email}", &cast.stranger.email)
             .replace("{missing}", "no-such-id")
             .replace("{unique}", &rand::random::<u64>().to_string())
             .replace("{target_email}", &cast.target.email)
