@@ -399,6 +399,59 @@ mod tests {
     }
 
     #[test]
+    fn restore_rewinds_content_but_leaves_comments_and_suggestions_alone() {
+        let version = new_doc();
+        {
+            let mut txn = version.transact_mut();
+            txn.get_or_insert_text("notes")
+                .insert(&mut txn, 0, "old text");
+            put_map_entry(
+                &mut txn,
+                SUGGESTIONS_ROOT,
+                "s1",
+                vec![("status".into(), Any::from("pending"))],
+            );
+        }
+        let version = reloaded(&version);
+        let live = new_doc();
+        live.transact_mut()
+            .apply_update(
+                Update::decode_v1(
+                    &version
+                        .transact()
+                        .encode_state_as_update_v1(&StateVector::default()),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        {
+            let mut txn = live.transact_mut();
+            let notes = txn.get_or_insert_text("notes");
+            notes.insert(&mut txn, 8, " and new");
+            put_map_entry(
+                &mut txn,
+                SUGGESTIONS_ROOT,
+                "s1",
+                vec![("status".into(), Any::from("accepted"))],
+            );
+            put_map_entry(
+                &mut txn,
+                COMMENTS_ROOT,
+                "t1",
+                vec![("status".into(), Any::from("open"))],
+            );
+        }
+        let live = reloaded(&live);
+        let before = to_json(&live);
+        restore_into(&mut live.transact_mut(), &version);
+        let after = to_json(&live);
+        assert_eq!(after["notes"], "old text");
+        assert_eq!(after[SUGGESTIONS_ROOT], before[SUGGESTIONS_ROOT]);
+        assert_eq!(after[COMMENTS_ROOT], before[COMMENTS_ROOT]);
+        assert_eq!(after[COMMENTS_ROOT]["t1"]["status"], "open");
+    }
+
+    #[test]
     fn json_of_a_decoded_document_infers_root_types() {
         let doc = new_doc();
         {
