@@ -141,6 +141,12 @@ pub const COMMENTS_ROOT: &str = "comments";
 /// Roots that annotate the content rather than being content: a restore leaves them alone.
 const ANNOTATION_ROOTS: [&str; 2] = [SUGGESTIONS_ROOT, COMMENTS_ROOT];
 
+/// Whether `name` is one of the convention's own roots (the files map, suggestions,
+/// comments): never a file, even while empty (an empty root of unknown type reads as text).
+pub fn is_reserved_root(name: &str) -> bool {
+    name == FILES_ROOT || ANNOTATION_ROOTS.contains(&name)
+}
+
 /// Where a range anchored with [`anchor_range`] is now: its UTF-16 offsets and the text it
 /// covers (empty once everything in it was deleted). `None` when the file is gone or the
 /// anchor does not decode.
@@ -237,7 +243,9 @@ pub fn files(doc: &Doc) -> Vec<(String, String)> {
                     }
                 }
             }
-            RootKind::Text(text) => files.push((name, text.get_string(&txn))),
+            RootKind::Text(text) if !is_reserved_root(&name) => {
+                files.push((name, text.get_string(&txn)))
+            }
             _ => {}
         }
     }

@@ -8,6 +8,7 @@
 //! - `persist`: the group-commit writer between rooms and the database.
 //! - [`storage`]: the update log, snapshot compaction and versions in SQL (sea-orm).
 //! - [`document`]: reading documents by Tandem's file convention; JSON; minimal-diff restore.
+//! - [`files`]: file paths and the file operations of multi-file rooms.
 //! - [`events`]: what happened to rooms (commits, versions), for feeds and webhooks.
 //! - [`bus`]: the interface to replicas on other nodes (implemented by the server on Redis).
 //!
@@ -19,6 +20,7 @@ pub mod config;
 pub mod document;
 mod entity;
 pub mod events;
+pub mod files;
 pub mod ids;
 pub mod metrics;
 mod persist;

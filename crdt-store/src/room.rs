@@ -229,6 +229,12 @@ impl Room {
             .encode_state_as_update_v1(&StateVector::default())
     }
 
+    /// Runs `read` on a read transaction of the document. Keep it short: it holds the
+    /// document lock.
+    pub fn read<T>(&self, read: impl FnOnce(&yrs::Transaction<'_>) -> T) -> T {
+        read(&self.0.doc.transact())
+    }
+
     /// Every file by the document convention (see [`document::files`]).
     pub fn files(&self) -> Vec<(String, String)> {
         document::files(&self.0.doc)
@@ -280,10 +286,26 @@ impl Room {
     where
         F: FnOnce(&mut yrs::TransactionMut<'_>),
     {
-        let update = {
+        self.edit_checked(|txn| {
+            change(txn);
+            Ok::<_, ApplyError>(())
+        })
+        .await
+        .map(|((), update)| update)
+    }
+
+    /// Like [`Room::edit`] for a change that may be refused: `change` checks before it writes,
+    /// and when it answers `Err` it must have left the document untouched; nothing is then
+    /// published. Answers the change's result with the update it produced.
+    pub async fn edit_checked<F, T, E>(&self, change: F) -> Result<(T, Bytes), E>
+    where
+        F: FnOnce(&mut yrs::TransactionMut<'_>) -> Result<T, E>,
+        E: From<ApplyError>,
+    {
+        let (value, update) = {
             let mut txn = self.0.doc.transact_mut();
-            change(&mut txn);
-            Bytes::from(txn.encode_update_v1())
+            let value = change(&mut txn)?;
+            (value, Bytes::from(txn.encode_update_v1()))
         };
         let frame = protocol::encode_update_frame(&update);
         self.publish(
@@ -294,7 +316,7 @@ impl Room {
             update.clone(),
         )
         .await?;
-        Ok(update)
+        Ok((value, update))
     }
 
     /// Hands an applied update to persistence and subscribers in the order the durability

@@ -10,6 +10,7 @@ mod m20261122_000002_accounts_and_access;
 mod m20261122_000003_rotated_refresh_tokens;
 mod m20261122_000004_ai_conversations;
 mod m20261122_000005_collaboration;
+mod m20261201_000006_webhooks;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_rotated_refresh_tokens::Migration),
             Box::new(m20261122_000004_ai_conversations::Migration),
             Box::new(m20261122_000005_collaboration::Migration),
+            Box::new(m20261201_000006_webhooks::Migration),
         ]
     }
 }

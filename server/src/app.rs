@@ -46,6 +46,10 @@ pub struct AppState {
     pub cluster: Option<RedisBus>,
     /// The AI assistant (answers "not configured" without a provider).
     pub ai: Option<crate::ai::Ai>,
+    /// Limits of file uploads and imports.
+    pub file_limits: routes::FileLimits,
+    /// Webhook registrations and deliveries.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl AppState {
@@ -104,6 +108,11 @@ impl Application {
                 .map(|bus| std::sync::Arc::new(bus) as std::sync::Arc<dyn crdt_store::RoomBus>),
         );
         let activity = Activity::start(registry.storage().connection().clone(), &registry);
+        let webhooks = crate::webhooks::Webhooks::start(
+            config.webhooks.clone(),
+            registry.storage().connection().clone(),
+            activity.subscribe(),
+        );
         let state = AppState {
             registry,
             session: config.session.clone(),
@@ -116,6 +125,8 @@ impl Application {
             activity,
             cluster,
             ai: None,
+            file_limits: config.file_limits,
+            webhooks,
         };
         if let Some(bus) = &state.cluster {
             bus.connect_access_events(&state.events);
@@ -180,6 +191,7 @@ impl Application {
         });
         server.await?;
         state.registry.shutdown().await;
+        state.webhooks.stop().await;
         Ok(())
     }
 
@@ -207,6 +219,7 @@ impl Application {
         });
         server.await?;
         state.registry.shutdown().await;
+        state.webhooks.stop().await;
         info!("shutdown complete");
         Ok(())
     }

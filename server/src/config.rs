@@ -168,6 +168,27 @@ pub struct ServeArgs {
     /// How long a node loading a room waits for its peers' state.
     #[arg(long, env = "TANDEM_CLUSTER_CATCH_UP_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub cluster_catch_up_timeout: Duration,
+    /// Largest file accepted by an upload or inside an import, in bytes.
+    #[arg(long, env = "TANDEM_MAX_FILE_SIZE", default_value_t = 2 * 1024 * 1024)]
+    pub max_file_size: usize,
+    /// Largest zip accepted by an import (and most bytes its files may hold), in bytes.
+    #[arg(long, env = "TANDEM_MAX_IMPORT_SIZE", default_value_t = 32 * 1024 * 1024)]
+    pub max_import_size: usize,
+    /// Quiet time after a room's last change before webhooks get `document_changed`.
+    #[arg(long, env = "TANDEM_WEBHOOK_DEBOUNCE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub webhook_debounce: Duration,
+    /// Attempts per webhook delivery before it is marked failed.
+    #[arg(long, env = "TANDEM_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+    /// Wait before a failed webhook delivery's first retry; each retry waits twice as long.
+    #[arg(long, env = "TANDEM_WEBHOOK_RETRY_BASE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub webhook_retry_base: Duration,
+    /// Time limit of one webhook delivery attempt.
+    #[arg(long, env = "TANDEM_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+    /// Allow webhook endpoints on loopback, private and link-local addresses.
+    #[arg(long, env = "TANDEM_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
 }
 
 /// Settings of the WebSocket sessions.
@@ -204,6 +225,10 @@ pub struct Config {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The AI assistant.
     pub ai: crate::ai::AiConfig,
+    /// Limits of file uploads and imports.
+    pub file_limits: crate::routes::FileLimits,
+    /// Webhook deliveries.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl ServeArgs {
@@ -265,6 +290,17 @@ impl ServeArgs {
                 jwt_secret: self.jwt_secret,
             },
             cors_origins: self.cors_origins,
+            webhooks: crate::webhooks::WebhookConfig {
+                debounce: self.webhook_debounce,
+                max_attempts: self.webhook_max_attempts.max(1),
+                retry_base: self.webhook_retry_base,
+                timeout: self.webhook_timeout,
+                allow_private_targets: self.webhook_allow_private,
+            },
+            file_limits: crate::routes::FileLimits {
+                max_file_size: self.max_file_size,
+                max_import_size: self.max_import_size,
+            },
             ai: crate::ai::AiConfig {
                 provider: self.ai_base_url.map(|base_url| {
                     let mut endpoints = vec![crate::ai::provider::Endpoint {

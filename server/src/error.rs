@@ -136,6 +136,17 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<crdt_store::files::FileError> for ApiError {
+    fn from(err: crdt_store::files::FileError) -> Self {
+        use crdt_store::files::FileError;
+        match &err {
+            FileError::NotFound(_) => Self::not_found(err.to_string()),
+            FileError::Exists(_) => Self::conflict("file_exists", err.to_string()),
+            FileError::RootText(_) => Self::conflict("root_text", err.to_string()),
+        }
+    }
+}
+
 impl From<InvalidRoomId> for ApiError {
     fn from(err: InvalidRoomId) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_room", err.to_string())

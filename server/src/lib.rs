@@ -27,3 +27,4 @@ pub mod error;
 pub mod notifications;
 mod routes;
 pub mod telemetry;
+pub mod webhooks;

@@ -1,4 +1,4 @@
-//! sea-orm entities for the tables the server owns (accounts, access, AI conversations, collaboration).
+//! sea-orm entities for the tables the server owns (accounts, access, AI conversations, collaboration, webhooks).
 
 pub mod activity;
 pub mod ai_conversation;
@@ -16,3 +16,5 @@ pub mod server_setting;
 pub mod session;
 pub mod share_link;
 pub mod user;
+pub mod webhook;
+pub mod webhook_delivery;

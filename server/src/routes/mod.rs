@@ -6,9 +6,11 @@ mod ai;
 mod caller;
 mod comments;
 mod documents;
+mod files;
 mod health;
 mod notifications;
 mod rooms;
+mod webhooks;
 mod ws;
 
 use actix_cors::Cors;
@@ -18,6 +20,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::error::ApiError;
+
+pub use files::FileLimits;
 
 /// Largest JSON request body accepted by the REST API.
 const MAX_JSON_BODY: usize = 64 * 1024;
@@ -47,6 +51,10 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         comments::delete_thread, comments::reply, comments::edit_comment,
         comments::delete_comment, comments::resolve, comments::reopen,
         notifications::list_notifications, notifications::mark_read, notifications::mark_all_read,
+        files::list_files, files::create_file, files::download_file, files::upload_file,
+        files::rename_file, files::delete_file, files::export_room, files::import_room,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook,
+        webhooks::list_deliveries,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("query_token" = [])),
@@ -168,6 +176,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/invites/{token}/accept",
         web::post().to(rooms::accept_invite),
     )
+    .route("/api/import", web::post().to(files::import_room))
     .route("/api/rooms", web::post().to(rooms::create_room))
     .route("/api/rooms", web::get().to(rooms::list_rooms))
     .service(
@@ -240,6 +249,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/comments/{thread}/reopen",
                 web::post().to(comments::reopen),
+            )
+            .route("/files", web::get().to(files::list_files))
+            .route("/files", web::post().to(files::create_file))
+            .route("/files/{path:.+}", web::get().to(files::download_file))
+            .route("/files/{path:.+}", web::put().to(files::upload_file))
+            .route("/files/{path:.+}", web::patch().to(files::rename_file))
+            .route("/files/{path:.+}", web::delete().to(files::delete_file))
+            .route("/export", web::get().to(files::export_room))
+            .route("/webhooks", web::post().to(webhooks::create_webhook))
+            .route("/webhooks", web::get().to(webhooks::list_webhooks))
+            .route("/webhooks/{id}", web::delete().to(webhooks::delete_webhook))
+            .route(
+                "/webhooks/{id}/deliveries",
+                web::get().to(webhooks::list_deliveries),
             )
             .route("/document", web::get().to(documents::document))
             .route("/versions", web::get().to(documents::list_versions))

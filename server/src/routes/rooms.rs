@@ -23,6 +23,7 @@ use crate::auth::secrets::{
 use crate::auth::{Principal, Role};
 use crate::entity::{
     activity, comment, comment_thread, invite, notification, room, room_member, share_link, user,
+    webhook, webhook_delivery,
 };
 use crate::error::ApiError;
 use crate::notifications::{NotificationKind, notify};
@@ -105,7 +106,7 @@ pub struct ForkRoomRequest {
     id: Option<String>,
 }
 
-fn validated(fields: BTreeMap<&'static str, String>) -> Result<(), ApiError> {
+pub(crate) fn validated(fields: BTreeMap<&'static str, String>) -> Result<(), ApiError> {
     if fields.is_empty() {
         Ok(())
     } else {
@@ -155,7 +156,7 @@ async fn insert_room(
     Ok(model)
 }
 
-fn new_room_id(requested: Option<&str>) -> Result<RoomId, ApiError> {
+pub(crate) fn new_room_id(requested: Option<&str>) -> Result<RoomId, ApiError> {
     match requested {
         Some(id) => parse_room(id),
         None => Ok(RoomId::parse(&random_id()).expect("random ids are valid room ids")),
@@ -352,6 +353,14 @@ pub async fn delete_room(
         .filter(notification::Column::RoomId.eq(id.as_str()))
         .exec(&txn)
         .await?;
+    webhook_delivery::Entity::delete_many()
+        .filter(webhook_delivery::Column::RoomId.eq(id.as_str()))
+        .exec(&txn)
+        .await?;
+    webhook::Entity::delete_many()
+        .filter(webhook::Column::RoomId.eq(id.as_str()))
+        .exec(&txn)
+        .await?;
     room::Entity::delete_by_id(id.as_str()).exec(&txn).await?;
     txn.commit().await?;
     state.events.publish(AccessEvent::RoomDeleted {
@@ -394,22 +403,35 @@ pub async fn fork_room(
             .await
             .map_err(|e| ApiError::internal(&e))?
     };
-    let model = insert_room(&state, &id, &name, &caller.user_id).await?;
+    let view = create_room_with_content(&state, &id, &name, &caller.user_id, &content).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// Creates a room owned by `owner` whose document starts as `content` (one Yjs v1 update),
+/// for forks and imports.
+pub(crate) async fn create_room_with_content(
+    state: &AppState,
+    id: &RoomId,
+    name: &str,
+    owner: &str,
+    content: &[u8],
+) -> Result<RoomView, ApiError> {
+    let model = insert_room(state, id, name, owner).await?;
     state
         .registry
         .storage()
         .append(&[LogEntry {
-            room: &id,
-            update: &content,
+            room: id,
+            update: content,
         }])
         .await?;
-    Ok(HttpResponse::Created().json(RoomView {
+    Ok(RoomView {
         id: model.id,
         name: model.name,
         role: Role::Owner,
         online: 0,
         created_at_ms: model.created_at,
-    }))
+    })
 }
 
 /// Participants of a room.
