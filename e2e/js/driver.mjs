@@ -515,6 +515,21 @@ const commands = {
     })
   },
 
+  // Waits until the JSON of root map `name` equals `equals` (texts read as strings).
+  waitMapJson: async (args) => {
+    const c = getClient(args)
+    const map = c.doc.getMap(req(args, 'name', 'string'))
+    const wanted = canonical(args.equals)
+    return waitFor({
+      clients: [c],
+      events: [[c.doc, 'update']],
+      check: () => (canonical(map.toJSON()) === wanted ? { done: true, value: map.toJSON() } : { done: false }),
+      timeoutMs: timeoutOf(args),
+      describe: () => `map ${JSON.stringify(map.toJSON())} (expected ${wanted})`,
+      what: `waitMapJson ${c.name} ${args.name}`
+    })
+  },
+
   // The text a thread or suggestion in root map `name` covers now, resolved on this client
   // from the entry's `start`/`end` relative positions over the root text `text` (null when
   // an end no longer resolves).

@@ -9,7 +9,9 @@
 //!
 //! Nothing here imports the server's crates: tests see Tandem only through its sockets.
 
+pub mod api;
 pub mod llm;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

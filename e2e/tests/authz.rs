@@ -189,12 +189,36 @@ const TABLE: &[Row] = &[
                                                                       [401, 401, 401, 403, 403, 403, 404, 404]),
     row("GET", "/api/usage", None,                                    [401, 401, 401, 403, 200, 200, 200, 200]),
 
+    // Files: `{file}` is a file of the row's room made for the calling principal, so one
+    // caller's rename or delete leaves the next caller's file alone. An import body that is
+    // no zip gets 400 from whoever may import.
+    row("GET", "/api/rooms/{room}/files", None,                       [401, 401, 401, 200, 403, 200, 200, 200]),
+    row("POST", "/api/rooms/{room}/files", Some(r#"{"path": "new-{unique}.txt"}"#),
+                                                                      [401, 401, 401, 403, 403, 403, 201, 201]),
+    row("GET", "/api/rooms/{room}/files/{file}", None,                [401, 401, 401, 200, 403, 200, 200, 200]),
+    row("PUT", "/api/rooms/{room}/files/{file}", Some(r#"{"any": "text"}"#),
+                                                                      [401, 401, 401, 403, 403, 403, 200, 200]),
+    row("PATCH", "/api/rooms/{room}/files/{file}", Some(r#"{"path": "moved-{unique}.txt"}"#),
+                                                                      [401, 401, 401, 403, 403, 403, 200, 200]),
+    row("DELETE", "/api/rooms/{room}/files/{file}", None,             [401, 401, 401, 403, 403, 403, 204, 204]),
+    row("GET", "/api/rooms/{room}/export", None,                      [401, 401, 401, 200, 403, 200, 200, 200]),
+    row("POST", "/api/import?name=Imported", Some("{}"),              [401, 401, 401, 403, 400, 400, 400, 400]),
+
+    // Webhooks are the owner's; `{webhook}` is one the owner registered.
+    row("POST", "/api/rooms/{room}/webhooks", Some(r#"{"url": "https://hooks.example.test/{unique}"}"#),
+                                                                      [401, 401, 401, 403, 403, 403, 403, 201]),
+    row("GET", "/api/rooms/{room}/webhooks", None,                    [401, 401, 401, 403, 403, 403, 403, 200]),
+    row("GET", "/api/rooms/{room}/webhooks/{webhook}/deliveries", None,
+                                                                      [401, 401, 401, 403, 403, 403, 403, 200]),
+    row("DELETE", "/api/rooms/{room}/webhooks/{webhook}", None,       [401, 401, 401, 403, 403, 403, 403, 204]),
+
     row("GET", "/ws/{room}", None,                                    [401, 401, 401, 101, 403, 101, 101, 101]),
 ];
 
 /// `/api/rooms/{room}/versions/{id}` and `…/{version}` name the same route: placeholders are
 /// compared by position, not by name.
 fn route_shape(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
     let mut shape = String::with_capacity(path.len());
     let mut in_placeholder = false;
     for c in path.chars() {
@@ -409,6 +433,8 @@ struct RowFixture<'a> {
     thread: String,
     comment: String,
     notification: String,
+    /// A webhook of the owner's (rows that name it only).
+    webhook: String,
 }
 
 impl<'a> RowFixture<'a> {
@@ -514,7 +540,28 @@ impl<'a> RowFixture<'a> {
                 .context("the owner's notification")?
                 .to_string();
         }
+        let mut webhook = String::new();
+        if row.path.contains("{webhook}") {
+            let created = as_owner(
+                reqwest::Method::POST,
+                format!("/api/rooms/{room}/webhooks"),
+                json!({"url": "https://hooks.example.test/fixture"}),
+            )
+            .await?;
+            webhook = text_field(&created, "id")?;
+        }
+        if row.path.contains("{file}") {
+            for principal in PRINCIPALS {
+                as_owner(
+                    reqwest::Method::POST,
+                    format!("/api/rooms/{room}/files"),
+                    json!({"path": file_of(principal), "content": "fixture"}),
+                )
+                .await?;
+            }
+        }
         Ok(Self {
+            webhook,
             server,
             http,
             cast,
@@ -554,6 +601,8 @@ impl<'a> RowFixture<'a> {
     ///   the owner; `{version}`: a version of the room;
     /// - `{thread}`, `{comment}`: the owner's comment thread and its comment;
     ///   `{notification}`: the owner's notification; `{stranger_email}`: the stranger's email;
+    /// - `{webhook}`: a webhook of the owner's; `{file}`: a file made for the calling
+    ///   principal;
     /// - `{unique}`: a fresh random number;
     /// - `{target_email}`, `{target_password}`: the target's credentials; `{refresh_token}`:
     ///   an unused refresh token of a new session of the target;
@@ -578,6 +627,8 @@ impl<'a> RowFixture<'a> {
             .replace("{thread}", &self.thread)
             .replace("{comment}", &self.comment)
             .replace("{notification}", &self.notification)
+            .replace("{webhook}", &self.webhook)
+            .replace("{file}", &file_of(principal))
             .replace("{stranger_email}", &cast.stranger.email)
             .replace("{missing}", "no-such-id")
             .replace("{unique}", &rand::random::<u64>().to_string())
@@ -624,6 +675,11 @@ impl<'a> RowFixture<'a> {
         let status = response.status().as_u16();
         Ok((status, response.text().await?))
     }
+}
+
+/// The file of a row's room that `principal`'s calls touch.
+fn file_of(principal: Principal) -> String {
+    format!("dir/{principal:?}.txt").to_lowercase()
 }
 
 fn text_field(value: &Value, field: &str) -> Result<String> {
