@@ -433,3 +433,32 @@ async fn registration_refuses_bad_urls_private_targets_and_unknown_events() -> R
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn changes_waiting_out_the_debounce_at_shutdown_are_delivered_after_a_restart() -> Result {
+    let receiver = WebhookReceiver::start().await?;
+    // A debounce far longer than the test: only the shutdown can send the change on.
+    let mut server =
+        TandemServer::start(&["--webhook-allow-private", "--webhook-debounce", "1h"]).await?;
+    let room = "restarted";
+    let token = server.ensure_room(room).await?;
+    register_hook(
+        &server,
+        &token,
+        room,
+        json!({"url": receiver.url("/hook"), "events": ["document_changed"]}),
+    )
+    .await?;
+    server
+        .write_text(room, &token, "notes", "written before the shutdown")
+        .await?;
+    assert!(
+        receiver.deliveries().is_empty(),
+        "delivered before the debounce ran out"
+    );
+    assert!(server.stop().await?, "graceful shutdown");
+    server.restart().await?;
+    let deliveries = wait_until(&receiver, |d| updates_reported(d) >= 1).await?;
+    assert_eq!(updates_reported(&deliveries), 1);
+    Ok(())
+}

@@ -123,8 +123,17 @@ const LISTENER_CAPACITY: usize = 4096;
 /// Records room events and hands them to listeners. Cheap to clone.
 #[derive(Clone)]
 pub struct Activity {
-    queue: mpsc::Sender<RoomEvent>,
+    queue: mpsc::Sender<Queued>,
     listeners: broadcast::Sender<Arc<RoomEvent>>,
+}
+
+/// What the recording task is handed.
+enum Queued {
+    /// An event to record and pass on.
+    Event(RoomEvent),
+    /// Answered once everything queued before it, and every store event announced before
+    /// it, has been passed to the listeners.
+    Sync(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Activity {
@@ -144,8 +153,18 @@ impl Activity {
     /// Records `event` (without waiting). Events are notifications; if the queue is full
     /// (the database is stuck) the event is dropped and logged, never the caller blocked.
     pub fn emit(&self, event: RoomEvent) {
-        if let Err(err) = self.queue.try_send(event) {
+        if let Err(err) = self.queue.try_send(Queued::Event(event)) {
             warn!(error = %err, "activity queue full; event dropped");
+        }
+    }
+
+    /// Waits until every event emitted, and every store event announced, before this call
+    /// has reached the listeners (for shutdown: listeners see everything that happened).
+    pub async fn sync(&self) {
+        let (done, synced) = tokio::sync::oneshot::channel();
+        if self.queue.send(Queued::Sync(done)).await.is_ok() {
+            // The task only stops when every handle is gone, so this is answered.
+            let _ = synced.await;
         }
     }
 
@@ -157,17 +176,15 @@ impl Activity {
 
 async fn run(
     db: DatabaseConnection,
-    mut events: mpsc::Receiver<RoomEvent>,
+    mut events: mpsc::Receiver<Queued>,
     mut store: broadcast::Receiver<crdt_store::StoreEvent>,
     listeners: broadcast::Sender<Arc<RoomEvent>>,
 ) {
     let mut store_open = true;
     loop {
         let event = tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => event,
-                None => break,
-            },
+            // Store events first: a sync is answered only once none is waiting.
+            biased;
             event = store.recv(), if store_open => match event {
                 Ok(event) => match from_store(event) {
                     Some(event) => event,
@@ -181,6 +198,14 @@ async fn run(
                     store_open = false;
                     continue;
                 }
+            },
+            queued = events.recv() => match queued {
+                Some(Queued::Event(event)) => event,
+                Some(Queued::Sync(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                None => break,
             },
         };
         if event.kind.in_feed()

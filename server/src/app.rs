@@ -191,6 +191,8 @@ impl Application {
         });
         server.await?;
         state.registry.shutdown().await;
+        // Events of the final flush reach the webhooks before they stop.
+        state.activity.sync().await;
         state.webhooks.stop().await;
         Ok(())
     }
@@ -219,6 +221,8 @@ impl Application {
         });
         server.await?;
         state.registry.shutdown().await;
+        // Events of the final flush reach the webhooks before they stop.
+        state.activity.sync().await;
         state.webhooks.stop().await;
         info!("shutdown complete");
         Ok(())

@@ -170,16 +170,19 @@ impl Webhooks {
                 })
                 .min();
             tokio::select! {
-                _ = self.inner.stop.cancelled() => break,
-                event = events.recv() => match event {
-                    Ok(event) if event.kind == EventKind::DocumentChanged => {
-                        let updates = event.data["updates"].as_u64().unwrap_or(1);
-                        let now = Instant::now();
-                        let entry = changed.entry(event.room.clone()).or_insert((now, now, 0));
-                        entry.1 = now;
-                        entry.2 += updates;
+                _ = self.inner.stop.cancelled() => {
+                    // Shutting down: what already happened is still delivered (from the
+                    // database, by whichever node runs next).
+                    while let Ok(event) = events.try_recv() {
+                        self.take(&mut changed, &event).await;
                     }
-                    Ok(event) => self.enqueue(&event).await,
+                    for (room, (_, _, updates)) in std::mem::take(&mut changed) {
+                        self.enqueue(&changed_event(room, updates)).await;
+                    }
+                    break;
+                }
+                event = events.recv() => match event {
+                    Ok(event) => self.take(&mut changed, &event).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "webhooks fell behind the room events; some were not delivered");
                     }
@@ -196,18 +199,30 @@ impl Webhooks {
                         .collect();
                     for room in due {
                         if let Some((_, _, updates)) = changed.remove(&room) {
-                            let event = RoomEvent::new(
-                                room,
-                                EventKind::DocumentChanged,
-                                None,
-                                json!({ "updates": updates }),
-                            );
-                            self.enqueue(&event).await;
+                            self.enqueue(&changed_event(room, updates)).await;
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Queues `event`'s deliveries, or (for `document_changed`) adds it to its room's
+    /// debounced change.
+    async fn take(
+        &self,
+        changed: &mut HashMap<String, (Instant, Instant, u64)>,
+        event: &RoomEvent,
+    ) {
+        if event.kind != EventKind::DocumentChanged {
+            self.enqueue(event).await;
+            return;
+        }
+        let updates = event.data["updates"].as_u64().unwrap_or(1);
+        let now = Instant::now();
+        let entry = changed.entry(event.room.clone()).or_insert((now, now, 0));
+        entry.1 = now;
+        entry.2 += updates;
     }
 
     /// Writes a delivery of `event` for every webhook of its room that wants it.
@@ -446,6 +461,15 @@ enum Outcome {
 fn wants(hook: &webhook::Model, kind: EventKind) -> bool {
     serde_json::from_str::<Vec<String>>(&hook.events)
         .is_ok_and(|events| events.iter().any(|e| e == kind.as_str()))
+}
+
+fn changed_event(room: String, updates: u64) -> RoomEvent {
+    RoomEvent::new(
+        room,
+        EventKind::DocumentChanged,
+        None,
+        json!({ "updates": updates }),
+    )
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
