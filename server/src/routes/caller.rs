@@ -90,6 +90,40 @@ impl FromRequest for SessionUser {
     }
 }
 
+/// A room a request may use: its id, a lease that keeps it loaded, and who is asking.
+pub struct AuthorizedRoom {
+    /// The room.
+    pub id: crdt_store::RoomId,
+    /// Keeps the room in memory for the request.
+    pub lease: crdt_store::RoomLease,
+    /// The caller as others see them.
+    pub identity: Identity,
+}
+
+impl AuthorizedRoom {
+    /// The room's document.
+    pub fn room(&self) -> &crdt_store::Room {
+        self.lease.room()
+    }
+}
+
+/// Parses `room`, checks that `principal` holds at least `min` there, and loads it.
+pub async fn authorized_room(
+    state: &AppState,
+    principal: &Principal,
+    room: &str,
+    min: Role,
+) -> Result<AuthorizedRoom, ApiError> {
+    let id = crdt_store::RoomId::parse(room)?;
+    let (_, identity) = require_role(state, principal, id.as_str(), min).await?;
+    let lease = state.registry.lease(&id).await?;
+    Ok(AuthorizedRoom {
+        id,
+        lease,
+        identity,
+    })
+}
+
 /// Checks that `principal` holds at least `min` in `room_id`.
 pub async fn require_role(
     state: &AppState,

@@ -12,7 +12,7 @@ use crate::activity::{EventKind, RoomEvent, version_data};
 use crate::app::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::routes::caller::{Caller, require_role};
+use crate::routes::caller::{Caller, authorized_room, require_role};
 
 /// Longest checkpoint label, in characters.
 const MAX_LABEL_CHARS: usize = 200;
@@ -57,10 +57,8 @@ pub async fn document(
     query: web::Query<FormatQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let format = query.parse()?;
-    let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
-    let lease = state.registry.lease(&room_id).await?;
-    let room = lease.room().clone();
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Viewer).await?;
+    let room = authorized.room().clone();
     Ok(match format {
         Format::Json => HttpResponse::Ok().json(
             web::block(move || room.to_json())
@@ -105,23 +103,21 @@ pub async fn create_version(
     room: web::Path<String>,
     body: web::Json<CreateVersion>,
 ) -> Result<HttpResponse, ApiError> {
-    let room_id = RoomId::parse(&room)?;
-    let (_, identity) = require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Editor).await?;
     let label = body.into_inner().label.trim().to_owned();
     if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
         return Err(ApiError::invalid(format!(
             "label must be 1 to {MAX_LABEL_CHARS} characters"
         )));
     }
-    let lease = state.registry.lease(&room_id).await?;
-    let version = lease
+    let version = authorized
         .room()
         .create_version(VersionKind::Named, Some(label))
         .await?;
     state.activity.emit(RoomEvent::new(
-        room_id.as_str(),
+        authorized.id.as_str(),
         EventKind::VersionCreated,
-        Some(identity),
+        Some(authorized.identity),
         version_data(&version),
     ));
     Ok(HttpResponse::build(StatusCode::CREATED).json(version))

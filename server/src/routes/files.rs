@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use crdt_store::files::{self, FilePath};
-use crdt_store::{RoomId, new_doc};
+use crdt_store::new_doc;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,7 +23,7 @@ use crate::app::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::routes::accounts::check_name;
-use crate::routes::caller::{Caller, SessionUser, require_role};
+use crate::routes::caller::{AuthorizedRoom, Caller, SessionUser, authorized_room};
 use crate::routes::rooms::{create_room_with_content, new_room_id, validated};
 
 /// Most entries an imported zip may hold.
@@ -67,16 +67,13 @@ fn parse_path(path: &str) -> Result<FilePath, ApiError> {
     })
 }
 
-fn file_event(
-    state: &AppState,
-    room: &RoomId,
-    kind: EventKind,
-    actor: crate::access::Identity,
-    data: serde_json::Value,
-) {
-    state
-        .activity
-        .emit(RoomEvent::new(room.as_str(), kind, Some(actor), data));
+fn file_event(state: &AppState, room: AuthorizedRoom, kind: EventKind, data: serde_json::Value) {
+    state.activity.emit(RoomEvent::new(
+        room.id.as_str(),
+        kind,
+        Some(room.identity),
+        data,
+    ));
 }
 
 /// Whether a path names a root text (not an entry of the `files` map) in `room`.
@@ -95,10 +92,8 @@ pub async fn list_files(
     caller: Caller,
     room: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
-    let lease = state.registry.lease(&room_id).await?;
-    let room = lease.room();
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Viewer).await?;
+    let room = authorized.room();
     let views: Vec<FileView> = room
         .files()
         .into_iter()
@@ -130,21 +125,18 @@ pub async fn create_file(
     room: web::Path<String>,
     body: web::Json<CreateFileRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let room_id = RoomId::parse(&room)?;
-    let (_, identity) = require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Editor).await?;
     let CreateFileRequest { path, content } = body.into_inner();
     let path = parse_path(&path)?;
     check_text_size(&state, content.len())?;
-    let lease = state.registry.lease(&room_id).await?;
-    lease
+    authorized
         .room()
         .edit_checked(|txn| files::create_file(txn, &path, &content).map_err(ApiError::from))
         .await?;
     file_event(
         &state,
-        &room_id,
+        authorized,
         EventKind::FileCreated,
-        identity,
         json!({ "path": path.as_str() }),
     );
     Ok(HttpResponse::Created().json(file_view(path.to_string(), &content, false)))
@@ -221,11 +213,9 @@ pub async fn download_file(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room, file) = path.into_inner();
-    let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Viewer).await?;
     let file = parse_path(&file)?;
-    let lease = state.registry.lease(&room_id).await?;
-    let content = lease
+    let content = authorized
         .room()
         .read(|txn| files::read_file(txn, &file))
         .ok_or_else(|| ApiError::from(files::FileError::NotFound(file.clone())))?;
@@ -258,23 +248,20 @@ pub async fn upload_file(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (room, file) = path.into_inner();
-    let room_id = RoomId::parse(&room)?;
-    let (_, identity) = require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Editor).await?;
     let file = parse_path(&file)?;
     let body = read_body(&req, payload, state.file_limits.max_file_size, too_large).await?;
     let content = text_of(body, &format!("the upload for {file:?}"))?;
-    let lease = state.registry.lease(&room_id).await?;
-    let room = lease.room();
-    let (created, _) = room
+    let (created, _) = authorized
+        .room()
         .edit_checked(|txn| files::write_file(txn, &file, &content).map_err(ApiError::from))
         .await?;
-    let root = !created && is_root_text(room, file.as_str());
+    let root = !created && is_root_text(authorized.room(), file.as_str());
     if created {
         file_event(
             &state,
-            &room_id,
+            authorized,
             EventKind::FileCreated,
-            identity,
             json!({ "path": file.as_str() }),
         );
     }
@@ -304,24 +291,18 @@ pub async fn rename_file(
     body: web::Json<RenameFileRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (room, file) = path.into_inner();
-    let room_id = RoomId::parse(&room)?;
-    let (_, identity) = require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Editor).await?;
     let from = parse_path(&file)?;
     let to = parse_path(&body.path)?;
-    let lease = state.registry.lease(&room_id).await?;
-    let room = lease.room();
-    room.edit_checked(|txn| files::rename_file(txn, &from, &to).map_err(ApiError::from))
+    let (content, _) = authorized
+        .room()
+        .edit_checked(|txn| {
+            files::rename_file(txn, &from, &to)?;
+            Ok::<_, ApiError>(files::read_file(txn, &to).unwrap_or_default())
+        })
         .await?;
-    let content = room
-        .read(|txn| files::read_file(txn, &to))
-        .unwrap_or_default();
-    file_event(
-        &state,
-        &room_id,
-        EventKind::FileRenamed,
-        identity,
-        json!({ "from": from.as_str(), "path": to.as_str() }),
-    );
+    let data = json!({ "from": from.as_str(), "path": to.as_str() });
+    file_event(&state, authorized, EventKind::FileRenamed, data);
     Ok(HttpResponse::Ok().json(file_view(to.to_string(), &content, false)))
 }
 
@@ -334,19 +315,16 @@ pub async fn delete_file(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room, file) = path.into_inner();
-    let room_id = RoomId::parse(&room)?;
-    let (_, identity) = require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Editor).await?;
     let file = parse_path(&file)?;
-    let lease = state.registry.lease(&room_id).await?;
-    lease
+    authorized
         .room()
         .edit_checked(|txn| files::delete_file(txn, &file).map_err(ApiError::from))
         .await?;
     file_event(
         &state,
-        &room_id,
+        authorized,
         EventKind::FileDeleted,
-        identity,
         json!({ "path": file.as_str() }),
     );
     Ok(HttpResponse::NoContent().finish())
@@ -360,17 +338,15 @@ pub async fn export_room(
     caller: Caller,
     room: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
-    let lease = state.registry.lease(&room_id).await?;
-    let room = lease.room().clone();
+    let authorized = authorized_room(&state, &caller.0, &room, Role::Viewer).await?;
+    let room = authorized.room().clone();
     let zip = web::block(move || zip_files(room.files()))
         .await
         .map_err(|e| ApiError::internal(&e))?
         .map_err(|e| ApiError::internal(&e))?;
     Ok(HttpResponse::Ok()
         .content_type("application/zip")
-        .insert_header(attachment(&format!("{room_id}.zip")))
+        .insert_header(attachment(&format!("{}.zip", authorized.id)))
         .body(zip))
 }
 
