@@ -128,6 +128,7 @@ impl Application {
             state.auth.clone(),
             state.db().clone(),
             state.registry.clone(),
+            state.shutdown.child_token(),
         )
         .await
         .context("setting up the AI assistant")?;
@@ -179,6 +180,9 @@ impl Application {
             self::stop(&shutdown, &handle).await;
         });
         server.await?;
+        if let Some(ai) = &state.ai {
+            ai.stopped().await;
+        }
         state.registry.shutdown().await;
         Ok(())
     }
@@ -206,6 +210,10 @@ impl Application {
             stop(&shutdown, &handle).await;
         });
         server.await?;
+        // The assistant's peers and control connection ended when shutdown began.
+        if let Some(ai) = &state.ai {
+            ai.stopped().await;
+        }
         state.registry.shutdown().await;
         info!("shutdown complete");
         Ok(())
@@ -218,7 +226,8 @@ async fn stop(shutdown: &CancellationToken, handle: &ServerHandle) {
     handle.stop(true).await;
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
