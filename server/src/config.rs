@@ -19,6 +19,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),

@@ -169,15 +169,13 @@ impl PeerHandle {
         }
     }
 
-    /// Hands a command over without waiting; gives it back when the peer has stopped or its
-    /// queue is full.
-    pub fn try_send(&self, command: PeerCommand) -> Result<(), PeerCommand> {
+    /// Hands a command over without waiting; `false` when the peer has stopped or its queue
+    /// is full (the command is dropped). Only for local peers: a remote one is always sent
+    /// to with [`PeerHandle::send`].
+    pub fn try_send(&self, command: PeerCommand) -> bool {
         match &self.route {
-            Route::Local(commands) => commands.try_send(command).map_err(|err| match err {
-                mpsc::error::TrySendError::Full(command)
-                | mpsc::error::TrySendError::Closed(command) => command,
-            }),
-            Route::Remote(_) => Err(command),
+            Route::Local(commands) => commands.try_send(command).is_ok(),
+            Route::Remote(_) => false,
         }
     }
 

@@ -275,7 +275,7 @@ impl Session<'_> {
                     .filter(|peer| peer.is_alive());
                 // Never wait here: a room peer may itself be waiting for a gate answer
                 // that only this loop can deliver.
-                let handed_over = peer.is_some_and(|peer| peer.try_send(command).is_ok());
+                let handed_over = peer.is_some_and(|peer| peer.try_send(command));
                 match (id, reply) {
                     (Some(id), Some(reply)) if handed_over => {
                         let outgoing = self.outgoing.clone();
