@@ -495,6 +495,21 @@ impl AiPeerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub async fn stop(&mut self) -> Result<bool> {
+        let mut child = self.child.take().context("tandem ai-peer is not running")?;
+        let pid = child.id().context("tandem ai-peer already exited")?;
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        let status = tokio::time::timeout(HARNESS_TIMEOUT, child.wait())
+            .await
+            .map_err(|_| anyhow!("tandem ai-peer did not stop after SIGTERM"))??;
+        Ok(status.success())
+    }
+
     /// Kills the process with SIGKILL (it cannot say goodbye) and waits for it to exit.
     pub async fn kill(&mut self) -> Result<()> {
         let mut child = self.child.take().context("tandem ai-peer is not running")?;

@@ -138,7 +138,7 @@ fn suggestion_id(events: &[SseEvent]) -> String {
 #[tokio::test]
 async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_killed() -> Result {
     let stand_in = LlmStandIn::start().await?;
-    let server = external_server(&stand_in).await?;
+    let mut server = external_server(&stand_in).await?;
     let token = server.ensure_room("ext").await?;
 
     // No peer process yet: AI endpoints say so clearly, nothing reaches the model.
@@ -279,7 +279,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
 
     // Start it again: the pending suggestion can be accepted, and the assistant is back in
     // presence under the same client id.
-    let _peer = AiPeerProcess::start(&server, SECRET).await?;
+    let mut peer = AiPeerProcess::start(&server, SECRET).await?;
     wait_peer_connected(&server, &token, "ext", true).await?;
     let (code, body) = post(
         &server,
@@ -305,7 +305,20 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
         tokio::join!(server.ai_chat("ext", &token, explain), presence("writing"));
     assert_eq!(tokens(&events?), ["An ", "explanation."]);
     assert_eq!(writing?["clientId"], assistant);
-    driver.shutdown().await
+
+    // Both stop gracefully: the peer process leaves its rooms and exits 0; a server with a
+    // peer process connected still shuts down cleanly.
+    assert!(peer.stop().await?, "tandem ai-peer exited with an error");
+    driver
+        .call(
+            "waitAwareness",
+            json!({"client": "b", "clientId": assistant, "present": false, "timeoutMs": 20000}),
+        )
+        .await?;
+    let mut peer = AiPeerProcess::start(&server, SECRET).await?;
+    assert!(server.stop().await?, "the server exited with an error");
+    driver.shutdown().await?;
+    peer.kill().await
 }
 
 #[tokio::test]

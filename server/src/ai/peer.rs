@@ -277,8 +277,20 @@ pub fn spawn(
     }
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends a close frame and waits (briefly) for the server's, so the server reads our close
+/// before the connection ends instead of an unexpected end of stream.
+pub(crate) async fn close_gracefully(socket: &mut Socket) {
+    if socket.close(None).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+}
 
 struct Peer {
     doc: Doc,
@@ -347,7 +359,7 @@ async fn run(
             _ = renew.tick() => peer.announce(&mut socket, None).await?,
             _ = stop.cancelled() => {
                 // The server removes our presence when the socket closes.
-                let _ = socket.close(None).await;
+                close_gracefully(&mut socket).await;
                 return Ok(());
             }
         }

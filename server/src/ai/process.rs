@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::ai::control::{CONTROL_PATH, FromPeer, PeerSecret, ToPeer, WireReply};
-use crate::ai::peer::{self, AcceptGate, GateVerdict, PeerHandle};
+use crate::ai::peer::{self, AcceptGate, GateVerdict, PeerHandle, Socket};
 
 /// First wait before reconnecting; doubled per failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -84,9 +84,6 @@ enum ConnectError {
     /// Worth another try (server down or restarting, another peer still connected).
     Transient(anyhow::Error),
 }
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Runs until `stop` is cancelled (then leaves every room and returns `Ok`), or until the
 /// server refuses the secret.
@@ -245,7 +242,7 @@ async fn serve(
                 socket.send(WsMessage::Ping(Default::default())).await?;
             }
             _ = stop.cancelled() => {
-                let _ = socket.close(None).await;
+                peer::close_gracefully(&mut socket).await;
                 return Ok(());
             }
         }

@@ -732,6 +732,10 @@ async fn control_loop(
                 let message = match incoming {
                     None => return (None, "connection closed".into()),
                     Some(Ok(message)) => message,
+                    // The process went away without a close (killed, network gone).
+                    Some(Err(actix_ws::ProtocolError::Io(err))) => {
+                        return (None, format!("connection lost: {err}"));
+                    }
                     Some(Err(err)) => return (Some(CloseCode::Protocol), err.to_string()),
                 };
                 last_heard = Instant::now();
