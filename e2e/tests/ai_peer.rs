@@ -169,8 +169,10 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     driver.connect("b", &server, "ext").await?;
     driver.insert("a", "main.rs", 0, SOURCE).await?;
     driver.insert("a", "second.rs", 0, SOURCE).await?;
+    driver.insert("a", "third.rs", 0, SOURCE).await?;
     driver.wait_text("b", "main.rs", SOURCE).await?;
     driver.wait_text("b", "second.rs", SOURCE).await?;
+    driver.wait_text("b", "third.rs", SOURCE).await?;
 
     // While it works, the assistant shows itself: thinking, then writing, its cursor on the
     // selection. Tokens reach the HTTP client one by one.
@@ -290,6 +292,40 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     .await;
     assert_eq!(code, 200, "{body}");
     driver.wait_text("b", "second.rs", REFACTORED).await?;
+
+    // An editor's client accepts through the document: the peer process asks the server
+    // (which checks its copy and takes the checkpoint) before applying.
+    stand_in.push(ScriptedReply::text(REFACTOR));
+    let third = suggestion_id(&server.ai_chat("ext", &token, refactor("third.rs")).await?);
+    driver
+        .call(
+            "waitMapEntry",
+            json!({"client": "a", "name": "suggestions", "key": third, "field": "status", "equals": "pending"}),
+        )
+        .await?;
+    driver
+        .call(
+            "setMapField",
+            json!({"client": "a", "name": "suggestions", "key": third, "field": "status", "value": "accepted"}),
+        )
+        .await?;
+    driver.wait_text("b", "third.rs", REFACTORED).await?;
+    let versions: Value = reqwest::Client::new()
+        .get(server.http("/api/rooms/ext/versions"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert!(
+        versions["versions"]
+            .as_array()
+            .expect("versions")
+            .iter()
+            .any(|v| v["label"].as_str().is_some_and(|l| l.contains(&third))),
+        "no checkpoint before applying {third}: {versions}"
+    );
     stand_in.push(ScriptedReply::slow(
         &["An ", "explanation."],
         Duration::from_millis(300),

@@ -646,7 +646,8 @@ pub async fn usage(state: web::Data<AppState>, caller: Caller) -> Result<HttpRes
 
 /// `GET /api/ai/peer`: the control WebSocket of the `tandem ai-peer` process (external
 /// mode only). The shared secret goes in `Authorization: Bearer …` (never in the URL, which
-/// proxies log); a wrong one is 401, a second process while one is connected 409.
+/// proxies log); a wrong one is 401, a second process while one is connected 409. Not in the
+/// OpenAPI document: it is the server's own process talking to it, not an API for clients.
 pub async fn peer_control(
     req: HttpRequest,
     body: web::Payload,
