@@ -288,6 +288,15 @@ impl Ai {
         }
     }
 
+    /// What a request reports when its peer went away before answering: in external mode the
+    /// peer process is gone (or going).
+    pub fn peer_lost(&self) -> AiError {
+        match self.inner.remote {
+            Some(_) => AiError::PeerNotConnected,
+            None => AiError::PeerUnavailable,
+        }
+    }
+
     /// Tracks the assistant's tasks, so shutdown waits for them.
     pub fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks

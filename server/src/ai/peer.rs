@@ -187,7 +187,8 @@ impl PeerHandle {
         }
     }
 
-    /// Resolves once a local peer has stopped (at once for a remote one that has).
+    /// Resolves once the peer has stopped (for a remote one: once its control connection has
+    /// ended).
     pub async fn stopped(&self) {
         match &self.route {
             Route::Local(commands) => commands.closed().await,

@@ -525,11 +525,9 @@ async fn decide(
         PeerCommand::Reject(suggestion.to_owned(), reply)
     };
     if !peer.send(command).await {
-        return Err(AiError::PeerUnavailable.into());
+        return Err(ai.peer_lost().into());
     }
-    let outcome = outcome
-        .await
-        .map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
+    let outcome = outcome.await.map_err(|_| ApiError::from(ai.peer_lost()))?;
     match outcome {
         AcceptOutcome::NotFound => Err(ApiError::not_found("no such suggestion")),
         AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": "accepted"}))),
@@ -597,17 +595,16 @@ pub async fn undo(
         .get_version(&id, body.since_version)
         .await?
         .ok_or_else(|| ApiError::not_found("no such version"))?;
-    let peer = ai(&state)?.peer(&room_id).await?;
+    let ai = ai(&state)?;
+    let peer = ai.peer(&room_id).await?;
     let (reply, undone) = oneshot::channel();
     if !peer
         .send(PeerCommand::UndoSince(version.created_at_ms, reply))
         .await
     {
-        return Err(AiError::PeerUnavailable.into());
+        return Err(ai.peer_lost().into());
     }
-    let undone = undone
-        .await
-        .map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
+    let undone = undone.await.map_err(|_| ApiError::from(ai.peer_lost()))?;
     Ok(HttpResponse::Ok().json(json!({ "undone": undone })))
 }
 
@@ -693,7 +690,9 @@ pub async fn peer_control(
     tasks.spawn_local(
         async move {
             let end = control_loop(session.clone(), stream, &link, outgoing, &ai, &state).await;
-            ai.remote().expect("external mode").detach(&link);
+            if let Some(remote) = ai.remote() {
+                remote.detach(&link);
+            }
             info!(reason = %end.1, "AI peer process disconnected");
             if let Some(code) = end.0 {
                 let _ = session
