@@ -38,8 +38,8 @@ pub enum AiPeerMode {
     External,
 }
 
-fn peer_secret(secret: &str) -> Result<crate::ai::control::PeerSecret, String> {
-    crate::ai::control::PeerSecret::parse(secret)
+fn peer_secret(secret: &str) -> Result<crate::ai::control::PeerSecret, std::convert::Infallible> {
+    Ok(crate::ai::control::PeerSecret::unchecked(secret))
 }
 
 /// `tandem ai-peer` flags.
@@ -62,11 +62,12 @@ pub struct AiPeerArgs {
 
 impl AiPeerArgs {
     /// The peer process's settings.
-    pub fn into_config(self) -> crate::ai::process::PeerProcessConfig {
-        crate::ai::process::PeerProcessConfig {
+    pub fn into_config(self) -> anyhow::Result<crate::ai::process::PeerProcessConfig> {
+        self.secret.check().map_err(anyhow::Error::msg)?;
+        Ok(crate::ai::process::PeerProcessConfig {
             server: self.server,
             secret: self.secret,
-        }
+        })
     }
 }
 
@@ -287,7 +288,10 @@ impl ServeArgs {
         );
         let ai_peer = match (self.ai_peer, self.ai_peer_secret) {
             (AiPeerMode::InProcess, _) => crate::ai::PeerMode::InProcess,
-            (AiPeerMode::External, Some(secret)) => crate::ai::PeerMode::External(secret),
+            (AiPeerMode::External, Some(secret)) => {
+                secret.check().map_err(anyhow::Error::msg)?;
+                crate::ai::PeerMode::External(secret)
+            }
             (AiPeerMode::External, None) => {
                 anyhow::bail!("--ai-peer external needs --ai-peer-secret (TANDEM_AI_PEER_SECRET)")
             }

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
                 server::app::wait_for_signal().await;
                 on_signal.cancel();
             });
-            server::ai::process::run(args.into_config(), stop).await
+            server::ai::process::run(args.into_config()?, stop).await
         }
     }
 }

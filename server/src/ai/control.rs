@@ -39,14 +39,27 @@ pub const MIN_SECRET_LEN: usize = 16;
 pub struct PeerSecret(String);
 
 impl PeerSecret {
-    /// Accepts a secret of at least [`MIN_SECRET_LEN`] bytes (as clap's value parser).
+    /// Accepts a secret of at least [`MIN_SECRET_LEN`] bytes.
     pub fn parse(secret: &str) -> Result<Self, String> {
-        if secret.len() < MIN_SECRET_LEN {
+        let secret = Self::unchecked(secret);
+        secret.check()?;
+        Ok(secret)
+    }
+
+    /// Wraps `secret` as given, for clap's value parser: clap repeats a value it refuses in
+    /// its error message, so the length is checked later with [`PeerSecret::check`].
+    pub fn unchecked(secret: &str) -> Self {
+        Self(secret.to_owned())
+    }
+
+    /// Whether the secret is long enough; the error does not repeat it.
+    pub fn check(&self) -> Result<(), String> {
+        if self.0.len() < MIN_SECRET_LEN {
             return Err(format!(
                 "the AI peer secret must be at least {MIN_SECRET_LEN} bytes"
             ));
         }
-        Ok(Self(secret.to_owned()))
+        Ok(())
     }
 
     /// Whether `presented` is this secret, in time independent of where they differ (both
