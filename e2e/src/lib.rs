@@ -6,6 +6,7 @@
 //! - [`YjsDriver`] runs `e2e/js/driver.mjs`, a Node process holding real `yjs` +
 //!   `y-websocket` clients, and calls its commands (see `e2e/js/README.md`).
 //! - [`RawClient`] is a bare WebSocket for sending frames no real client would send.
+//! - [`AiPeerProcess`] runs `tandem ai-peer`, the AI assistant's peer as its own process.
 //!
 //! Nothing here imports the server's crates: tests see Tandem only through its sockets.
 
@@ -350,6 +351,180 @@ impl Drop for TandemServer {
         let logs = self.logs();
         let tail: Vec<&str> = logs.lines().rev().take(80).collect();
         eprintln!("--- tandem server log (last {} lines) ---", tail.len());
+        for line in tail.iter().rev() {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// One Server-Sent Event of an AI answer, and when it arrived.
+pub struct SseEvent {
+    /// `token`, `done` or `error`.
+    pub name: String,
+    /// Its JSON payload.
+    pub data: Value,
+    /// When the test received it.
+    pub at: std::time::Instant,
+}
+
+impl TandemServer {
+    /// `POST /api/rooms/{room}/ai/chat` with `body`; reads the event stream to its end.
+    /// Fails unless the server answers with a stream.
+    pub async fn ai_chat(&self, room: &str, token: &str, body: Value) -> Result<Vec<SseEvent>> {
+        let mut response = reqwest::Client::new()
+            .post(self.http(&format!("/api/rooms/{room}/ai/chat")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "chat: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+        anyhow::ensure!(
+            response.headers()["content-type"] == "text/event-stream",
+            "chat answered {:?}",
+            response.headers()["content-type"]
+        );
+        let mut events = Vec::new();
+        let mut buffer = String::new();
+        while let Some(chunk) = response.chunk().await? {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut name = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(n) = line.strip_prefix("event: ") {
+                        name = n.to_owned();
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data.push_str(d);
+                    }
+                }
+                events.push(SseEvent {
+                    name,
+                    data: serde_json::from_str(&data)?,
+                    at: std::time::Instant::now(),
+                });
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// A `tandem ai-peer` process: the AI assistant's peer running on its own, connected to a
+/// server started with `--ai-peer external`. Killed when dropped.
+pub struct AiPeerProcess {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    /// Where the process's stderr (logs) goes.
+    log_path: PathBuf,
+}
+
+impl AiPeerProcess {
+    /// Starts `tandem ai-peer --server <server> --secret <secret>` and waits until it
+    /// reports its control connection open.
+    pub async fn start(server: &TandemServer, secret: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log_path = dir.path().join("ai-peer.log");
+        let mut child = Self::command(server, secret, &log_path)?
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting tandem ai-peer")?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut peer = Self {
+            child: Some(child),
+            _dir: dir,
+            log_path,
+        };
+        let connected = tokio::time::timeout(HARNESS_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.starts_with("tandem ai-peer connected to ") {
+                    return Ok(());
+                }
+            }
+            bail!("tandem ai-peer exited before connecting")
+        })
+        .await
+        .map_err(|_| anyhow!("tandem ai-peer did not connect in time"));
+        if let Err(err) = connected.and_then(|inner| inner) {
+            let logs = peer.logs();
+            peer.child.take();
+            return Err(err.context(logs));
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(peer)
+    }
+
+    /// Runs `tandem ai-peer` to completion (it exits by itself when refused); returns
+    /// whether it exited successfully and what it logged.
+    pub async fn run_to_exit(server: &TandemServer, secret: &str) -> Result<(bool, String)> {
+        let dir = tempfile::tempdir()?;
+        let log_path = dir.path().join("ai-peer.log");
+        let mut child = Self::command(server, secret, &log_path)?
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting tandem ai-peer")?;
+        let status = tokio::time::timeout(HARNESS_TIMEOUT, child.wait())
+            .await
+            .map_err(|_| anyhow!("tandem ai-peer kept running"))??;
+        Ok((
+            status.success(),
+            std::fs::read_to_string(&log_path).unwrap_or_default(),
+        ))
+    }
+
+    fn command(server: &TandemServer, secret: &str, log_path: &Path) -> Result<Command> {
+        let log = std::fs::File::create(log_path)?;
+        let mut command = Command::new(tandem_binary());
+        command
+            .arg("ai-peer")
+            .arg("--server")
+            .arg(server.http(""))
+            .env("TANDEM_AI_PEER_SECRET", secret)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(log));
+        Ok(command)
+    }
+
+    /// The process's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub async fn stop(&mut self) -> Result<bool> {
+        let mut child = self.child.take().context("tandem ai-peer is not running")?;
+        let pid = child.id().context("tandem ai-peer already exited")?;
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        let status = tokio::time::timeout(HARNESS_TIMEOUT, child.wait())
+            .await
+            .map_err(|_| anyhow!("tandem ai-peer did not stop after SIGTERM"))??;
+        Ok(status.success())
+    }
+
+    /// Kills the process with SIGKILL (it cannot say goodbye) and waits for it to exit.
+    pub async fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("tandem ai-peer is not running")?;
+        child.kill().await?;
+        Ok(())
+    }
+}
+
+impl Drop for AiPeerProcess {
+    fn drop(&mut self) {
+        let logs = self.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+        eprintln!("--- tandem ai-peer log (last {} lines) ---", tail.len());
         for line in tail.iter().rev() {
             eprintln!("{line}");
         }

@@ -139,6 +139,7 @@ impl Application {
             state.auth.clone(),
             state.db().clone(),
             state.registry.clone(),
+            state.shutdown.child_token(),
         )
         .await
         .context("setting up the AI assistant")?;
@@ -190,6 +191,9 @@ impl Application {
             self::stop(&shutdown, &handle).await;
         });
         server.await?;
+        if let Some(ai) = &state.ai {
+            ai.stopped().await;
+        }
         state.registry.shutdown().await;
         // Events of the final flush reach the webhooks before they stop.
         state.activity.sync().await;
@@ -220,6 +224,10 @@ impl Application {
             stop(&shutdown, &handle).await;
         });
         server.await?;
+        // The assistant's peers and control connection ended when shutdown began.
+        if let Some(ai) = &state.ai {
+            ai.stopped().await;
+        }
         state.registry.shutdown().await;
         // Events of the final flush reach the webhooks before they stop.
         state.activity.sync().await;
@@ -235,7 +243,8 @@ async fn stop(shutdown: &CancellationToken, handle: &ServerHandle) {
     handle.stop(true).await;
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

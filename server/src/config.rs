@@ -19,9 +19,56 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Run the AI assistant's peer as its own process, for a server started with
+    /// `--ai-peer external`.
+    AiPeer(AiPeerArgs),
+}
+
+/// Where the AI assistant's peer runs.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum AiPeerMode {
+    /// Inside the server process.
+    InProcess,
+    /// In a `tandem ai-peer` process connecting to the server.
+    External,
+}
+
+fn peer_secret(secret: &str) -> Result<crate::ai::control::PeerSecret, std::convert::Infallible> {
+    Ok(crate::ai::control::PeerSecret::unchecked(secret))
+}
+
+/// `tandem ai-peer` flags.
+#[derive(Args, Debug)]
+pub struct AiPeerArgs {
+    /// Base URL of the server (`http://host:port`).
+    #[arg(
+        long,
+        env = "TANDEM_AI_PEER_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// The secret the server was given as --ai-peer-secret.
+    #[arg(long, env = "TANDEM_AI_PEER_SECRET", hide_env_values = true, value_parser = peer_secret)]
+    pub secret: crate::ai::control::PeerSecret,
+    /// Log line format.
+    #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl AiPeerArgs {
+    /// The peer process's settings.
+    pub fn into_config(self) -> anyhow::Result<crate::ai::process::PeerProcessConfig> {
+        self.secret.check().map_err(anyhow::Error::msg)?;
+        Ok(crate::ai::process::PeerProcessConfig {
+            server: self.server,
+            secret: self.secret,
+        })
+    }
 }
 
 /// Log line format.
@@ -165,6 +212,14 @@ pub struct ServeArgs {
     /// Prompt budget in (estimated) tokens.
     #[arg(long, env = "TANDEM_AI_CONTEXT_TOKENS", default_value_t = 3000)]
     pub ai_context_tokens: u32,
+    /// Where the assistant's peer runs: inside the server, or in a `tandem ai-peer` process
+    /// that connects with --ai-peer-secret.
+    #[arg(long, env = "TANDEM_AI_PEER", value_enum, default_value = "in-process")]
+    pub ai_peer: AiPeerMode,
+    /// Shared secret of the `tandem ai-peer` process (at least 16 bytes); required with
+    /// `--ai-peer external`.
+    #[arg(long, env = "TANDEM_AI_PEER_SECRET", hide_env_values = true, value_parser = peer_secret)]
+    pub ai_peer_secret: Option<crate::ai::control::PeerSecret>,
     /// How long a node loading a room waits for its peers' state.
     #[arg(long, env = "TANDEM_CLUSTER_CATCH_UP_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub cluster_catch_up_timeout: Duration,
@@ -256,6 +311,16 @@ impl ServeArgs {
             self.ping_timeout > self.ping_interval,
             "--ping-timeout must be longer than --ping-interval"
         );
+        let ai_peer = match (self.ai_peer, self.ai_peer_secret) {
+            (AiPeerMode::InProcess, _) => crate::ai::PeerMode::InProcess,
+            (AiPeerMode::External, Some(secret)) => {
+                secret.check().map_err(anyhow::Error::msg)?;
+                crate::ai::PeerMode::External(secret)
+            }
+            (AiPeerMode::External, None) => {
+                anyhow::bail!("--ai-peer external needs --ai-peer-secret (TANDEM_AI_PEER_SECRET)")
+            }
+        };
         Ok(Config {
             listen: self.listen,
             database_url,
@@ -325,6 +390,7 @@ impl ServeArgs {
                 per_minute: self.ai_rate_per_minute,
                 per_day: self.ai_rate_per_day,
                 context_tokens: self.ai_context_tokens.max(100),
+                peer: ai_peer,
             },
             cluster: self
                 .redis_url

@@ -32,7 +32,9 @@ impl TestApp {
             &data_dir,
         ];
         args.extend_from_slice(extra);
-        let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command;
+        let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command else {
+            unreachable!("parsed a `serve` command line");
+        };
         let now = Arc::new(AtomicI64::new(1_800_000_000_000));
         let clock_source = now.clone();
         let app = Application::build_with_clock(

@@ -7,9 +7,18 @@
 //! while the peer shows "thinking" then "writing" with its cursor on the selection; when the
 //! answer proposes code for the selection, the peer writes a suggestion into the document;
 //! the exchange and its token usage are stored.
+//!
+//! The peer runs in this process (the default) or in a separate `tandem ai-peer` process
+//! ([`process`]) that connects to the server's control WebSocket ([`control`], [`remote`]).
+//! Either way the model is called here, in the server: the provider's keys, fallbacks,
+//! retries, the rate limits, the conversations and the streaming stay in one place, and the
+//! peer (wherever it runs) is only the assistant's presence in the room.
 
+pub mod control;
 pub mod peer;
+pub mod process;
 pub mod provider;
+pub mod remote;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,10 +31,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DbErr, EntityTrait};
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::entity::{room_member, user};
-use peer::{FileRange, PeerHandle};
+use control::PeerSecret;
+use peer::{FileRange, GateVerdict, PeerHandle};
 use provider::{Prompt, Provider, ProviderConfig, estimate_tokens};
 
 /// The account the assistant acts as.
@@ -42,6 +55,17 @@ pub struct AiConfig {
     pub per_day: u32,
     /// Most prompt tokens (estimated) a request may use.
     pub context_tokens: u32,
+    /// Where the assistant's peer runs.
+    pub peer: PeerMode,
+}
+
+/// Where the assistant's peer runs.
+#[derive(Clone, Debug)]
+pub enum PeerMode {
+    /// A task of the server, connecting to the server's own `/ws/{room}`.
+    InProcess,
+    /// A `tandem ai-peer` process that connects to `/api/ai/peer` with this secret.
+    External(PeerSecret),
 }
 
 /// The code actions, or a free question.
@@ -120,6 +144,9 @@ pub enum AiError {
     /// The peer could not join the room.
     #[error("the assistant could not join the room")]
     PeerUnavailable,
+    /// External mode, and no peer process is connected.
+    #[error("the AI assistant's peer process is not connected")]
+    PeerNotConnected,
     /// Database failure.
     #[error("database error: {0}")]
     Database(#[from] DbErr),
@@ -131,7 +158,15 @@ struct AiInner {
     auth: Auth,
     db: DatabaseConnection,
     registry: crdt_store::RoomRegistry,
-    peers: DashMap<String, PeerHandle>,
+    /// Each room's peer, joined once even when requests arrive together; a cell whose peer
+    /// stopped is replaced by the next request.
+    peers: DashMap<String, Arc<OnceCell<PeerHandle>>>,
+    /// The peer process's control connection, in external mode.
+    remote: Option<remote::RemotePeers>,
+    /// Every task the assistant starts (in-process peers, control sessions, gate checks).
+    tasks: TaskTracker,
+    /// Cancelled when the server shuts down; every task above ends.
+    stop: CancellationToken,
     /// One generation per room at a time.
     room_turns: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Requests waiting for their room's turn, for the status endpoint.
@@ -168,12 +203,14 @@ pub struct PreparedRequest {
 }
 
 impl Ai {
-    /// Creates the service and the assistant's account.
+    /// Creates the service and the assistant's account. Its tasks end when `stop` is
+    /// cancelled; [`Ai::stopped`] waits for them.
     pub async fn new(
         config: AiConfig,
         auth: Auth,
         db: DatabaseConnection,
         registry: crdt_store::RoomRegistry,
+        stop: CancellationToken,
     ) -> Result<Self, DbErr> {
         user::Entity::insert(user::ActiveModel {
             id: Set(ASSISTANT_USER_ID.to_owned()),
@@ -192,6 +229,12 @@ impl Ai {
                 provider: config.provider.clone().map(Provider::new),
                 per_minute: RateLimiter::keyed(quota(config.per_minute, Duration::from_secs(60))),
                 per_day: RateLimiter::keyed(quota(config.per_day, Duration::from_secs(86_400))),
+                remote: match &config.peer {
+                    PeerMode::InProcess => None,
+                    PeerMode::External(secret) => Some(remote::RemotePeers::new(secret.clone())),
+                },
+                tasks: TaskTracker::new(),
+                stop,
                 config,
                 auth,
                 db,
@@ -226,13 +269,82 @@ impl Ai {
         Ok(())
     }
 
+    /// The peer process's control connection slot, in external mode.
+    pub fn remote(&self) -> Option<&remote::RemotePeers> {
+        self.inner.remote.as_ref()
+    }
+
+    /// Where the peer runs.
+    pub fn peer_mode(&self) -> &PeerMode {
+        &self.inner.config.peer
+    }
+
+    /// Whether a peer can be reached now: always in-process, only while the peer process is
+    /// connected in external mode.
+    pub fn peer_reachable(&self) -> Result<(), AiError> {
+        match &self.inner.remote {
+            Some(remote) if remote.current().is_none() => Err(AiError::PeerNotConnected),
+            _ => Ok(()),
+        }
+    }
+
+    /// What a request reports when its peer went away before answering: in external mode the
+    /// peer process is gone (or going).
+    pub fn peer_lost(&self) -> AiError {
+        match self.inner.remote {
+            Some(_) => AiError::PeerNotConnected,
+            None => AiError::PeerUnavailable,
+        }
+    }
+
+    /// Tracks the assistant's tasks, so shutdown waits for them.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    /// Cancelled when the server shuts down.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.inner.stop
+    }
+
+    /// Waits until every task the assistant started has ended (after the stop token given to
+    /// [`Ai::new`] was cancelled).
+    pub async fn stopped(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
     /// The assistant's peer in `room`, joining (as an editor participant) if needed.
     pub async fn peer(&self, room: &str) -> Result<PeerHandle, AiError> {
-        if let Some(existing) = self.inner.peers.get(room)
-            && existing.is_alive()
-        {
-            return Ok(existing.clone());
+        // A peer that stops at once (its socket refused) is tried once more, not forever.
+        for _ in 0..2 {
+            let cell = self.inner.peers.entry(room.to_owned()).or_default().clone();
+            let handle = cell.get_or_try_init(|| self.join(room)).await?;
+            if handle.is_alive() {
+                return Ok(handle.clone());
+            }
+            // It stopped: the next caller joins again, unless someone already did.
+            self.inner
+                .peers
+                .remove_if(room, |_, current| Arc::ptr_eq(current, &cell));
         }
+        Err(AiError::PeerUnavailable)
+    }
+
+    /// Makes the assistant an editor of `room` and starts its peer there, in this process or
+    /// in the peer process.
+    async fn join(&self, room: &str) -> Result<PeerHandle, AiError> {
+        let link = match &self.inner.remote {
+            Some(remote) => {
+                let link = remote.current().ok_or(AiError::PeerNotConnected)?;
+                // A peer process that reconnected may still hold the room.
+                if let Some(joined) = link.joined_room(room) {
+                    return Ok(PeerHandle::remote(joined));
+                }
+                Some(link)
+            }
+            None => None,
+        };
         room_member::Entity::insert(room_member::ActiveModel {
             room_id: Set(room.to_owned()),
             user_id: Set(ASSISTANT_USER_ID.to_owned()),
@@ -252,18 +364,57 @@ impl Ai {
             .service_token(ASSISTANT_USER_ID)
             .await
             .map_err(|_| AiError::PeerUnavailable)?;
+        if let Some(link) = link {
+            return link
+                .join(room, token)
+                .await
+                .map(PeerHandle::remote)
+                .ok_or(AiError::PeerNotConnected);
+        }
         let base = self.inner.ws_base.get().ok_or(AiError::PeerUnavailable)?;
-        let url = format!("{base}/ws/{room}?token={token}");
-        let registry = self.inner.registry.clone();
+        let url = peer::room_url(base, room, &token);
+        let ai = self.clone();
         let room_name = room.to_owned();
         let gate: peer::AcceptGate = Arc::new(move |suggestion: String| {
-            let registry = registry.clone();
+            let ai = ai.clone();
             let room_name = room_name.clone();
-            Box::pin(async move { accept_gate(&registry, &room_name, &suggestion).await })
+            Box::pin(async move { ai.gate(&room_name, &suggestion).await })
         });
-        let handle = peer::spawn(url, room.to_owned(), self.inner.auth.clock(), gate);
-        self.inner.peers.insert(room.to_owned(), handle.clone());
-        Ok(handle)
+        Ok(peer::spawn(
+            url,
+            room.to_owned(),
+            self.inner.auth.clock(),
+            gate,
+            &self.inner.tasks,
+            self.inner.stop.child_token(),
+        ))
+    }
+
+    /// Before a client-accepted suggestion is applied: the anchored text must be unchanged
+    /// on the server's copy (the peer's replica may lag), and a checkpoint version is taken.
+    pub async fn gate(&self, room: &str, suggestion: &str) -> GateVerdict {
+        let registry = &self.inner.registry;
+        let Ok(id) = crdt_store::RoomId::parse(room) else {
+            return GateVerdict::Conflict;
+        };
+        let Ok(lease) = registry.lease(&id).await else {
+            return GateVerdict::Conflict;
+        };
+        if lease.room().suggestion_intact(suggestion) != Some(true) {
+            return GateVerdict::Conflict;
+        }
+        match lease
+            .room()
+            .create_version(
+                crdt_store::VersionKind::Named,
+                Some(format!("Before accepting AI suggestion {suggestion}")),
+            )
+            .await
+        {
+            Ok(_) => GateVerdict::Apply,
+            // No checkpoint, no edit.
+            Err(_) => GateVerdict::Conflict,
+        }
     }
 
     /// Waits for the room's turn; the guard releases it.
@@ -378,28 +529,6 @@ impl Ai {
             action,
         })
     }
-}
-
-/// Before a client-accepted suggestion is applied: the anchored text must be unchanged on the
-/// server's copy (the peer's replica may lag), and a checkpoint version is taken.
-async fn accept_gate(registry: &crdt_store::RoomRegistry, room: &str, suggestion: &str) -> bool {
-    let Ok(id) = crdt_store::RoomId::parse(room) else {
-        return false;
-    };
-    let Ok(lease) = registry.lease(&id).await else {
-        return false;
-    };
-    if lease.room().suggestion_intact(suggestion) != Some(true) {
-        return false;
-    }
-    lease
-        .room()
-        .create_version(
-            crdt_store::VersionKind::Named,
-            Some(format!("Before accepting AI suggestion {suggestion}")),
-        )
-        .await
-        .is_ok()
 }
 
 /// The first fenced code block of an answer (its content without the fences), and the text

@@ -16,12 +16,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{Message, decode_message};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
-use yrs::sync::awareness::Awareness;
+use yrs::sync::awareness::{Awareness, AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::types::ToJson;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -38,7 +40,7 @@ pub const ASSISTANT_NAME: &str = "AI assistant";
 pub const ASSISTANT_COLOR: &str = "#7c3aed";
 
 /// What the assistant is doing, shown in its awareness state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Waiting for the model's first token.
@@ -50,7 +52,7 @@ pub enum Status {
 }
 
 /// A range of a file, in UTF-16 offsets as the editors count.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FileRange {
     /// The file (see the document convention).
     pub file: String,
@@ -62,7 +64,7 @@ pub struct FileRange {
 
 /// A range pinned to the text it covered when the question was asked: it follows that text
 /// through concurrent edits.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AnchoredRange {
     /// The file.
     pub file: String,
@@ -87,7 +89,7 @@ impl AnchoredRange {
 }
 
 /// A suggestion to write into the document.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewSuggestion {
     /// Where it applies (anchored when the question was asked).
     pub range: AnchoredRange,
@@ -100,7 +102,7 @@ pub struct NewSuggestion {
 }
 
 /// What happened to an accept request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AcceptOutcome {
     /// Applied at the range's current position.
@@ -134,20 +136,64 @@ pub enum PeerCommand {
 }
 
 /// A handle to a running peer. Cheap to clone.
+///
+/// The peer either runs in this process ([`spawn`]) or in a separate `tandem ai-peer`
+/// process reached over the control connection ([`crate::ai::remote`]); callers cannot tell
+/// the difference.
 #[derive(Clone)]
 pub struct PeerHandle {
-    commands: mpsc::Sender<PeerCommand>,
+    route: Route,
+}
+
+#[derive(Clone)]
+enum Route {
+    /// A peer task of this process.
+    Local(mpsc::Sender<PeerCommand>),
+    /// The peer for one room in the peer process.
+    Remote(crate::ai::remote::RemoteRoom),
 }
 
 impl PeerHandle {
-    /// Sends a command; `false` if the peer has stopped.
-    pub async fn send(&self, command: PeerCommand) -> bool {
-        self.commands.send(command).await.is_ok()
+    /// A handle to a room's peer in the peer process.
+    pub(crate) fn remote(room: crate::ai::remote::RemoteRoom) -> Self {
+        Self {
+            route: Route::Remote(room),
+        }
     }
 
-    /// Whether the peer task is still running.
+    /// Sends a command; `false` if the peer has stopped.
+    pub async fn send(&self, command: PeerCommand) -> bool {
+        match &self.route {
+            Route::Local(commands) => commands.send(command).await.is_ok(),
+            Route::Remote(room) => room.send(command).await,
+        }
+    }
+
+    /// Hands a command over without waiting; `false` when the peer has stopped or its queue
+    /// is full (the command is dropped). Only for local peers: a remote one is always sent
+    /// to with [`PeerHandle::send`].
+    pub fn try_send(&self, command: PeerCommand) -> bool {
+        match &self.route {
+            Route::Local(commands) => commands.try_send(command).is_ok(),
+            Route::Remote(_) => false,
+        }
+    }
+
+    /// Whether the peer is still running.
     pub fn is_alive(&self) -> bool {
-        !self.commands.is_closed()
+        match &self.route {
+            Route::Local(commands) => !commands.is_closed(),
+            Route::Remote(room) => room.is_alive(),
+        }
+    }
+
+    /// Resolves once the peer has stopped (for a remote one: once its control connection has
+    /// ended).
+    pub async fn stopped(&self) {
+        match &self.route {
+            Route::Local(commands) => commands.closed().await,
+            Route::Remote(room) => room.stopped().await,
+        }
     }
 }
 
@@ -160,33 +206,92 @@ pub fn stable_client_id(room: &str) -> u64 {
     (hasher.finish() & 0x7fff_ffff).max(1)
 }
 
-/// Starts a peer connected to `ws_url` (`ws://host:port/ws/{room}?token=…`).
+/// `{ws_base}/ws/{room}?token={token}`, the room percent-encoded (room names may hold
+/// spaces, `?`, `#` and the like; tokens are URL-safe).
+pub fn room_url(ws_base: &str, room: &str, token: &str) -> String {
+    let mut url = format!("{ws_base}/ws/");
+    for byte in room.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            url.push(char::from(byte));
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    url.push_str("?token=");
+    url.push_str(token);
+    url
+}
+
+/// The awareness clock a peer starts from: tenths of a second since 2025-01-01.
+///
+/// Every peer of a room uses the same client id, and awareness clients (the server's replica
+/// and every `yjs` client) remember the last clock they saw for an id even after its state
+/// was removed, ignoring anything not newer. A peer that joins again, in this process or in
+/// a restarted peer process, must therefore start above wherever the previous one stopped:
+/// a previous peer would have to change its state more than ten times a second, on average
+/// over its whole life, to get ahead of this (it changes it a few times per request and
+/// every 15 s). Fits the 32-bit clock until 2038.
+fn initial_awareness_clock(now_ms: i64) -> u32 {
+    const EPOCH_2025_MS: i64 = 1_735_689_600_000;
+    u32::try_from((now_ms - EPOCH_2025_MS).max(0) / 100).unwrap_or(u32::MAX - 1_000_000)
+}
+
+/// What an [`AcceptGate`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateVerdict {
+    /// The anchored text is intact and the checkpoint is taken: apply.
+    Apply,
+    /// The anchored text changed on the server's copy: mark the suggestion `conflict`.
+    Conflict,
+    /// The server could not be asked (the peer is losing its connection): leave the
+    /// suggestion as the client left it, for the next peer to apply.
+    Unreachable,
+}
+
 /// Asked before applying a suggestion a client accepted through the document: checks the
-/// anchored text on the server's authoritative copy and takes the checkpoint version; `false`
-/// means "conflict, do not apply".
+/// anchored text on the server's authoritative copy and takes the checkpoint version.
 pub type AcceptGate = std::sync::Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = GateVerdict> + Send>>
         + Send
         + Sync,
 >;
 
+/// Starts a peer connected to `ws_url` (`ws://host:port/ws/{room}?token=…`) as a task of
+/// `tasks`; it leaves the room when `stop` is cancelled or its socket closes.
 pub fn spawn(
     ws_url: String,
     room: String,
     now: crate::auth::Clock,
     gate: AcceptGate,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
 ) -> PeerHandle {
     let (commands, receiver) = mpsc::channel(64);
-    tokio::spawn(async move {
-        if let Err(err) = run(ws_url, &room, receiver, now, gate).await {
+    tasks.spawn(async move {
+        if let Err(err) = run(ws_url, &room, receiver, now, gate, stop).await {
             warn!(room = %room, error = %err, "AI peer stopped");
         }
     });
-    PeerHandle { commands }
+    PeerHandle {
+        route: Route::Local(commands),
+    }
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends a close frame and waits (briefly) for the server's, so the server reads our close
+/// before the connection ends instead of an unexpected end of stream.
+pub(crate) async fn close_gracefully(socket: &mut Socket) {
+    if socket.close(None).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+}
 
 struct Peer {
     doc: Doc,
@@ -202,8 +307,12 @@ async fn run(
     mut commands: mpsc::Receiver<PeerCommand>,
     now: crate::auth::Clock,
     gate: AcceptGate,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+    let (mut socket, _) = tokio::select! {
+        connected = tokio_tungstenite::connect_async(&ws_url) => connected?,
+        _ = stop.cancelled() => return Ok(()),
+    };
     let doc = Doc::with_options(Options {
         client_id: ClientID::new(stable_client_id(room)),
         offset_kind: yrs::OffsetKind::Utf16,
@@ -213,9 +322,10 @@ async fn run(
         awareness: Awareness::new(doc.clone()),
         doc,
         status: Status::Idle,
-        now,
         gate: Some(gate),
+        now,
     };
+    peer.seed_awareness_clock();
     // Handshake: our state vector; then wait for the server's step 2 before anything else.
     let step1 = protocol::encode_sync_step1_frame(&peer.doc.transact().state_vector().encode_v1());
     socket.send(WsMessage::Binary(step1)).await?;
@@ -248,6 +358,11 @@ async fn run(
                 }
             }
             _ = renew.tick() => peer.announce(&mut socket, None).await?,
+            _ = stop.cancelled() => {
+                // The server removes our presence when the socket closes.
+                close_gracefully(&mut socket).await;
+                return Ok(());
+            }
         }
     }
 }
@@ -279,6 +394,23 @@ fn field(map: &MapRef, txn: &impl ReadTxn, key: &str) -> Option<String> {
 }
 
 impl Peer {
+    /// Starts the local awareness clock at [`initial_awareness_clock`].
+    fn seed_awareness_clock(&mut self) {
+        let me = self.awareness.client_id();
+        let seed = AwarenessUpdate {
+            clients: HashMap::from([(
+                me,
+                AwarenessUpdateEntry {
+                    clock: initial_awareness_clock((self.now)()),
+                    json: "null".into(),
+                },
+            )]),
+        };
+        // A removal of an unknown client only records its clock; the first state set
+        // afterwards continues from it.
+        let _ = self.awareness.apply_update(seed);
+    }
+
     async fn send_update(&self, socket: &mut Socket, update: Vec<u8>) -> anyhow::Result<()> {
         if update.len() > 2 {
             socket
@@ -452,10 +584,14 @@ impl Peer {
         };
         for id in requested {
             debug!(suggestion = %id, "applying a suggestion a client accepted");
-            let intact = match &self.gate {
+            let verdict = match &self.gate {
                 Some(gate) => gate(id.clone()).await,
-                None => true,
+                None => GateVerdict::Apply,
             };
+            if verdict == GateVerdict::Unreachable {
+                continue;
+            }
+            let intact = verdict == GateVerdict::Apply;
             let update = {
                 let mut txn = self.doc.transact_mut();
                 if let Some(Out::YMap(s)) = txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id) {
@@ -573,6 +709,43 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
 mod tests {
     use super::*;
     use yrs::GetString;
+
+    #[test]
+    fn room_urls_escape_the_room() {
+        assert_eq!(
+            room_url("ws://h:1", "my room?#é", "t.k-n"),
+            "ws://h:1/ws/my%20room%3F%23%C3%A9?token=t.k-n"
+        );
+    }
+
+    #[test]
+    fn a_peer_joining_again_announces_a_newer_awareness_clock() {
+        // The previous peer of the room announced a few states and left a little later.
+        let start = 1_780_000_000_000;
+        let same_id = || {
+            Doc::with_options(Options {
+                client_id: ClientID::new(stable_client_id("room")),
+                ..Options::default()
+            })
+        };
+        let mut first = peer(same_id());
+        first.now = std::sync::Arc::new(move || start);
+        first.seed_awareness_clock();
+        for _ in 0..5 {
+            first.awareness.set_local_state_raw("{}");
+        }
+        let me = first.awareness.client_id();
+        let (last_clock, _) = first.awareness.meta(me).unwrap();
+        let mut second = peer(same_id());
+        second.now = std::sync::Arc::new(move || start + 1_000);
+        second.seed_awareness_clock();
+        second.awareness.set_local_state_raw("{}");
+        let (clock, _) = second.awareness.meta(me).unwrap();
+        assert!(clock > last_clock, "{clock} <= {last_clock}");
+        // And the announced update carries that clock.
+        let update = second.awareness.update().unwrap();
+        assert_eq!(update.clients[&me].clock, clock);
+    }
 
     #[test]
     fn client_ids_are_stable_per_room_and_differ_between_rooms() {

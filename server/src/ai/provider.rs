@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
 use async_openai::types::chat::{
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage, ChatCompletionStreamOptions, CreateChatCompletionRequest,
@@ -112,6 +113,9 @@ impl Provider {
                         .with_api_base(e.base_url.trim_end_matches('/'))
                         .with_api_key(e.api_key.clone()),
                 )
+                // The default stack retries 429 and 5xx itself (three times, with backoff);
+                // the bare transport leaves `max_retries` the only retry count.
+                .with_http_service(ReqwestService::default())
             })
             .collect();
         Self { config, clients }

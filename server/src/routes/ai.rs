@@ -1,20 +1,28 @@
-//! `/api/rooms/{room}/ai/*`, `/api/rooms/{room}/suggestions/*` and `/api/usage`.
+//! `/api/rooms/{room}/ai/*`, `/api/rooms/{room}/suggestions/*`, `/api/usage`, and the
+//! control WebSocket of the `tandem ai-peer` process (`/api/ai/peer`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{Instrument, info, info_span, warn};
 use utoipa::ToSchema;
 
+use crate::ai::control::{FromPeer, ToPeer};
 use crate::ai::peer::{AcceptOutcome, NewSuggestion, PeerCommand, Status};
-use crate::ai::{Action, Ai, AiError, split_answer};
+use crate::ai::remote::ControlLink;
+use crate::ai::{Action, Ai, AiError, PeerMode, split_answer};
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::entity::{ai_conversation, ai_message};
@@ -46,6 +54,11 @@ impl From<AiError> for ApiError {
             AiError::PeerUnavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ai_unavailable",
+                err.to_string(),
+            ),
+            AiError::PeerNotConnected => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ai_peer_unavailable",
                 err.to_string(),
             ),
             AiError::Database(_) => Self::internal(&err),
@@ -169,6 +182,8 @@ struct ChatTurn {
 async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpResponse, ApiError> {
     let ai = ai(state)?.clone();
     ai.provider()?;
+    // Before the rate limit: a request refused for want of a peer does not count.
+    ai.peer_reachable()?;
     ai.check_rate(&turn.user_id)?;
     let peer = ai.peer(&turn.room).await?;
     let room_id = crdt_store::RoomId::parse(&turn.room)?;
@@ -200,7 +215,8 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
 
     let (events, receiver) = mpsc::channel::<Bytes>(256);
     let state = state.clone();
-    actix_web::rt::spawn(async move {
+    let tasks = ai.tasks().clone();
+    tasks.spawn_local(async move {
         let _turn = ai.room_turn(&turn.room).await;
         peer.send(PeerCommand::Status(
             Status::Thinking,
@@ -210,7 +226,9 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
         let (tokens, mut pieces) = mpsc::channel::<String>(256);
         let provider = ai.provider().expect("checked above").clone();
         let prompt = prepared.prompt;
-        let generation = tokio::spawn(async move { provider.stream(&prompt, &tokens).await });
+        let generation = ai
+            .tasks()
+            .spawn(async move { provider.stream(&prompt, &tokens).await });
         let mut writing = false;
         while let Some(piece) = pieces.recv().await {
             if !writing {
@@ -446,10 +464,16 @@ pub async fn status(
         .ai
         .as_ref()
         .map_or((false, 0), |ai| ai.room_status(&room_id));
+    let (peer_mode, peer_connected) = match state.ai.as_ref().map(Ai::peer_mode) {
+        Some(PeerMode::External(_)) => ("external", ai(&state)?.peer_reachable().is_ok()),
+        _ => ("in_process", true),
+    };
     Ok(HttpResponse::Ok().json(json!({
         "configured": state.ai.as_ref().is_some_and(|ai| ai.provider().is_ok()),
         "generating": generating,
         "queued": queued,
+        "peer_mode": peer_mode,
+        "peer_connected": peer_connected,
     })))
 }
 
@@ -501,11 +525,9 @@ async fn decide(
         PeerCommand::Reject(suggestion.to_owned(), reply)
     };
     if !peer.send(command).await {
-        return Err(AiError::PeerUnavailable.into());
+        return Err(ai.peer_lost().into());
     }
-    let outcome = outcome
-        .await
-        .map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
+    let outcome = outcome.await.map_err(|_| ApiError::from(ai.peer_lost()))?;
     match outcome {
         AcceptOutcome::NotFound => Err(ApiError::not_found("no such suggestion")),
         AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": "accepted"}))),
@@ -573,17 +595,16 @@ pub async fn undo(
         .get_version(&id, body.since_version)
         .await?
         .ok_or_else(|| ApiError::not_found("no such version"))?;
-    let peer = ai(&state)?.peer(&room_id).await?;
+    let ai = ai(&state)?;
+    let peer = ai.peer(&room_id).await?;
     let (reply, undone) = oneshot::channel();
     if !peer
         .send(PeerCommand::UndoSince(version.created_at_ms, reply))
         .await
     {
-        return Err(AiError::PeerUnavailable.into());
+        return Err(ai.peer_lost().into());
     }
-    let undone = undone
-        .await
-        .map_err(|_| ApiError::from(AiError::PeerUnavailable))?;
+    let undone = undone.await.map_err(|_| ApiError::from(ai.peer_lost()))?;
     Ok(HttpResponse::Ok().json(json!({ "undone": undone })))
 }
 
@@ -618,4 +639,148 @@ pub async fn usage(state: web::Data<AppState>, caller: Caller) -> Result<HttpRes
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "days": days })))
+}
+
+/// `GET /api/ai/peer`: the control WebSocket of the `tandem ai-peer` process (external
+/// mode only). The shared secret goes in `Authorization: Bearer …` (never in the URL, which
+/// proxies log); a wrong one is 401, a second process while one is connected 409. Not in the
+/// OpenAPI document: it is the server's own process talking to it, not an API for clients.
+pub async fn peer_control(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let ai = ai(&state)?.clone();
+    let remote = ai.remote().ok_or_else(|| {
+        ApiError::not_found(
+            "the assistant runs inside the server (start it with --ai-peer external)",
+        )
+    })?;
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !remote.secret().verify(presented) {
+        warn!("refused an AI peer connection with a wrong secret");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_ai_peer_secret",
+            "wrong AI peer secret",
+        ));
+    }
+    let (link, outgoing) = remote
+        .attach()
+        .map_err(|err| ApiError::conflict("ai_peer_already_connected", err.to_string()))?;
+    let (response, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(upgrade) => upgrade,
+        Err(err) => {
+            remote.detach(&link);
+            return Err(ApiError::invalid(err.to_string()));
+        }
+    };
+    let max = state.session.max_message_size;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    info!("AI peer process connected");
+    let tasks = ai.tasks().clone();
+    tasks.spawn_local(
+        async move {
+            let end = control_loop(session.clone(), stream, &link, outgoing, &ai, &state).await;
+            if let Some(remote) = ai.remote() {
+                remote.detach(&link);
+            }
+            info!(reason = %end.1, "AI peer process disconnected");
+            if let Some(code) = end.0 {
+                let _ = session
+                    .close(Some(CloseReason {
+                        code,
+                        description: Some(end.1),
+                    }))
+                    .await;
+            }
+        }
+        .instrument(info_span!("ai_peer")),
+    );
+    Ok(response)
+}
+
+/// Relays between the control socket and the link until either ends; returns the close
+/// code to send (none when the peer process is gone) and why.
+async fn control_loop(
+    mut session: actix_ws::Session,
+    mut stream: actix_ws::AggregatedMessageStream,
+    link: &Arc<ControlLink>,
+    mut outgoing: mpsc::Receiver<ToPeer>,
+    ai: &Ai,
+    state: &AppState,
+) -> (Option<CloseCode>, String) {
+    let config = &state.session;
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = ai.stopping().cancelled() => {
+                return (Some(CloseCode::Away), "server shutting down".into());
+            }
+            incoming = stream.next() => {
+                let message = match incoming {
+                    None => return (None, "connection closed".into()),
+                    Some(Ok(message)) => message,
+                    // The process went away without a close (killed, network gone).
+                    Some(Err(actix_ws::ProtocolError::Io(err))) => {
+                        return (None, format!("connection lost: {err}"));
+                    }
+                    Some(Err(err)) => return (Some(CloseCode::Protocol), err.to_string()),
+                };
+                last_heard = Instant::now();
+                match message {
+                    AggregatedMessage::Text(text) => match serde_json::from_str::<FromPeer>(&text) {
+                        Ok(message) => {
+                            if let Some((id, room, suggestion)) = link.receive(message) {
+                                // Checking and versioning take a while; the loop goes on.
+                                let (ai_for_gate, link) = (ai.clone(), link.clone());
+                                ai.tasks().spawn(async move {
+                                    let verdict = ai_for_gate.gate(&room, &suggestion).await;
+                                    link.answer_gate(id, verdict).await;
+                                });
+                            }
+                        }
+                        Err(err) => {
+                            return (Some(CloseCode::Invalid), format!("unreadable message: {err}"));
+                        }
+                    },
+                    AggregatedMessage::Binary(_) => {
+                        return (Some(CloseCode::Unsupported), "the control protocol is JSON text".into());
+                    }
+                    AggregatedMessage::Ping(payload) => {
+                        if session.pong(&payload).await.is_err() {
+                            return (None, "connection closed".into());
+                        }
+                    }
+                    AggregatedMessage::Pong(_) => {}
+                    AggregatedMessage::Close(_) => return (Some(CloseCode::Normal), "closed by the peer".into()),
+                }
+            }
+            Some(message) = outgoing.recv() => {
+                let Ok(text) = serde_json::to_string(&message) else { continue };
+                if session.text(text).await.is_err() {
+                    return (None, "connection closed".into());
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > config.ping_timeout {
+                    return (Some(CloseCode::Normal), "keepalive timeout".into());
+                }
+                if session.ping(b"").await.is_err() {
+                    return (None, "connection closed".into());
+                }
+            }
+        }
+    }
 }

@@ -154,6 +154,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/api/me", web::get().to(accounts::me))
     .route("/api/usage", web::get().to(ai::usage))
+    .route("/api/ai/peer", web::get().to(ai::peer_control))
     .route(
         "/api/notifications",
         web::get().to(notifications::list_notifications),
