@@ -1,0 +1,51 @@
+// One person loses the network, keeps typing, and comes back: nothing is lost, both end with
+// both people's edits. The indicator tells the truth meanwhile.
+
+import { check, checkEqual, createRoom, editorText, eventually, focusEnd, openRoom, register, scenario, waitIn, waitText } from './lib.mjs'
+
+scenario('offline', async (t) => {
+  const ada = await t.person('Ada')
+  const bob = await t.person('Bob')
+  await register(ada, 'Ada')
+  await register(bob, 'Bob')
+  const room = await createRoom(ada, 'Trains')
+  await ada.getByRole('button', { name: 'Share' }).click()
+  await ada.locator('select[name=invite_role]').selectOption('editor')
+  await ada.getByRole('button', { name: 'Create invite link' }).click()
+  const link = await ada.locator('input[name=invite_link]').inputValue()
+  await ada.keyboard.press('Escape')
+  await bob.goto(link)
+  await openRoom(bob, room)
+
+  await focusEnd(ada)
+  await ada.keyboard.type('line one\n')
+  await waitText(bob, 'line one\n')
+
+  // Bob goes into a tunnel: the socket really closes and the indicator says offline.
+  await bob.context().setOffline(true)
+  await waitIn(bob, 'the offline indicator', () =>
+    document.querySelector('.conn')?.dataset.state === 'offline' && window.tandem.socketOpen() === false)
+  // The server sees him go: Ada's presence list loses him.
+  await eventually('Bob to leave Ada\'s presence list',
+    () => ada.locator('.presence .avatar').evaluateAll(els => els.map(e => e.dataset.name)),
+    names => !names.includes('Bob'))
+  await t.screenshot(bob, 'bob-offline')
+
+  // Both type meanwhile, Bob at the end, Ada at the start.
+  await focusEnd(bob)
+  await bob.keyboard.type('bob wrote this offline')
+  await ada.locator('.monaco-editor .view-lines').click()
+  await ada.keyboard.press('Control+Home')
+  await ada.keyboard.type('ada online: ')
+  await waitText(ada, 'ada online: line one\n')
+  checkEqual(await editorText(bob), 'line one\nbob wrote this offline', 'Bob\'s text while offline')
+  check(!(await editorText(ada)).includes('bob wrote'), 'an offline edit reached Ada')
+
+  // Back online: the provider reconnects and both edits meet.
+  await bob.context().setOffline(false)
+  await waitIn(bob, 'the connected indicator', () => document.querySelector('.conn')?.dataset.state === 'connected')
+  const merged = 'ada online: line one\nbob wrote this offline'
+  await waitText(bob, merged, 'Bob\'s merged text')
+  await waitText(ada, merged, 'Ada\'s merged text')
+  await t.screenshot(bob, 'bob-merged')
+})
