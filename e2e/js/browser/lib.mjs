@@ -80,7 +80,7 @@ class Scenario {
     page.person = name
     page.errors = []
     page.on('console', msg => {
-      if (msg.type() === 'error') page.errors.push(`console: ${msg.text()}`)
+      if (msg.type() === 'error') page.errors.push(`console: ${msg.text()} (${msg.location().url})`)
     })
     page.on('pageerror', err => page.errors.push(`page error: ${err.message}`))
     this.pages.push(page)
@@ -158,7 +158,12 @@ export function editorText (page) {
 }
 
 export async function waitText (page, expected, what = 'the editor text') {
-  await waitIn(page, `${what} to be ${JSON.stringify(expected)}`, want => window.tandem?.text?.() === want, expected)
+  try {
+    await page.waitForFunction(want => window.tandem?.text?.() === want, expected, { timeout: TIMEOUT, polling: 50 })
+  } catch {
+    const actual = await page.evaluate(() => window.tandem?.text?.()).catch(() => undefined)
+    throw new Failure(`timed out waiting for ${what} (${page.person}) to be ${JSON.stringify(expected)}; it is ${JSON.stringify(actual)}`)
+  }
 }
 
 /** Clicks into the editor and puts the caret at the end of the text. */

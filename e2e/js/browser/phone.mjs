@@ -1,18 +1,17 @@
 // At a phone's width (390×844) the room stays usable: the editor and the main controls are
 // on screen and the page never scrolls sideways; the file list and the panels open over it.
 
-import { check, createRoom, focusEnd, PHONE, register, scenario, visible, waitText } from './lib.mjs'
+import { check, createRoom, eventually, focusEnd, PHONE, register, scenario, visible, waitText } from './lib.mjs'
 
 async function noSidewaysScroll (page, where) {
   const { scroll, client } = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth }))
   check(scroll <= client, `${where}: the page scrolls sideways (${scroll} > ${client})`)
 }
 
+/** Waits (through any slide-in transition) until `selector` lies within the screen's width. */
 async function onScreen (page, selector, what) {
-  const box = await page.locator(selector).first().boundingBox()
-  check(box !== null, `${what} is not rendered`)
-  check(box.x >= 0 && box.x + box.width <= PHONE.width + 0.5 && box.width > 0 && box.height > 0, `${what} is off screen: ${JSON.stringify(box)}`)
-  return box
+  return eventually(`${what} to be on screen`, () => page.locator(selector).first().boundingBox(),
+    box => box !== null && box.x >= 0 && box.x + box.width <= PHONE.width + 0.5 && box.width > 0 && box.height > 0)
 }
 
 scenario('phone', async (t) => {
@@ -26,6 +25,7 @@ scenario('phone', async (t) => {
   check(editor.height > 400, `the editor is too short: ${editor.height}px`)
   for (const [selector, what] of [
     ['.conn', 'the connection indicator'],
+    ['.presence .avatar', 'the presence list'],
     ['button[data-panel=history]', 'the History button'],
     ['button[data-panel=comments]', 'the Comments button'],
     ['button[data-panel=ai]', 'the AI button'],

@@ -41,6 +41,7 @@ scenario('viewer-invite', async (t) => {
   checkEqual(await editorText(vic), original, 'the viewer\'s text after typing')
   // The owner types after the viewer did: once the owner's edit arrives, anything the viewer
   // might have sent would have arrived before it.
+  await focusEnd(olga)
   await olga.keyboard.type('!')
   await waitText(vic, original + '!')
   checkEqual(await editorText(olga), original + '!', 'the owner\'s text')

@@ -116,7 +116,7 @@ export class SuggestionsView {
         const added = lines(s.replacement)
         zones.push({
           afterLineNumber: b.lineNumber,
-          heightInLines: removed.length + added.length + 2.4,
+          heightInLines: removed.length + added.length + 1.6,
           domNode: this.zone(s, removed, added)
         })
       }
@@ -133,10 +133,9 @@ export class SuggestionsView {
     const node = h('div', { class: 'suggestion-zone', 'data-suggestion': s.id },
       h('div', { class: 'suggestion-head' },
         h('span', { class: 'suggestion-title' }, 'AI suggestion'),
-        h('span', { class: 'suggestion-why', title: s.explanation }, s.explanation.split('\n')[0].slice(0, 140)),
-        h('span', { class: 'spacer' }),
         canDecide ? h('button', { class: 'accept', onclick: () => { void decide(this.room, s.id, 'accept') } }, 'Accept') : null,
-        canDecide ? h('button', { class: 'reject', onclick: () => { void decide(this.room, s.id, 'reject') } }, 'Reject') : null),
+        canDecide ? h('button', { class: 'reject', onclick: () => { void decide(this.room, s.id, 'reject') } }, 'Reject') : null,
+        h('span', { class: 'suggestion-why', title: s.explanation }, s.explanation.split('\n')[0].slice(0, 140))),
       h('pre', { class: 'suggestion-diff' },
         ...removed.map(l => h('div', { class: 'del' }, '− ' + l)),
         ...added.map(l => h('div', { class: 'add' }, '+ ' + l))))
@@ -252,12 +251,12 @@ export class AiPanel {
     const pending = this.suggestions.pending()
     if (pending.length === 0) this.suggestionList.append(h('li', { class: 'muted empty' }, 'No pending suggestions.'))
     for (const s of pending) {
-      this.suggestionList.append(h('li', { class: 'row' },
-        h('button', { class: 'link', onclick: () => this.room.openFile(s.file) }, s.file),
-        h('span', { class: 'muted ellipsis' }, s.explanation.split('\n')[0]),
-        h('span', { class: 'spacer' }),
-        h('button', { class: 'ghost small', onclick: () => { void decide(this.room, s.id, 'accept') } }, 'Accept'),
-        h('button', { class: 'ghost small', onclick: () => { void decide(this.room, s.id, 'reject') } }, 'Reject')))
+      this.suggestionList.append(h('li', { class: 'suggestion-item' },
+        h('div', { class: 'row' }, h('button', { class: 'link', onclick: () => this.room.openFile(s.file) }, s.file),
+          h('span', { class: 'muted ellipsis' }, s.explanation.split('\n')[0])),
+        h('div', { class: 'row' },
+          h('button', { class: 'ghost small', onclick: () => { void decide(this.room, s.id, 'accept') } }, 'Accept'),
+          h('button', { class: 'ghost small', onclick: () => { void decide(this.room, s.id, 'reject') } }, 'Reject'))))
     }
   }
 

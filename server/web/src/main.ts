@@ -49,7 +49,7 @@ function header (...right: Node[]): HTMLElement {
     h('a', { class: 'brand', href: '/', onclick: (e: Event) => { e.preventDefault(); navigate('/') } }, h('span', { class: 'logo' }), 'Tandem'),
     h('div', { class: 'spacer' }),
     ...right,
-    session ? h('span', { class: 'me', title: session.user.email }, session.user.display_name) : null,
+    session ? h('span', { class: 'whoami', title: session.user.email }, session.user.display_name) : null,
     session ? h('button', { class: 'ghost', onclick: () => { void logout() } }, 'Log out') : null)
 }
 

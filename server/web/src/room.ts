@@ -195,6 +195,9 @@ export class RoomPage implements RoomContext {
       wordWrap: window.innerWidth < 700 ? 'on' : 'off',
       model: null
     })
+    // Monaco fetches its icon font the first time an icon shows; fetch it now, while online,
+    // so the editor keeps its icons when the network goes away later.
+    void document.fonts.load('16px codicon').catch(() => {})
     this.commentDecorations = this.editor.createDecorationsCollection([])
     this.suggestions = new SuggestionsView(this)
 
