@@ -127,6 +127,12 @@ async fn an_accepted_ai_refactor_changes_the_text_for_both_people() -> Result {
 }
 
 #[tokio::test]
+async fn rooms_are_renamed_forked_and_deleted_across_access_token_refreshes() -> Result {
+    let server = web_server(&["--access-token-ttl", "3s"]).await?;
+    scenario("rooms", &server).await
+}
+
+#[tokio::test]
 async fn at_phone_width_the_editor_and_controls_fit_without_sideways_scrolling() -> Result {
     let server = web_server(&[]).await?;
     scenario("phone", &server).await

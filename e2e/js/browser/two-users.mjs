@@ -1,7 +1,7 @@
 // Two people type into the same file at the same moment: both editors end identical, with
 // every keystroke of both, and each sees the other's cursor labelled with their name.
 
-import { BASE, check, createRoom, editorText, eventually, focusEnd, openRoom, register, scenario, waitRemoteCursor, waitText } from './lib.mjs'
+import { BASE, answerDialog, check, checkEqual, visible, waitIn, createRoom, editorText, eventually, focusEnd, openRoom, register, scenario, waitRemoteCursor, waitText } from './lib.mjs'
 
 scenario('two-users', async (t) => {
   const ada = await t.person('Ada')
@@ -51,6 +51,33 @@ scenario('two-users', async (t) => {
       names => names.includes('Ada') && names.includes('Bob'))
   }
   await waitText(bob, converged[0])
+
+  // Files: created, renamed and deleted through the document, live for the other.
+  const paths = page => page.locator('.tree li[data-path]').evaluateAll(els => els.map(e => e.dataset.path))
+  await ada.getByRole('button', { name: '+ New file' }).click()
+  await answerDialog(ada, 'util.js')
+  await eventually('util.js in Bob\'s file tree', () => paths(bob), p => p.join() === 'main.js,util.js')
+  await ada.getByRole('button', { name: 'Rename util.js' }).click()
+  await answerDialog(ada, 'helpers.js')
+  await eventually('the rename in Bob\'s file tree', () => paths(bob), p => p.join() === 'helpers.js,main.js')
+  await bob.getByRole('button', { name: 'Delete helpers.js' }).click()
+  await bob.locator('.modal button.danger', { hasText: 'Delete' }).click()
+  await eventually('the deletion in Ada\'s file tree', () => paths(ada), p => p.join() === 'main.js')
+  await waitIn(ada, 'Ada back in main.js', () => window.tandem.file() === 'main.js')
+
+  // A comment on Ada's line: marked in Bob's editor, listed in his panel, and his reply
+  // reaches Ada's panel.
+  await ada.evaluate(() => window.tandem.editor().setSelection({ startLineNumber: 1, startColumn: 9, endLineNumber: 1, endColumn: 18 }))
+  await ada.getByRole('button', { name: 'Comment', exact: true }).click()
+  await answerDialog(ada, 'Should this be let?')
+  await visible(bob, '.monaco-editor .comment-range', 'the comment marker in Bob\'s editor')
+  await bob.locator('button[data-panel=comments]').click()
+  const thread = bob.locator('.thread', { hasText: 'Should this be let?' })
+  await thread.waitFor({ timeout: 20_000 })
+  checkEqual(await thread.locator('.quote').innerText(), 'const ada', 'the thread\'s quote')
+  await thread.locator('input[name=reply]').fill('Yes, let it be.')
+  await thread.getByRole('button', { name: 'Reply' }).click()
+  await visible(ada, '.thread .comment p:text("Yes, let it be.")', 'Bob\'s reply in Ada\'s panel')
   await t.screenshot(ada, 'ada')
   await t.screenshot(bob, 'bob')
 })

@@ -169,6 +169,9 @@ export interface RequestOptions {
 
 /** Sends a request; answers the raw response (errors already turned into `ApiError`). */
 export async function send (method: string, path: string, body?: unknown, options: RequestOptions = {}): Promise<Response> {
+  // Refresh ahead of an access token's expiry, so normal use never meets a 401; the 401
+  // `token_expired` branch below covers clocks that disagree.
+  if (!options.token && session && secondsLeft(session.access_token) < 5) await refresh()
   for (let attempt = 0; ; attempt++) {
     const token = options.token ?? session?.access_token
     const headers: Record<string, string> = {}

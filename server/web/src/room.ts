@@ -192,6 +192,8 @@ export class RoomPage implements RoomContext {
       fontSize: 14,
       glyphMargin: true,
       scrollBeyondLastLine: false,
+      // Room above the first line for the name labels over remote cursors.
+      padding: { top: 16 },
       wordWrap: window.innerWidth < 700 ? 'on' : 'off',
       model: null
     })
