@@ -160,6 +160,17 @@ async function decide (room: RoomContext, id: string, verdict: 'accept' | 'rejec
   }
 }
 
+/** Shows an answer's text with its fenced code blocks as code (an unclosed fence, still
+ *  streaming, shows as code too). */
+function renderAnswer (el: HTMLElement, text: string): void {
+  clear(el)
+  const parts = text.split(/^```[^\n]*\n?/m)
+  parts.forEach((part, i) => {
+    if (i % 2 === 1) el.append(h('pre', { class: 'code' }, part.replace(/\n$/, '')))
+    else if (part.trim()) el.append(h('div', {}, part.replace(/^\n+|\n+$/g, '')))
+  })
+}
+
 /** Reads a Server-Sent Events body, calling `on` for each event. */
 async function readEvents (body: ReadableStream<Uint8Array>, on: (event: string, data: unknown) => void): Promise<void> {
   const reader = body.getReader()
@@ -285,13 +296,15 @@ export class AiPanel {
     this.bubble('me', message)
     const answer = this.bubble('assistant', '')
     answer.classList.add('streaming')
+    let text = ''
     try {
       const res = await send('POST', `/api/rooms/${enc(this.room.id)}/ai/chat`, body)
       if (!res.body) throw new Error('the answer has no body')
       await readEvents(res.body, (event, data) => {
         const d = data as Record<string, unknown>
         if (event === 'token' && typeof d.text === 'string') {
-          answer.textContent += d.text
+          text += d.text
+          renderAnswer(answer, text)
           this.log.scrollTop = this.log.scrollHeight
         } else if (event === 'done') {
           if (typeof d.conversation_id === 'string') this.conversation = d.conversation_id

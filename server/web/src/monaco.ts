@@ -52,3 +52,11 @@ export function languageOf (path: string): string {
 }
 
 export { monaco }
+
+// Disposing an editor cancels the work it had scheduled (word highlighting, hovers), and
+// Monaco rejects those promises with its `Canceled` error, which nobody awaits. That is
+// the expected end of the work, not a failure: keep it out of the console.
+window.addEventListener('unhandledrejection', event => {
+  const reason = event.reason as { name?: unknown, message?: unknown } | null
+  if (reason && reason.name === 'Canceled' && reason.message === 'Canceled') event.preventDefault()
+})
