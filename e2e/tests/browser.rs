@@ -115,14 +115,19 @@ async fn an_accepted_ai_refactor_changes_the_text_for_both_people() -> Result {
     let base = stand_in.base_url();
     let server = web_server(&["--ai-base-url", &base, "--ai-model", "stand-in"]).await?;
     scenario("ai", &server).await?;
-    // The one request the model saw carried the selected line.
+    // The model saw two requests, each with the line selected for it as the selection.
     let requests = stand_in.requests();
-    ensure!(requests.len() == 1, "model requests: {requests:?}");
-    ensure!(
-        requests[0].to_string().contains("let total=a+b;"),
-        "the selection did not reach the model: {}",
-        requests[0]
-    );
+    ensure!(requests.len() == 2, "model requests: {requests:?}");
+    for (request, selected) in requests.iter().zip(["let total=a+b;", "let x = 1;"]) {
+        let marked = format!("Selected code:\n```\n{selected}\n```");
+        let messages = request["messages"].as_array().into_iter().flatten();
+        ensure!(
+            messages
+                .filter_map(|m| m["content"].as_str())
+                .any(|text| text.contains(&marked)),
+            "the selection {selected:?} did not reach the model: {request}"
+        );
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 // Ask the assistant for a refactor of the selection (the model is a scripted stand-in that
 // answers with a fenced code block): the answer streams into the chat, the suggestion shows
-// inline as a diff for both people, and Accept changes the text for both.
+// inline as a diff for both people, and Accept changes the text for both; a second one,
+// rejected, changes nothing.
 
 import { checkEqual, createRoom, eventually, focusEnd, openRoom, register, scenario, visible, waitIn, waitText } from './lib.mjs'
 
@@ -49,5 +50,20 @@ scenario('ai', async (t) => {
   for (const page of [ada, bob]) {
     await eventually(`${page.person}'s inline suggestion to go away`, () => page.locator('.suggestion-zone').count(), n => n === 0)
   }
-  await t.screenshot(ada, 'accepted')
+
+  // A second suggestion, rejected: it goes away for both and the text stays as it is.
+  await ada.evaluate(() => window.tandem.editor().setSelection({ startLineNumber: 1, startColumn: 1, endLineNumber: 1, endColumn: 11 }))
+  await ada.getByRole('button', { name: 'Refactor' }).click()
+  for (const page of [ada, bob]) {
+    await visible(page, '.suggestion-zone', `${page.person}'s second suggestion`)
+    checkEqual(await page.locator('.suggestion-zone .del').innerText(), '− let x = 1;', `${page.person}'s second removed line`)
+  }
+  await ada.locator('.suggestion-zone button.reject').click()
+  for (const page of [ada, bob]) {
+    await eventually(`${page.person}'s rejected suggestion to go away`, () => page.locator('.suggestion-zone').count(), n => n === 0)
+    checkEqual(await page.evaluate(() => window.tandem.text()), AFTER, `${page.person}'s text after Reject`)
+  }
+  const statuses = await ada.evaluate(() => [...window.tandem.doc.getMap('suggestions').values()].map(s => s.get('status')).sort())
+  checkEqual(JSON.stringify(statuses), JSON.stringify(['accepted', 'rejected']), 'the suggestions\' statuses')
+  await t.screenshot(ada, 'decided')
 })
