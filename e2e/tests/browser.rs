@@ -149,6 +149,8 @@ async fn the_client_is_served_with_its_routes_and_the_api_keeps_its_404() -> Res
     std::fs::create_dir(dist.path().join("assets"))?;
     std::fs::write(dist.path().join("index.html"), "<!doctype html><p>app</p>")?;
     std::fs::write(dist.path().join("assets/app-1a2b3c.js"), "console.log(1)")?;
+    // The build's gzip copy (any bytes do: this checks which file is sent, not gzip).
+    std::fs::write(dist.path().join("assets/app-1a2b3c.js.gz"), "gzip bytes")?;
     std::fs::write(dist.path().join("robots.txt"), "User-agent: *")?;
     let server = TandemServer::start(&["--web-dir", dist.path().to_str().expect("UTF-8")]).await?;
     let http = reqwest::Client::new();
@@ -185,6 +187,31 @@ async fn the_client_is_served_with_its_routes_and_the_api_keeps_its_404() -> Res
     );
     assert_eq!(asset.headers()["x-content-type-options"], "nosniff");
     assert_eq!(asset.text().await?, "console.log(1)");
+    let gzipped = http
+        .get(server.http("/assets/app-1a2b3c.js"))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await?;
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(
+        gzipped.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(
+        gzipped.headers()["vary"]
+            .to_str()?
+            .contains("Accept-Encoding"),
+        "{:?}",
+        gzipped.headers()
+    );
+    assert_eq!(gzipped.text().await?, "gzip bytes");
+    // Without a gzip copy the file goes as it is.
+    let plain = http
+        .get(server.http("/robots.txt"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await?;
+    assert!(plain.headers().get("content-encoding").is_none());
     let robots = get("/robots.txt").await?;
     assert_eq!(robots.headers()["cache-control"], "no-store");
     assert_eq!(robots.text().await?, "User-agent: *");

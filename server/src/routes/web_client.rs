@@ -80,6 +80,26 @@ fn content_type(file: &Path) -> &'static str {
     }
 }
 
+/// Whether `Accept-Encoding` lists gzip (or `*`) without refusing it with `q=0`.
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|param| {
+                param
+                    .trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
 async fn read_file(file: &Path) -> Option<Vec<u8>> {
     match tokio::fs::metadata(file).await {
         Ok(meta) if meta.is_file() => tokio::fs::read(file).await.ok(),
@@ -106,6 +126,18 @@ pub async fn serve(
     {
         let mut response = HttpResponse::Ok();
         response.insert_header((header::CONTENT_TYPE, content_type(&file)));
+        response.insert_header((header::VARY, "Accept-Encoding"));
+        // The build writes a gzip copy beside each large text file; send it when the browser
+        // takes gzip.
+        let mut body = body;
+        if accepts_gzip(&req) {
+            let mut gzipped = file.clone().into_os_string();
+            gzipped.push(".gz");
+            if let Some(compressed) = read_file(Path::new(&gzipped)).await {
+                response.insert_header((header::CONTENT_ENCODING, "gzip"));
+                body = compressed;
+            }
+        }
         if path.starts_with(IMMUTABLE_PREFIX) {
             // The security middleware adds its `no-store` only where none is set.
             response.insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"));
@@ -145,6 +177,24 @@ mod tests {
         assert!(!owned_by_server("/apiary"));
         assert!(!owned_by_server("/rooms/abc"));
         assert!(!owned_by_server("/"));
+    }
+
+    #[test]
+    fn gzip_is_sent_only_to_who_takes_it() {
+        let accepts = |value: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((header::ACCEPT_ENCODING, value))
+                .to_http_request();
+            accepts_gzip(&req)
+        };
+        assert!(accepts("gzip, deflate, br"));
+        assert!(accepts("br;q=1.0, GZIP;q=0.5"));
+        assert!(accepts("*"));
+        assert!(!accepts("br, deflate"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("gzip; q=0.0, br"));
+        let bare = actix_web::test::TestRequest::default().to_http_request();
+        assert!(!accepts_gzip(&bare));
     }
 
     #[test]
