@@ -109,7 +109,8 @@ async fn an_accepted_ai_refactor_changes_the_text_for_both_people() -> Result {
             "```\n",
             "Same behaviour, spaced out.",
         ],
-        Duration::ZERO,
+        // Long enough for the browsers to see the assistant at work.
+        Duration::from_millis(1500),
         Duration::from_millis(100),
     ));
     let base = stand_in.base_url();

@@ -31,7 +31,13 @@ scenario('ai', async (t) => {
   // Ctrl+K opens the assistant; Refactor sends the selection.
   await ada.keyboard.press('Control+k')
   await visible(ada, '.panel .ai', 'the AI panel')
+  // While the model thinks, Bob sees which range the assistant works on.
+  const working = waitIn(bob, 'the assistant\'s working range in Bob\'s editor', () =>
+    document.querySelector('.monaco-editor .view-overlays .ai-working') !== null &&
+    document.querySelector('.monaco-editor .view-line .ai-working-label') !== null)
   await ada.getByRole('button', { name: 'Refactor' }).click()
+  await working
+  await t.screenshot(bob, 'working')
   await waitIn(ada, 'the streamed answer', () => document.querySelector('.msg.assistant')?.textContent.includes('Same behaviour, spaced out.'))
 
   // Inline, for both: the range, the removed and the added line, Accept and Reject.

@@ -12,7 +12,7 @@ import { Role, RoomView, call, currentSession, enc, freshAccessToken } from './a
 import { clear, confirmAction, askText, errorText, h, modal, toast } from './dom'
 import { monaco, languageOf } from './monaco'
 import { HistoryPanel } from './history'
-import { CommentsPanel, renderCommentMarkers } from './comments'
+import { CommentsPanel, renderCommentMarkers, resolve } from './comments'
 import { AiPanel, SuggestionsView } from './ai'
 import { ShareDialog } from './share'
 
@@ -98,6 +98,7 @@ export class RoomPage implements RoomContext {
 
   private suggestions: SuggestionsView | null = null
   private commentDecorations: monaco.editor.IEditorDecorationsCollection | null = null
+  private assistantDecorations: monaco.editor.IEditorDecorationsCollection | null = null
 
   constructor (private host: HTMLElement, id: string, private options: RoomOptions) {
     this.id = id
@@ -201,6 +202,7 @@ export class RoomPage implements RoomContext {
     // so the editor keeps its icons when the network goes away later.
     void document.fonts.load('16px codicon').catch(() => {})
     this.commentDecorations = this.editor.createDecorationsCollection([])
+    this.assistantDecorations = this.editor.createDecorationsCollection([])
     this.suggestions = new SuggestionsView(this)
 
     const onKey = (ev: KeyboardEvent): void => {
@@ -275,6 +277,7 @@ export class RoomPage implements RoomContext {
     this.awareness.on('change', () => {
       this.renderPresence()
       this.renderCursorStyles()
+      this.renderAssistantCursor()
     })
 
     const offline = (): void => {
@@ -373,6 +376,39 @@ export class RoomPage implements RoomContext {
     this.els.cursorStyle.textContent = rules.join('\n')
   }
 
+  /** The range the AI assistant works on, while it works (its awareness `cursor` holds
+   *  base64-encoded relative positions, not y-monaco's `selection`). */
+  private renderAssistantCursor (): void {
+    const model = this.model
+    const text = this.file === null ? undefined : this.files.get(this.file)
+    const marks: monaco.editor.IModelDeltaDecoration[] = []
+    if (model && text) {
+      this.awareness.getStates().forEach(state => {
+        const cursor = state.cursor as { file?: unknown, anchor?: unknown, head?: unknown } | undefined
+        if (state.assistant !== true || (state.status !== 'thinking' && state.status !== 'writing')) return
+        if (!cursor || cursor.file !== this.file || typeof cursor.anchor !== 'string' || typeof cursor.head !== 'string') return
+        const at = (encoded: string): number | null => {
+          try {
+            const bytes = Uint8Array.from(atob(encoded), c => c.charCodeAt(0))
+            return resolve(this.doc, text, bytes)
+          } catch {
+            return null
+          }
+        }
+        const anchor = at(cursor.anchor)
+        const head = at(cursor.head)
+        if (anchor === null || head === null) return
+        const a = model.getPositionAt(Math.min(anchor, head))
+        const b = model.getPositionAt(Math.max(anchor, head))
+        marks.push({
+          range: new monaco.Range(a.lineNumber, a.column, b.lineNumber, b.column),
+          options: { className: 'ai-working', afterContentClassName: 'ai-working-label', stickiness: monaco.editor.TrackedRangeStickiness.NeverGrowsWhenTypingAtEdges }
+        })
+      })
+    }
+    this.assistantDecorations?.set(marks)
+  }
+
   private sortedFiles (): string[] {
     return [...this.files.keys()].sort((a, b) => a.localeCompare(b))
   }
@@ -453,6 +489,7 @@ export class RoomPage implements RoomContext {
     this.els.empty.hidden = true
     this.renderFiles()
     this.renderCommentMarkers()
+    this.renderAssistantCursor()
     this.suggestions?.render()
   }
 
