@@ -1,7 +1,7 @@
 // A named checkpoint (Ctrl+S), more edits, then a restore from the history panel: both
 // people's editors go back to the checkpoint's text.
 
-import { answerDialog, check, createRoom, focusEnd, openRoom, register, scenario, visible, waitIn, waitText } from './lib.mjs'
+import { answerDialog, createRoom, eventually, focusEnd, openRoom, register, scenario, visible, waitIn, waitText } from './lib.mjs'
 
 scenario('restore', async (t) => {
   const ada = await t.person('Ada')
@@ -47,8 +47,8 @@ scenario('restore', async (t) => {
 
   await waitText(ada, first, 'Ada\'s text after the restore')
   await waitText(bob, first, 'Bob\'s text after the restore')
-  // The restore is itself a version.
-  await ada.locator('.version', { hasText: 'Restore' }).first().waitFor({ timeout: 20_000 })
-  check(await ada.locator('.modal').count() === 0, 'dialogs closed after the restore')
+  // The dialogs close, and the restore is itself a version.
+  await eventually('the dialogs to close after the restore', () => ada.locator('.modal').count(), n => n === 0)
+  await ada.locator('.version .badge', { hasText: /^Restore$/ }).first().waitFor({ timeout: 20_000 })
   await t.screenshot(bob, 'restored')
 })
