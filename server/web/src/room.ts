@@ -420,10 +420,20 @@ export class RoomPage implements RoomContext {
     if (paths.length === 0) {
       tree.append(h('li', { class: 'muted empty' }, this.readOnly ? 'No files.' : 'No files yet.'))
     }
+    // Paths are shown as a tree: each folder once, its files indented under it.
+    let shown: string[] = []
     for (const path of paths) {
       const active = path === this.file
-      const row = h('li', { class: active ? 'active' : '', 'data-path': path },
-        h('button', { class: 'file', title: path, onclick: () => { this.openFile(path); this.root.classList.remove('show-files') } }, path))
+      const folders = path.split('/').slice(0, -1)
+      let depth = 0
+      while (depth < folders.length && folders[depth] === shown[depth]) depth++
+      for (let d = depth; d < folders.length; d++) {
+        tree.append(h('li', { class: 'folder', style: `--depth: ${d}` }, h('span', { class: 'folder-name' }, folders[d] + '/')))
+      }
+      shown = folders
+      const name = path.split('/').pop() || path
+      const row = h('li', { class: active ? 'active' : '', 'data-path': path, style: `--depth: ${folders.length}` },
+        h('button', { class: 'file', title: path, onclick: () => { this.openFile(path); this.root.classList.remove('show-files') } }, name))
       if (!this.readOnly) {
         row.append(
           h('button', { class: 'icon', title: `Rename ${path}`, 'aria-label': `Rename ${path}`, onclick: () => { void this.renameFile(path) } }, '✎'),
