@@ -100,7 +100,7 @@ export class RoomPage implements RoomContext {
   private commentDecorations: monaco.editor.IEditorDecorationsCollection | null = null
   private assistantDecorations: monaco.editor.IEditorDecorationsCollection | null = null
 
-  constructor (private host: HTMLElement, id: string, private options: RoomOptions) {
+  constructor (host: HTMLElement, id: string, private options: RoomOptions) {
     this.id = id
     this.shareToken = options.shareToken
     this.files = this.doc.getMap('files')
@@ -622,7 +622,6 @@ export class RoomPage implements RoomContext {
     this.doc.destroy()
     document.title = 'Tandem'
     this.root.remove()
-    void this.host
   }
 }
 
