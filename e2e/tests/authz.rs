@@ -143,6 +143,8 @@ const TABLE: &[Row] = &[
     row("POST", "/api/rooms/{room}/share-links", Some("{}"),          [401, 401, 401, 403, 403, 403, 403, 201]),
     row("GET", "/api/rooms/{room}/share-links", None,                 [401, 401, 401, 403, 403, 403, 403, 200]),
     row("DELETE", "/api/rooms/{room}/share-links/{link_id}", None,    [401, 401, 401, 403, 403, 403, 403, 204]),
+    // The room a share token opens: only a share token has one to name.
+    row("GET", "/api/share-links/current", None,                      [401, 401, 401, 200, 403, 403, 403, 403]),
 
     // Comments: any participant with an account may comment (a share link has none); only
     // authors edit, authors or owners delete, editors (or the author) resolve. `{thread}` is

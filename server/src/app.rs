@@ -156,9 +156,11 @@ impl Application {
         };
         let shared = state.clone();
         let cors_origins = config.cors_origins.clone();
+        let web_assets = web::Data::new(routes::web_client::WebAssets::new(config.web_dir.clone()));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(shared.clone()))
+                .app_data(web_assets.clone())
                 .wrap(routes::security_headers())
                 .wrap(routes::cors(&cors_origins))
                 .configure(routes::configure)

@@ -162,6 +162,9 @@ pub struct ServeArgs {
     /// Origins allowed by CORS, comma-separated (`*` for any); none when empty.
     #[arg(long, env = "TANDEM_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Directory of the built browser client, served at `/`.
+    #[arg(long, env = "TANDEM_WEB_DIR", default_value = "server/web/dist")]
+    pub web_dir: PathBuf,
     /// Redis URL; turns clustering on (nodes sharing one database and one Redis).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -276,6 +279,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Origins allowed by CORS.
     pub cors_origins: Vec<String>,
+    /// Directory of the built browser client.
+    pub web_dir: PathBuf,
     /// Clustering, when a Redis URL is configured.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The AI assistant.
@@ -366,6 +371,7 @@ impl ServeArgs {
                 max_file_size: self.max_file_size,
                 max_import_size: self.max_import_size,
             },
+            web_dir: self.web_dir,
             ai: crate::ai::AiConfig {
                 provider: self.ai_base_url.map(|base_url| {
                     let mut endpoints = vec![crate::ai::provider::Endpoint {

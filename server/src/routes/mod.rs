@@ -11,6 +11,7 @@ mod health;
 mod notifications;
 mod rooms;
 mod webhooks;
+pub mod web_client;
 mod ws;
 
 use actix_cors::Cors;
@@ -41,6 +42,7 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         rooms::list_members, rooms::set_member_role, rooms::remove_member, rooms::transfer_ownership,
         rooms::create_invite, rooms::list_invites, rooms::revoke_invite, rooms::accept_invite,
         rooms::create_share_link, rooms::list_share_links, rooms::revoke_share_link,
+        rooms::current_share_link,
         documents::document, documents::list_versions, documents::create_version,
         documents::get_version, documents::restore_version,
         ws::connect,
@@ -178,6 +180,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(rooms::accept_invite),
     )
     .route("/api/import", web::post().to(files::import_room))
+    .route(
+        "/api/share-links/current",
+        web::get().to(rooms::current_share_link),
+    )
     .route("/api/rooms", web::post().to(rooms::create_room))
     .route("/api/rooms", web::get().to(rooms::list_rooms))
     .service(
@@ -274,9 +280,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(documents::restore_version),
             ),
     )
-    .default_service(web::to(|| async {
-        Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such route"))
-    }));
+    // Everything else is the browser client (its files, or index.html for its own routes);
+    // API-like paths keep the JSON 404.
+    .default_service(web::to(web_client::serve));
 }
 
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {

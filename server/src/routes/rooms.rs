@@ -1024,3 +1024,30 @@ pub async fn revoke_share_link(
         .publish(AccessEvent::ShareLinkRevoked { link_id });
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// The room a share token opens, for the web client's `/share/{token}` page: the token only
+/// names itself, so its holder asks which room it is for.
+#[utoipa::path(get, path = "/api/share-links/current", tag = "share-links",
+    responses((status = 200, body = RoomView), (status = 401), (status = 403)))]
+pub async fn current_share_link(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let Principal::Share { room_id, .. } = &caller.0 else {
+        return Err(ApiError::forbidden(
+            "this endpoint needs a share token (shr_…)",
+        ));
+    };
+    let (role, _) = require_role(&state, &caller.0, room_id, Role::Viewer).await?;
+    let model = room::Entity::find_by_id(room_id.as_str())
+        .one(state.db())
+        .await?
+        .ok_or_else(|| ApiError::not_found("the room no longer exists"))?;
+    Ok(HttpResponse::Ok().json(RoomView {
+        online: state.presence.connections(room_id),
+        id: model.id,
+        name: model.name,
+        role,
+        created_at_ms: model.created_at,
+    }))
+}
