@@ -3,24 +3,13 @@
 // inline as a diff for both people, and Accept changes the text for both; a second one,
 // rejected, changes nothing.
 
-import { checkEqual, createRoom, eventually, focusEnd, openRoom, register, scenario, visible, waitIn, waitText } from './lib.mjs'
+import { checkEqual, eventually, focusEnd, scenario, twoEditors, visible, waitIn, waitText } from './lib.mjs'
 
 const SOURCE = 'let x = 1;\nlet total=a+b;\nlet y = 2;\n'
 const AFTER = 'let x = 1;\nlet total = a + b;\nlet y = 2;\n'
 
 scenario('ai', async (t) => {
-  const ada = await t.person('Ada')
-  const bob = await t.person('Bob')
-  await register(ada, 'Ada')
-  await register(bob, 'Bob')
-  const room = await createRoom(ada, 'Refactoring')
-  await ada.getByRole('button', { name: 'Share' }).click()
-  await ada.locator('select[name=invite_role]').selectOption('editor')
-  await ada.getByRole('button', { name: 'Create invite link' }).click()
-  const link = await ada.locator('input[name=invite_link]').inputValue()
-  await ada.keyboard.press('Escape')
-  await bob.goto(link)
-  await openRoom(bob, room)
+  const { ada, bob, room } = await twoEditors(t, 'Refactoring')
 
   await focusEnd(ada)
   await ada.evaluate(text => window.tandem.editor().trigger('test', 'type', { text }), SOURCE)

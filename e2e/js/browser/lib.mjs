@@ -153,6 +153,26 @@ export async function openRoom (page, roomId) {
   await waitUntilEditing(page)
 }
 
+/**
+ * Ada (who registers and creates the room) and Bob (who registers and joins through an
+ * editor invite Ada makes in the Share dialog), both in the room's editor.
+ */
+export async function twoEditors (t, roomName) {
+  const ada = await t.person('Ada')
+  const bob = await t.person('Bob')
+  await register(ada, 'Ada')
+  await register(bob, 'Bob')
+  const room = await createRoom(ada, roomName)
+  await ada.getByRole('button', { name: 'Share' }).click()
+  await ada.locator('select[name=invite_role]').selectOption('editor')
+  await ada.getByRole('button', { name: 'Create invite link' }).click()
+  const link = await ada.locator('input[name=invite_link]').inputValue()
+  await ada.keyboard.press('Escape')
+  await bob.goto(link)
+  await openRoom(bob, room)
+  return { ada, bob, room }
+}
+
 export function editorText (page) {
   return page.evaluate(() => window.tandem.text())
 }

@@ -1,21 +1,10 @@
 // One person loses the network, keeps typing, and comes back: nothing is lost, both end with
 // both people's edits. The indicator tells the truth meanwhile.
 
-import { BASE, check, checkEqual, createRoom, editorText, eventually, focusEnd, openRoom, register, scenario, waitIn, waitText } from './lib.mjs'
+import { BASE, check, checkEqual, editorText, eventually, focusEnd, scenario, twoEditors, waitIn, waitText } from './lib.mjs'
 
 scenario('offline', async (t) => {
-  const ada = await t.person('Ada')
-  const bob = await t.person('Bob')
-  await register(ada, 'Ada')
-  await register(bob, 'Bob')
-  const room = await createRoom(ada, 'Trains')
-  await ada.getByRole('button', { name: 'Share' }).click()
-  await ada.locator('select[name=invite_role]').selectOption('editor')
-  await ada.getByRole('button', { name: 'Create invite link' }).click()
-  const link = await ada.locator('input[name=invite_link]').inputValue()
-  await ada.keyboard.press('Escape')
-  await bob.goto(link)
-  await openRoom(bob, room)
+  const { ada, bob, room } = await twoEditors(t, 'Trains')
 
   await focusEnd(ada)
   await ada.keyboard.type('line one;')

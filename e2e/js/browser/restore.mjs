@@ -1,21 +1,10 @@
 // A named checkpoint (Ctrl+S), more edits, then a restore from the history panel: both
 // people's editors go back to the checkpoint's text.
 
-import { answerDialog, createRoom, eventually, focusEnd, openRoom, register, scenario, visible, waitIn, waitText } from './lib.mjs'
+import { answerDialog, eventually, focusEnd, scenario, twoEditors, visible, waitIn, waitText } from './lib.mjs'
 
 scenario('restore', async (t) => {
-  const ada = await t.person('Ada')
-  const bob = await t.person('Bob')
-  await register(ada, 'Ada')
-  await register(bob, 'Bob')
-  const room = await createRoom(ada, 'History')
-  await ada.getByRole('button', { name: 'Share' }).click()
-  await ada.locator('select[name=invite_role]').selectOption('editor')
-  await ada.getByRole('button', { name: 'Create invite link' }).click()
-  const link = await ada.locator('input[name=invite_link]').inputValue()
-  await ada.keyboard.press('Escape')
-  await bob.goto(link)
-  await openRoom(bob, room)
+  const { ada, bob, room } = await twoEditors(t, 'History')
 
   const first = 'function greet() {\n  return "hello";\n}\n'
   await focusEnd(ada)

@@ -10,8 +10,8 @@ mod files;
 mod health;
 mod notifications;
 mod rooms;
-mod webhooks;
 pub mod web_client;
+mod webhooks;
 mod ws;
 
 use actix_cors::Cors;
