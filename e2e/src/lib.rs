@@ -1073,6 +1073,11 @@ impl LocalModel {
             .args(["-m", "llama_cpp.server", "--model", &model])
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--n_ctx", "2048", "--model_alias", "smollm2"])
+            // llama.cpp as built by llama-cpp-python 0.3.36 on CPUs with AVX-512/AMX crashes
+            // (SIGSEGV) evaluating several prompt tokens of this Q4_1 model in one physical
+            // batch; one token per physical batch avoids that kernel and is fast enough for
+            // a 135M model.
+            .args(["--n_ubatch", "1"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -155,7 +155,8 @@ export async function openRoom (page, roomId) {
 
 /**
  * Ada (who registers and creates the room) and Bob (who registers and joins through an
- * editor invite Ada makes in the Share dialog), both in the room's editor.
+ * editor invite Ada makes in the Share dialog, which opens the room for him), both in the
+ * room's editor.
  */
 export async function twoEditors (t, roomName) {
   const ada = await t.person('Ada')
@@ -169,7 +170,10 @@ export async function twoEditors (t, roomName) {
   const link = await ada.locator('input[name=invite_link]').inputValue()
   await ada.keyboard.press('Escape')
   await bob.goto(link)
-  await openRoom(bob, room)
+  // The app accepts the invite, then opens the room itself: navigating before it has
+  // would cancel the acceptance.
+  await bob.waitForURL(`**/rooms/${encodeURIComponent(room)}`)
+  await waitUntilEditing(bob)
   return { ada, bob, room }
 }
 
