@@ -14,7 +14,7 @@
 //! `"{X-Tandem-Timestamp}.{body}"` under the webhook's secret.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,7 +104,11 @@ impl Webhooks {
         db: DatabaseConnection,
         events: broadcast::Receiver<Arc<RoomEvent>>,
     ) -> Self {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if !config.allow_private_targets {
+            http = http.dns_resolver(Arc::new(PublicAddressesOnly));
+        }
+        let http = http
             .timeout(config.timeout)
             // A redirect could lead the delivery to an address the target check refused.
             .redirect(reqwest::redirect::Policy::none())
@@ -135,8 +139,8 @@ impl Webhooks {
     }
 
     /// Whether `url` may be registered: `http` or `https`, with a host, and (unless private
-    /// targets are allowed) not obviously loopback or private. Names are resolved and
-    /// checked again before every attempt.
+    /// targets are allowed) not a loopback or private address. Names are checked when an
+    /// attempt resolves them ([`PublicAddressesOnly`]).
     pub fn check_url(&self, url: &str) -> Result<reqwest::Url, String> {
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -415,11 +419,6 @@ impl Webhooks {
             Ok(url) => url,
             Err(reason) => return Outcome::Final(reason),
         };
-        if !self.inner.config.allow_private_targets
-            && let Err(reason) = resolves_publicly(&url).await
-        {
-            return Outcome::Failed(None, reason);
-        }
         let timestamp = (crdt_store::storage::now_millis() / 1000).to_string();
         let signature = sign(&hook.secret, &timestamp, delivery.payload.as_bytes());
         let response = self
@@ -524,19 +523,28 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Fails when the URL's host resolves to a loopback or private address.
-async fn resolves_publicly(url: &reqwest::Url) -> Result<(), String> {
-    let host = url.host_str().unwrap_or_default().to_owned();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addresses = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| format!("resolving {host}: {e}"))?;
-    for address in addresses {
-        if is_private(address.ip()) {
-            return Err(format!("{host} resolves to a loopback or private address"));
-        }
+/// Resolves webhook hosts leaving out loopback and private addresses, so a name that points
+/// (or is pointed again, between a check and the connection) at one cannot reach it: the
+/// addresses checked are the addresses connected to.
+struct PublicAddressesOnly;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            // The port is the URL's; reqwest sets it on the addresses it gets.
+            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|address| !is_private(address.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(
+                    format!("{host} resolves only to loopback or private addresses").into(),
+                );
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
     }
-    Ok(())
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -577,6 +585,21 @@ mod tests {
         assert_eq!(
             sign("secret", "1700000000", br#"{"a":1}"#),
             "sha256=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686"
+        );
+    }
+
+    #[tokio::test]
+    async fn names_of_private_addresses_do_not_resolve() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let refused = PublicAddressesOnly
+            .resolve(name)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            refused.as_deref(),
+            Some("localhost resolves only to loopback or private addresses")
         );
     }
 
