@@ -1,6 +1,7 @@
 // A viewer's editor is read-only: typing changes nothing, for them or anyone. An editor
 // invite link then lets the same person edit. A read-only share link opens the room
-// without an account, read-only too.
+// without an account, read-only too. Made a viewer while editing, a person's room turns
+// read-only at their next keystroke.
 
 import { BASE, check, checkEqual, createRoom, editorText, focusEnd, register, scenario, visible, waitText, waitUntilEditing } from './lib.mjs'
 
@@ -74,4 +75,22 @@ scenario('viewer-invite', async (t) => {
   await guest.keyboard.type('guest typing')
   checkEqual(await editorText(guest), edited, 'the share-link holder\'s text after typing')
   await t.screenshot(olga, 'owner')
+
+  // The owner makes Vic a viewer while his editor is open: his next keystroke is refused,
+  // his room reloads read-only with the server's text, and the owner's text never changes.
+  await olga.getByRole('button', { name: 'Share' }).click()
+  await olga.getByRole('combobox', { name: 'Role of Vic' }).selectOption('viewer')
+  await visible(olga, '.toast:text("Vic is now a viewer")', 'the role-change notice')
+  await olga.keyboard.press('Escape')
+  await focusEnd(vic)
+  await vic.keyboard.type(' refused')
+  await visible(vic, '.toast:text("read-only for you now")', 'the notice after the reload')
+  await waitUntilEditing(vic)
+  checkEqual(await vic.evaluate(() => window.tandem.role()), 'viewer', 'Vic\'s role after the change')
+  await visible(vic, '.banner:text("Read-only")', 'the read-only banner after the change')
+  await waitText(vic, edited, 'Vic\'s text after the reload')
+  await focusEnd(olga)
+  await olga.keyboard.type(';')
+  await waitText(vic, edited + ';')
+  checkEqual(await editorText(olga), edited + ';', 'the owner\'s text after Vic\'s refused edit')
 })

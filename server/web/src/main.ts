@@ -7,7 +7,7 @@
 import './style.css'
 import { ApiError, RoomView, call, currentSession, enc, login, logout, onSessionChange, register } from './api'
 import { askText, clear, confirmAction, errorText, h, toast } from './dom'
-import { RoomPage } from './room'
+import { NOTICE_KEY, RoomPage } from './room'
 
 const app = document.getElementById('app')!
 let page: { destroy: () => void } | null = null
@@ -193,3 +193,10 @@ async function openShare (token: string): Promise<void> {
 }
 
 route()
+
+// A notice left by the page before a reload (a role change, say).
+const notice = sessionStorage.getItem(NOTICE_KEY)
+if (notice) {
+  sessionStorage.removeItem(NOTICE_KEY)
+  toast(notice)
+}

@@ -6,7 +6,8 @@
 // `comments`) are read from the document too, and shown inline.
 
 import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
+import { WebsocketProvider, messageAuth } from 'y-websocket'
+import * as authProtocol from 'y-protocols/auth'
 import { MonacoBinding } from 'y-monaco'
 import { Role, RoomView, call, currentSession, enc, freshAccessToken } from './api'
 import { clear, confirmAction, askText, errorText, h, modal, toast } from './dom'
@@ -15,6 +16,11 @@ import { HistoryPanel } from './history'
 import { CommentsPanel, renderCommentMarkers, resolve } from './comments'
 import { AiPanel, SuggestionsView } from './ai'
 import { ShareDialog } from './share'
+
+/** When the room last reloaded because its edits were refused (sessionStorage). */
+const ROLE_RELOAD_KEY = 'tandem-role-reload'
+/** A notice to show once the app starts again after a reload (sessionStorage). */
+export const NOTICE_KEY = 'tandem-notice'
 
 export interface RoomOptions {
   /** Open the room through a read-only share link instead of the session. */
@@ -233,6 +239,26 @@ export class RoomPage implements RoomContext {
     this.renderFiles()
   }
 
+  /**
+   * This person's edits are refused: their role changed. Reload the room, so the editor shows
+   * the server's text (not the refused edits) and opens read-only; at most once in a while,
+   * so a disagreement between the role the API reports and the socket's cannot loop.
+   */
+  private lostWriteAccess (): void {
+    if (this.destroyed) return
+    const last = Number(sessionStorage.getItem(ROLE_RELOAD_KEY) ?? 0)
+    if (Date.now() - last > 10_000) {
+      sessionStorage.setItem(ROLE_RELOAD_KEY, String(Date.now()))
+      sessionStorage.setItem(NOTICE_KEY, 'Your role in this room changed: it is read-only for you now.')
+      location.reload()
+      return
+    }
+    this.readOnly = true
+    this.editor.updateOptions({ readOnly: true })
+    this.els.banner.textContent = 'Read-only: your role in this room changed; edits since then were not saved.'
+    this.els.banner.hidden = false
+  }
+
   private async connect (): Promise<void> {
     const token = this.shareToken ?? (await freshAccessToken()) ?? ''
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
@@ -253,6 +279,11 @@ export class RoomPage implements RoomContext {
       color: colorFor(me?.id ?? String(this.doc.clientID))
     })
 
+    // The server refuses an edit with y-protocols' permission-denied message when this
+    // person may no longer write (an owner made them a viewer); the stock handler only warns.
+    provider.messageHandlers[messageAuth] = (_encoder, decoder, prov) => {
+      authProtocol.readAuthMessage(decoder, prov.doc, () => this.lostWriteAccess())
+    }
     provider.on('status', () => this.updateConnection())
     provider.on('sync', () => this.updateConnection())
     provider.on('connection-close', () => {

@@ -66,7 +66,9 @@ export class ShareDialog {
     void call<Participant[] | { members: Participant[] }>('GET', `/api/rooms/${enc(room.id)}/members`).then(answer => {
       const list = Array.isArray(answer) ? answer : answer.members
       for (const m of list ?? []) {
-        members.append(h('li', { class: 'row' }, h('span', {}, m.display_name ?? m.name ?? m.user_id), h('span', { class: 'spacer' }), h('span', { class: 'badge role-' + m.role }, m.role)))
+        const name = m.display_name ?? m.name ?? m.user_id
+        members.append(h('li', { class: 'row' }, h('span', {}, name), h('span', { class: 'spacer' }),
+          m.role === 'owner' ? h('span', { class: 'badge role-owner' }, 'owner') : memberControls(room.id, m, name)))
       }
     }).catch(err => toast(errorText(err), 'error'))
 
@@ -82,4 +84,29 @@ export class ShareDialog {
       h('h3', {}, 'Participants'),
       members))
   }
+}
+
+/** An owner's controls for one participant: change the role (it takes effect at once, open
+ * editors included) or remove them. */
+function memberControls (roomId: string, member: Participant, name: string): HTMLElement {
+  const select = h('select', { name: 'member_role', 'aria-label': `Role of ${name}`, 'data-user': member.user_id },
+    h('option', { value: 'editor' }, 'Editor'), h('option', { value: 'viewer' }, 'Viewer')) as HTMLSelectElement
+  select.value = member.role
+  select.addEventListener('change', () => {
+    const wanted = select.value
+    call('PUT', `/api/rooms/${enc(roomId)}/members/${enc(member.user_id)}`, { role: wanted })
+      .then(() => toast(`${name} is now ${wanted === 'editor' ? 'an editor' : 'a viewer'}.`))
+      .catch(err => { select.value = member.role; toast(errorText(err), 'error') })
+  })
+  const row = h('span', { class: 'row' }, select)
+  row.append(h('button', {
+    class: 'ghost small',
+    title: `Remove ${name}`,
+    onclick: () => {
+      call('DELETE', `/api/rooms/${enc(roomId)}/members/${enc(member.user_id)}`)
+        .then(() => { row.closest('li')?.remove(); toast(`${name} was removed.`) })
+        .catch(err => toast(errorText(err), 'error'))
+    }
+  }, 'Remove'))
+  return row
 }
