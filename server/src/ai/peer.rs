@@ -145,6 +145,9 @@ pub struct PeerHandle {
     route: Route,
 }
 
+/// How long a peer may take to answer a command before it counts as gone.
+pub const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Clone)]
 enum Route {
     /// A peer task of this process.
@@ -167,6 +170,25 @@ impl PeerHandle {
             Route::Local(commands) => commands.send(command).await.is_ok(),
             Route::Remote(room) => room.send(command).await,
         }
+    }
+
+    /// Sends the command `make` builds around a reply channel and waits for the answer;
+    /// `None` when the peer has stopped, or has not answered within [`REPLY_TIMEOUT`] (a
+    /// hung peer process must not hold requests forever).
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> PeerCommand) -> Option<T> {
+        self.ask_within(REPLY_TIMEOUT, make).await
+    }
+
+    async fn ask_within<T>(
+        &self,
+        limit: std::time::Duration,
+        make: impl FnOnce(oneshot::Sender<T>) -> PeerCommand,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(make(reply)).await {
+            return None;
+        }
+        tokio::time::timeout(limit, answer).await.ok()?.ok()
     }
 
     /// Hands a command over without waiting; `false` when the peer has stopped or its queue
@@ -708,6 +730,37 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_counts_as_gone() {
+        let (commands, mut received) = mpsc::channel(4);
+        let handle = PeerHandle {
+            route: Route::Local(commands),
+        };
+        // The command arrives, and its reply channel is kept but never answered.
+        let keep = tokio::spawn(async move {
+            let command = received.recv().await;
+            std::future::pending::<()>().await;
+            drop(command);
+        });
+        let answer = handle
+            .ask_within(std::time::Duration::from_millis(50), |reply| {
+                PeerCommand::UndoSince(0, reply)
+            })
+            .await;
+        assert_eq!(answer, None);
+        keep.abort();
+        // A stopped peer answers None at once.
+        let (commands, received) = mpsc::channel(4);
+        drop(received);
+        let stopped = PeerHandle {
+            route: Route::Local(commands),
+        };
+        assert_eq!(
+            stopped.ask(|reply| PeerCommand::UndoSince(0, reply)).await,
+            None::<Vec<String>>
+        );
+    }
     use yrs::GetString;
 
     #[test]

@@ -14,7 +14,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{Instrument, info, info_span, warn};
 use utoipa::ToSchema;
@@ -278,18 +278,16 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
                 }),
             )
         {
-            let (reply, answer) = oneshot::channel();
-            peer.send(PeerCommand::Suggest(
-                NewSuggestion {
-                    range,
-                    replacement: code,
-                    explanation,
-                    conversation_id: turn.conversation_id.clone(),
-                },
-                reply,
-            ))
-            .await;
-            if let Ok(Ok(id)) = answer.await {
+            let suggestion = NewSuggestion {
+                range,
+                replacement: code,
+                explanation,
+                conversation_id: turn.conversation_id.clone(),
+            };
+            if let Some(Ok(id)) = peer
+                .ask(|reply| PeerCommand::Suggest(suggestion, reply))
+                .await
+            {
                 suggestion_ids.push(id);
             }
         }
@@ -495,13 +493,8 @@ async fn decide(
         match lease.room().suggestion_intact(suggestion) {
             None => return Err(ApiError::not_found("no such suggestion")),
             Some(false) => {
-                let (reply, outcome) = oneshot::channel();
-                if peer
-                    .send(PeerCommand::MarkConflict(suggestion.to_owned(), reply))
-                    .await
-                {
-                    let _ = outcome.await;
-                }
+                peer.ask(|reply| PeerCommand::MarkConflict(suggestion.to_owned(), reply))
+                    .await;
                 return Ok(HttpResponse::Conflict().json(json!({
                     "status": "conflict",
                     "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
@@ -518,16 +511,16 @@ async fn decide(
             )
             .await?;
     }
-    let (reply, outcome) = oneshot::channel();
-    let command = if accept {
-        PeerCommand::Accept(suggestion.to_owned(), reply)
-    } else {
-        PeerCommand::Reject(suggestion.to_owned(), reply)
-    };
-    if !peer.send(command).await {
-        return Err(ai.peer_lost().into());
-    }
-    let outcome = outcome.await.map_err(|_| ApiError::from(ai.peer_lost()))?;
+    let outcome = peer
+        .ask(|reply| {
+            if accept {
+                PeerCommand::Accept(suggestion.to_owned(), reply)
+            } else {
+                PeerCommand::Reject(suggestion.to_owned(), reply)
+            }
+        })
+        .await
+        .ok_or_else(|| ApiError::from(ai.peer_lost()))?;
     match outcome {
         AcceptOutcome::NotFound => Err(ApiError::not_found("no such suggestion")),
         AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": "accepted"}))),
@@ -597,14 +590,10 @@ pub async fn undo(
         .ok_or_else(|| ApiError::not_found("no such version"))?;
     let ai = ai(&state)?;
     let peer = ai.peer(&room_id).await?;
-    let (reply, undone) = oneshot::channel();
-    if !peer
-        .send(PeerCommand::UndoSince(version.created_at_ms, reply))
+    let undone = peer
+        .ask(|reply| PeerCommand::UndoSince(version.created_at_ms, reply))
         .await
-    {
-        return Err(ai.peer_lost().into());
-    }
-    let undone = undone.await.map_err(|_| ApiError::from(ai.peer_lost()))?;
+        .ok_or_else(|| ApiError::from(ai.peer_lost()))?;
     Ok(HttpResponse::Ok().json(json!({ "undone": undone })))
 }
 
