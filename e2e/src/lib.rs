@@ -688,6 +688,27 @@ impl YjsDriver {
             .to_owned())
     }
 
+    /// Waits until the AI suggestion `id` (root map `suggestions`) has `status` on `client`;
+    /// answers `{key, value}` with the suggestion's fields.
+    pub async fn wait_suggestion(&self, client: &str, id: &str, status: &str) -> Result<Value> {
+        self.call(
+            "waitMapEntry",
+            json!({"client": client, "name": "suggestions", "key": id, "field": "status", "equals": status}),
+        )
+        .await
+    }
+
+    /// Sets the status of suggestion `id` from `client`, as an editor's client accepting or
+    /// rejecting it through the document does.
+    pub async fn set_suggestion_status(&self, client: &str, id: &str, status: &str) -> Result<()> {
+        self.call(
+            "setMapField",
+            json!({"client": client, "name": "suggestions", "key": id, "field": "status", "value": status}),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Waits until root text `text` equals `equals`.
     pub async fn wait_text(&self, client: &str, text: &str, equals: &str) -> Result<()> {
         self.call(
@@ -871,17 +892,25 @@ impl TandemServer {
         if let Some(token) = token {
             url = format!("{url}?token={token}");
         }
-        match tokio_tungstenite::connect_async(url).await {
-            Ok((mut socket, response)) => {
-                // Only the upgrade was asked for; the server may already be gone again.
-                let _ = socket.close(None).await;
-                Ok(response.status().as_u16())
-            }
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                Ok(response.status().as_u16())
-            }
-            Err(err) => Err(err.into()),
+        upgrade_status(url).await
+    }
+}
+
+/// The status a WebSocket upgrade `request` is answered with: 101 when it upgrades (the
+/// socket is then closed), else the status of the refusal.
+pub async fn upgrade_status(
+    request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+) -> Result<u16> {
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((mut socket, response)) => {
+            // Only the upgrade was asked for; the server may already be gone again.
+            let _ = socket.close(None).await;
+            Ok(response.status().as_u16())
         }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Ok(response.status().as_u16())
+        }
+        Err(err) => Err(err.into()),
     }
 }
 

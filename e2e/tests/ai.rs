@@ -132,12 +132,7 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
     assert!(done.data["usage"]["completion_tokens"].as_u64() > Some(0));
 
     // Every client sees the suggestion in the document.
-    let entry = driver
-        .call(
-            "waitMapEntry",
-            json!({"client": "b", "name": "suggestions", "key": suggestion, "field": "status", "equals": "pending"}),
-        )
-        .await?;
+    let entry = driver.wait_suggestion("b", &suggestion, "pending").await?;
     assert_eq!(entry["value"]["replacement"], "let total = a + b;");
     assert_eq!(entry["value"]["original"], "let total=a+b;");
     assert_eq!(entry["value"]["author"], "AI assistant");
@@ -181,17 +176,9 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
         .as_str()
         .expect("suggestion")
         .to_owned();
+    driver.wait_suggestion("a", &second, "pending").await?;
     driver
-        .call(
-            "waitMapEntry",
-            json!({"client": "a", "name": "suggestions", "key": second, "field": "status", "equals": "pending"}),
-        )
-        .await?;
-    driver
-        .call(
-            "setMapField",
-            json!({"client": "a", "name": "suggestions", "key": second, "field": "status", "value": "accepted"}),
-        )
+        .set_suggestion_status("a", &second, "accepted")
         .await?;
     driver.wait_text("b", FILE, expected).await?;
     driver
@@ -326,10 +313,7 @@ async fn accepting_after_concurrent_edits_replaces_exactly_the_intended_range() 
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["status"], "conflict");
     driver
-        .call(
-            "waitMapEntry",
-            json!({"client": "editor", "name": "suggestions", "key": suggestion, "field": "status", "equals": "conflict"}),
-        )
+        .wait_suggestion("editor", &suggestion, "conflict")
         .await?;
     assert_eq!(driver.text("editor", "conflict.rs").await?, edited);
     driver.shutdown().await

@@ -66,12 +66,7 @@ async fn a_real_model_streams_an_answer_and_proposes_a_well_formed_suggestion() 
         .expect("a suggestion")
         .to_owned();
 
-    let entry = driver
-        .call(
-            "waitMapEntry",
-            json!({"client": "a", "name": "suggestions", "key": suggestion, "field": "status", "equals": "pending"}),
-        )
-        .await?;
+    let entry = driver.wait_suggestion("a", &suggestion, "pending").await?;
     let value = &entry["value"];
     assert_eq!(value["file"], "lib.rs");
     assert_eq!(value["original"], source);

@@ -106,16 +106,7 @@ async fn control_upgrade(
             .headers_mut()
             .insert("authorization", authorization.parse()?);
     }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((mut socket, response)) => {
-            let _ = socket.close(None).await;
-            Ok(response.status().as_u16())
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Ok(response.status().as_u16())
-        }
-        Err(err) => Err(err.into()),
-    }
+    e2e::upgrade_status(request).await
 }
 
 fn tokens(events: &[SseEvent]) -> Vec<&str> {
@@ -214,12 +205,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
 
     // The suggestion is in everyone's document, written by the peer process; accepting it
     // through the server changes the text.
-    let entry = driver
-        .call(
-            "waitMapEntry",
-            json!({"client": "b", "name": "suggestions", "key": first, "field": "status", "equals": "pending"}),
-        )
-        .await?;
+    let entry = driver.wait_suggestion("b", &first, "pending").await?;
     assert_eq!(entry["value"]["replacement"], "let total = a + b;");
     assert_eq!(entry["value"]["author"], "AI assistant");
     let (code, body) = post(
@@ -236,12 +222,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     // A second suggestion, left pending.
     stand_in.push(ScriptedReply::text(REFACTOR));
     let second = suggestion_id(&server.ai_chat("ext", &token, refactor("second.rs")).await?);
-    driver
-        .call(
-            "waitMapEntry",
-            json!({"client": "b", "name": "suggestions", "key": second, "field": "status", "equals": "pending"}),
-        )
-        .await?;
+    driver.wait_suggestion("b", &second, "pending").await?;
 
     // Kill the peer process: it leaves presence, AI endpoints answer 503, sync goes on.
     peer.kill().await?;
@@ -297,17 +278,9 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     // (which checks its copy and takes the checkpoint) before applying.
     stand_in.push(ScriptedReply::text(REFACTOR));
     let third = suggestion_id(&server.ai_chat("ext", &token, refactor("third.rs")).await?);
+    driver.wait_suggestion("a", &third, "pending").await?;
     driver
-        .call(
-            "waitMapEntry",
-            json!({"client": "a", "name": "suggestions", "key": third, "field": "status", "equals": "pending"}),
-        )
-        .await?;
-    driver
-        .call(
-            "setMapField",
-            json!({"client": "a", "name": "suggestions", "key": third, "field": "status", "value": "accepted"}),
-        )
+        .set_suggestion_status("a", &third, "accepted")
         .await?;
     driver.wait_text("b", "third.rs", REFACTORED).await?;
     let versions: Value = reqwest::Client::new()
