@@ -36,7 +36,7 @@ pub use ids::{ConnectionId, InvalidRoomId, RoomId};
 pub use registry::{JoinError, RoomRegistry};
 pub use room::{
     ApplyError, Delivery, JoinRefused, Outbound, RestoreError, Room, RoomConnection, RoomLease,
-    new_doc,
+    doc_options, new_doc,
 };
 pub use storage::{Storage, StorageError};
 pub use version::{VersionInfo, VersionKind};

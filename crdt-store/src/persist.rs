@@ -14,16 +14,16 @@ use tokio::time::Instant;
 use tracing::error;
 
 use crate::ids::RoomId;
-use crate::room::{Outbound, Room};
+use crate::room::{Outbound, Reach, Room};
 use crate::storage::{LogEntry, Storage};
 
 /// A request to the writer.
 pub(crate) enum PersistCommand {
-    /// Log `update` for `room`; afterwards broadcast `fanout` if present.
+    /// Log `update` for `room`; afterwards deliver `fanout` if present.
     Append {
         room: Room,
         update: Bytes,
-        fanout: Option<Outbound>,
+        fanout: Option<(Outbound, Reach)>,
     },
     /// Answer once every command queued before this one is committed.
     Flush(oneshot::Sender<()>),
@@ -76,8 +76,8 @@ pub(crate) async fn run_writer(
                     fanout,
                     update,
                 } => {
-                    if let Some(outbound) = fanout {
-                        room.deliver(outbound, &update);
+                    if let Some((outbound, reach)) = fanout {
+                        room.deliver(outbound, &update, reach);
                     }
                     // Count per room run; consecutive updates of one room are common.
                     match &mut last_room {

@@ -21,9 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ReadTxn, Transact, Update};
+use yrs::{ReadTxn, Transact};
 
 use crate::bus::RoomBus;
 use crate::config::{Durability, StoreConfig};
@@ -209,27 +208,36 @@ impl RoomRegistry {
                 rebuild_doc(&room_id, stored.snapshot.as_deref(), &stored.updates)
             })
             .await??;
-            if let Some(bus) = &shared.bus {
-                // Peers may hold edits not yet in storage (relaxed durability, or in flight).
-                let state_vector = doc.transact().state_vector().encode_v1();
-                for update in bus.join(id, state_vector).await {
-                    let applied = Update::decode_v1(&update)
-                        .map_err(|e| e.to_string())
-                        .and_then(|u| doc.transact_mut().apply_update(u).map_err(|e| e.to_string()));
-                    if let Err(err) = applied {
-                        warn!(room = %id, error = %err, "ignoring an invalid catch-up update from a peer");
-                    }
+            // Peers may hold edits not yet in storage (relaxed durability, or in flight).
+            let catch_up = match &shared.bus {
+                Some(bus) => {
+                    let state_vector = doc.transact().state_vector().encode_v1();
+                    bus.join(id, state_vector).await
                 }
-            }
-            Ok::<_, StorageError>((doc, logged))
+                None => Vec::new(),
+            };
+            Ok::<_, StorageError>((doc, logged, catch_up))
         }
         .await;
         match loaded {
-            Ok((doc, logged)) => {
+            Ok((doc, logged, catch_up)) => {
                 shared.metrics.room_loads.increment(1);
                 shared.metrics.rooms_in_memory.increment(1.0);
                 info!(room = %id, logged_updates = logged, "room loaded");
                 let room = Room::new(id.clone(), doc, logged, shared.clone());
+                let mut repaired = false;
+                for update in catch_up {
+                    match room.apply_repair(&update).await {
+                        Ok(changed) => repaired |= changed,
+                        Err(err) => {
+                            warn!(room = %id, error = %err, "ignoring an invalid catch-up update from a peer");
+                        }
+                    }
+                }
+                if repaired {
+                    // What peers had that storage lacked is logged before anyone is served it.
+                    self.flush().await;
+                }
                 if let Some(bus) = &shared.bus {
                     bus.attach(&room);
                 }

@@ -33,13 +33,27 @@ use crate::registry::Shared;
 use crate::storage::StorageError;
 use crate::version::{VersionInfo, VersionKind};
 
-/// A new, empty document configured the way every Tandem document is: text offsets in
-/// UTF-16 code units, as JavaScript counts them, so positions mean the same on both sides.
+/// A new, empty document configured the way every Tandem document is (see [`doc_options`]).
 pub fn new_doc() -> Doc {
-    Doc::with_options(Options {
+    Doc::with_options(doc_options())
+}
+
+/// How every Tandem document is configured: text offsets in UTF-16 code units, as JavaScript
+/// counts them, so positions mean the same on both sides; a random client id.
+pub fn doc_options() -> Options {
+    Options {
         offset_kind: OffsetKind::Utf16,
         ..Options::default()
-    })
+    }
+}
+
+/// Where a committed update goes besides this node's subscribers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// This node's subscribers only: the update came from a peer node, which has it.
+    Node,
+    /// This node's subscribers and, through the bus, every other node holding the room.
+    Cluster,
 }
 
 /// A frame on its way to the subscribers of a room.
@@ -322,6 +336,17 @@ impl Room {
     /// Hands an applied update to persistence and subscribers in the order the durability
     /// mode promises.
     async fn publish(&self, outbound: Outbound, update: Bytes) -> Result<(), ApplyError> {
+        self.log_and_deliver(outbound, update, Reach::Cluster).await
+    }
+
+    /// Logs an applied update and fans it out to `reach`: after the commit in durable mode,
+    /// at once in relaxed mode.
+    async fn log_and_deliver(
+        &self,
+        outbound: Outbound,
+        update: Bytes,
+        reach: Reach,
+    ) -> Result<(), ApplyError> {
         {
             let mut activity = self.activity();
             activity.last_used = Instant::now();
@@ -332,9 +357,9 @@ impl Room {
         }
         self.0.shared.metrics.updates_applied.increment(1);
         let fanout_after_commit = match self.0.shared.config.durability {
-            Durability::Durable => Some(outbound),
+            Durability::Durable => Some((outbound, reach)),
             Durability::Relaxed => {
-                self.deliver(outbound, &update);
+                self.deliver(outbound, &update, reach);
                 None
             }
         };
@@ -350,11 +375,13 @@ impl Room {
             .map_err(|_| ApplyError::ShuttingDown)
     }
 
-    /// Fans out a committed update from a local connection (or the server): to this node's
-    /// subscribers and, through the bus, to the other nodes holding the room.
-    pub(crate) fn deliver(&self, outbound: Outbound, update: &Bytes) {
+    /// Fans out a committed update: to this node's subscribers and, for [`Reach::Cluster`],
+    /// through the bus to the other nodes holding the room.
+    pub(crate) fn deliver(&self, outbound: Outbound, update: &Bytes, reach: Reach) {
         self.broadcast(outbound);
-        if let Some(bus) = &self.0.shared.bus {
+        if reach == Reach::Cluster
+            && let Some(bus) = &self.0.shared.bus
+        {
             bus.publish_update(&self.0.id, update.clone());
         }
     }
@@ -375,27 +402,47 @@ impl Room {
         Ok(self.0.doc.transact().encode_diff_v1(&remote))
     }
 
-    /// Applies an update another node's client made: fanned out here, never persisted here
-    /// (its node did) and never published again.
+    /// Applies an update another node's client made and published: fanned out here, never
+    /// persisted here (its node committed it before publishing) and never published again.
     pub fn apply_remote_update(&self, update: &[u8]) -> Result<(), ApplyError> {
-        let decoded = Update::decode_v1(update)?;
-        if decoded.is_empty() {
-            return Ok(());
-        }
-        let changed = {
-            let mut txn = self.0.doc.transact_mut();
-            txn.apply_update(decoded)?;
-            txn.state_vector() != *txn.before_state() || !txn.delete_set().is_empty()
-        };
-        // Catch-up and anti-entropy replies often repeat what live fan-out already brought;
-        // clients are only sent updates that changed something here.
-        if changed {
+        if self.integrate(update)? {
             self.broadcast(Outbound {
                 origin: ConnectionId::SERVER,
                 frame: protocol::encode_update_frame(update),
             });
         }
         Ok(())
+    }
+
+    /// Applies what a peer node answered a sync request with. A peer answers from memory, so
+    /// the answer may hold edits its node has not committed yet (and may never, if it stops
+    /// first): what changed here is logged here too before this node's clients see it, so
+    /// that nothing a client builds on is missing from the log. Answers whether it changed
+    /// anything.
+    pub async fn apply_repair(&self, update: &[u8]) -> Result<bool, ApplyError> {
+        if !self.integrate(update)? {
+            return Ok(false);
+        }
+        let update = Bytes::copy_from_slice(update);
+        let outbound = Outbound {
+            origin: ConnectionId::SERVER,
+            frame: protocol::encode_update_frame(&update),
+        };
+        self.log_and_deliver(outbound, update, Reach::Node).await?;
+        Ok(true)
+    }
+
+    /// Integrates a peer's update; answers whether it changed the document. Catch-up and
+    /// anti-entropy replies often repeat what live fan-out already brought; clients are only
+    /// sent updates that changed something here.
+    fn integrate(&self, update: &[u8]) -> Result<bool, ApplyError> {
+        let decoded = Update::decode_v1(update)?;
+        if decoded.is_empty() {
+            return Ok(false);
+        }
+        let mut txn = self.0.doc.transact_mut();
+        txn.apply_update(decoded)?;
+        Ok(txn.state_vector() != *txn.before_state() || !txn.delete_set().is_empty())
     }
 
     /// Applies awareness from another node's clients and fans it out here. Entries for

@@ -167,9 +167,11 @@ impl Storage {
             .await?)
     }
 
-    /// Merges the snapshot and every logged update into a new snapshot and deletes the merged
+    /// Merges the snapshot and the logged updates into a new snapshot and deletes the merged
     /// rows, all in one transaction: a crash at any point leaves either the old snapshot with
-    /// the full log or the new snapshot with the rest of the log.
+    /// the full log or the new snapshot with the rest of the log. The merge stops before an
+    /// update that cannot be integrated yet (see [`fold_complete_prefix`]); it and the rows
+    /// after it stay in the log.
     ///
     /// Safe against a concurrent compaction of the same room (another node): the snapshot is
     /// only replaced if its marker is still the one this merge started from; otherwise this
@@ -197,21 +199,26 @@ impl Storage {
             .order_by_asc(room_update::Column::Id)
             .all(&txn)
             .await?;
-        let Some(last_id) = rows.last().map(|r| r.id) else {
+        if rows.is_empty() {
             return Ok(false);
-        };
+        }
         let base_was_missing = snapshot.is_none();
         let base = snapshot.map(|s| s.data);
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let updates: Vec<Vec<u8>> = rows.into_iter().map(|r| r.data).collect();
         let room_for_merge = room.clone();
-        let merged = tokio::task::spawn_blocking(move || {
-            let doc = rebuild_doc(&room_for_merge, base.as_deref(), &updates)?;
-            let state = doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            Ok::<_, StorageError>(state)
+        let folded = tokio::task::spawn_blocking(move || {
+            fold_complete_prefix(&room_for_merge, base.as_deref(), &updates)
         })
         .await??;
+        let Some((merged, count)) = folded else {
+            tracing::debug!(room = %room, rows = ids.len(), "compaction waits: the log's first update depends on one not logged yet");
+            return Ok(false);
+        };
+        if count < ids.len() {
+            tracing::debug!(room = %room, folded = count, rows = ids.len(), "compaction stops before an update whose dependency is not logged yet");
+        }
+        let last_id = ids[count - 1];
         let now = now_millis();
         if base_was_missing {
             room_snapshot::Entity::insert(room_snapshot::ActiveModel {
@@ -368,6 +375,57 @@ impl Storage {
 /// Builds a document from stored bytes. Any byte that does not decode or apply makes the
 /// whole load fail: a partial document must never be served (and later saved over the real
 /// one).
+/// Merges `snapshot` and the longest prefix of `updates` after which nothing is left pending
+/// (an update whose dependencies are not logged yet, e.g. one built on an edit another node
+/// has not committed yet) into one v1 update; answers it with the prefix's length, or `None`
+/// when not even the first update completes.
+///
+/// A snapshot never carries pending structs: yrs folds them into an encoded state, but
+/// integrating such a state later does not always recover them, so the rows stay in the log
+/// until their dependencies arrive.
+fn fold_complete_prefix(
+    room: &RoomId,
+    snapshot: Option<&[u8]>,
+    updates: &[Vec<u8>],
+) -> Result<Option<(Vec<u8>, usize)>, StorageError> {
+    let doc = crate::room::new_doc();
+    let mut complete = 0;
+    {
+        let mut txn = doc.transact_mut();
+        if let Some(snapshot) = snapshot {
+            apply_stored(room, &mut txn, snapshot)?;
+        }
+        for (i, bytes) in updates.iter().enumerate() {
+            apply_stored(room, &mut txn, bytes)?;
+            if !txn.has_missing_updates() {
+                complete = i + 1;
+            }
+        }
+    }
+    let doc = match complete {
+        0 => return Ok(None),
+        n if n == updates.len() => doc,
+        n => rebuild_doc(room, snapshot, &updates[..n])?,
+    };
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    Ok(Some((state, complete)))
+}
+
+fn apply_stored(
+    room: &RoomId,
+    txn: &mut yrs::TransactionMut<'_>,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
+    let corrupt = |detail: String| StorageError::Corrupt {
+        room: room.clone(),
+        detail,
+    };
+    let update = Update::decode_v1(bytes).map_err(|e| corrupt(e.to_string()))?;
+    txn.apply_update(update).map_err(|e| corrupt(e.to_string()))
+}
+
 pub(crate) fn rebuild_doc(
     room: &RoomId,
     snapshot: Option<&[u8]>,
@@ -380,15 +438,7 @@ pub(crate) fn rebuild_doc(
             .into_iter()
             .chain(updates.iter().map(Vec::as_slice))
         {
-            let update = Update::decode_v1(bytes).map_err(|e| StorageError::Corrupt {
-                room: room.clone(),
-                detail: e.to_string(),
-            })?;
-            txn.apply_update(update)
-                .map_err(|e| StorageError::Corrupt {
-                    room: room.clone(),
-                    detail: e.to_string(),
-                })?;
+            apply_stored(room, &mut txn, bytes)?;
         }
     }
     Ok(doc)

@@ -353,7 +353,7 @@ impl RedisBus {
                                     None => return,
                                 },
                                 message = stream.next() => match message {
-                                    Some(message) => self.handle(message),
+                                    Some(message) => self.handle(message).await,
                                     None => break,
                                 },
                             }
@@ -409,7 +409,7 @@ impl RedisBus {
         }
     }
 
-    fn handle(&self, message: redis::Msg) {
+    async fn handle(&self, message: redis::Msg) {
         self.inner.metrics.received.increment(1);
         if message.get_channel_name() == self.access_channel() {
             self.handle_access(message.get_payload_bytes());
@@ -494,7 +494,7 @@ impl RedisBus {
                 if let Some(waiter) = self.inner.waiting.get(&request) {
                     let _ = waiter.send(update);
                 } else if let Some(room) = room
-                    && let Err(err) = room.apply_remote_update(&update)
+                    && let Err(err) = room.apply_repair(&update).await
                 {
                     warn!(room = %room_id, error = %err, "ignoring an invalid sync reply");
                 }

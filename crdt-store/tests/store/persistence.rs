@@ -129,6 +129,56 @@ async fn durable_mode_delivers_an_update_only_after_its_commit() {
     assert_eq!(stored.last(), Some(&blocked.to_vec()));
 }
 
+/// What a peer node answers a sync request with may not be committed on that node yet: this
+/// node logs it before its own clients see it. A live update a peer published (committed
+/// there) is delivered without being logged again.
+#[tokio::test]
+async fn a_peers_sync_answer_is_logged_here_before_it_is_delivered() {
+    let db = TestDb::new().await;
+    let raw = db.raw().await;
+    let registry = registry_with(&db, Durability::Durable).await;
+    let room = room_id("repaired");
+    let mut reader = registry.connect(&room).await.expect("connect");
+    let peer_client = ClientDoc::new();
+
+    let live = peer_client.append("t", "live ");
+    reader.room().apply_remote_update(&live).expect("apply");
+    assert_eq!(next_update(&mut reader).await, live);
+    assert!(
+        db.storage
+            .load(&room)
+            .await
+            .expect("load")
+            .updates
+            .is_empty()
+    );
+
+    let lock = hold_write_lock(&raw).await;
+    let answered = peer_client.append("t", "answered");
+    let repair = {
+        let room = reader.room().clone();
+        let answered = answered.clone();
+        tokio::spawn(async move { room.apply_repair(&answered).await })
+    };
+    let_other_tasks_run().await;
+    assert!(
+        delivered_already(&mut reader).is_none(),
+        "delivered while the commit could not happen"
+    );
+    lock.rollback().await.expect("release the lock");
+    assert_eq!(next_update(&mut reader).await, answered);
+    assert!(repair.await.expect("task").expect("repair applies"));
+    let stored = db.storage.load(&room).await.expect("load").updates;
+    assert_eq!(stored, vec![answered.to_vec()]);
+
+    // An answer that brings nothing new is neither logged nor delivered.
+    let room_handle = reader.room().clone();
+    assert!(!room_handle.apply_repair(&answered).await.expect("repeat"));
+    registry.flush().await;
+    assert_eq!(db.storage.load(&room).await.expect("load").updates.len(), 1);
+    assert!(delivered_already(&mut reader).is_none());
+}
+
 /// Relaxed mode: fan-out does not wait for the commit, and a flush makes everything that was
 /// fanned out durable.
 #[tokio::test]

@@ -10,7 +10,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crdt_store::{Delivery, RoomConnection, RoomId, RoomRegistry, Storage, StoreConfig, new_doc};
+use crdt_store::{
+    Delivery, RoomConnection, RoomId, RoomRegistry, Storage, StoreConfig, doc_options, new_doc,
+};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use protocol::Message;
 use sea_orm::{
@@ -19,7 +21,7 @@ use sea_orm::{
 };
 use tempfile::TempDir;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, GetString, Text, Transact, Update};
+use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
 /// How long a test waits for an event that should come promptly. Reaching it is a failure,
 /// never a way to let time pass.
@@ -148,6 +150,15 @@ impl ClientDoc {
         Self { doc: new_doc() }
     }
 
+    /// A copy with a fixed client id, for histories that must replay identically.
+    pub fn with_id(id: u64) -> Self {
+        let doc = Doc::with_options(yrs::Options {
+            client_id: yrs::block::ClientID::new(id),
+            ..doc_options()
+        });
+        Self { doc }
+    }
+
     /// Inserts `text` at UTF-16 offset `at` of root text `root`; returns the v1 update.
     pub fn insert(&self, root: &str, at: u32, text: &str) -> Bytes {
         let root = self.doc.get_or_insert_text(root);
@@ -158,11 +169,7 @@ impl ClientDoc {
 
     /// Appends `text` to root text `root`; returns the v1 update.
     pub fn append(&self, root: &str, text: &str) -> Bytes {
-        let len = {
-            let root = self.doc.get_or_insert_text(root);
-            root.len(&self.doc.transact())
-        };
-        self.insert(root, len, text)
+        self.insert(root, self.len(root), text)
     }
 
     /// Removes `len` UTF-16 units at `at` of root text `root`; returns the v1 update.
@@ -176,6 +183,21 @@ impl ClientDoc {
     pub fn text(&self, root: &str) -> String {
         let root = self.doc.get_or_insert_text(root);
         root.get_string(&self.doc.transact())
+    }
+
+    /// Length of root text `root` in UTF-16 units.
+    pub fn len(&self, root: &str) -> u32 {
+        let root = self.doc.get_or_insert_text(root);
+        root.len(&self.doc.transact())
+    }
+
+    /// Applies everything `other` has that this copy lacks, as a sync step 2 would.
+    pub fn catch_up_with(&self, other: &ClientDoc) {
+        let missing = {
+            let have = self.doc.transact().state_vector();
+            other.doc.transact().encode_diff_v1(&have)
+        };
+        self.apply(&missing);
     }
 
     pub fn apply(&self, update: &[u8]) {
