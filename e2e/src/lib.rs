@@ -33,9 +33,14 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 /// How long harness waits (server start, process exit) may take before failing the test.
 const HARNESS_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+/// The workspace this test runs in. Cargo and nextest name the package's directory when they
+/// run a test; the path compiled in is the fallback (a binary reused from a build in another
+/// checkout of the same sources would otherwise look there).
+pub fn workspace_root() -> PathBuf {
+    let e2e = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    e2e.parent()
         .expect("e2e sits inside the workspace")
         .to_path_buf()
 }

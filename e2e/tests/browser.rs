@@ -4,25 +4,18 @@
 //! final state under `e2e/artifacts/`. The HTTP side of serving the client (fallback to
 //! `index.html`, caching, the message when it is not built) is checked directly.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use e2e::TandemServer;
 use e2e::llm::{LlmStandIn, ScriptedReply};
+use e2e::{TandemServer, workspace_root};
 use tokio::process::Command;
 
 type Result = anyhow::Result<()>;
 
 /// A scenario that takes longer than this is stuck.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e sits inside the workspace")
-        .to_path_buf()
-}
 
 /// The built client; `scripts/test` builds it before the cargo tests.
 fn web_dist() -> PathBuf {
