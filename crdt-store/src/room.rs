@@ -47,6 +47,14 @@ pub fn doc_options() -> Options {
     }
 }
 
+/// `doc` as one v1 update of what it shows: everything integrated, without the updates still
+/// waiting for a dependency. yrs's `encode_state_as_update` appends those, but integrating
+/// such an encoding again does not always give back the same document; they stay where they
+/// are (the log, the live document) until their dependency arrives.
+pub(crate) fn encode_integrated(doc: &Doc) -> Vec<u8> {
+    doc.transact().encode_diff_v1(&StateVector::default())
+}
+
 /// Where a committed update goes besides this node's subscribers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reach {
@@ -235,12 +243,9 @@ impl Room {
         Some(protocol::encode_awareness_frame(&update))
     }
 
-    /// The whole document as one v1 update.
+    /// The whole document as one v1 update (see [`encode_integrated`]).
     pub fn encode_state(&self) -> Vec<u8> {
-        self.0
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default())
+        encode_integrated(&self.0.doc)
     }
 
     /// Runs `read` on a read transaction of the document. Keep it short: it holds the
@@ -575,11 +580,7 @@ impl Room {
         let captured_at_ms = crate::storage::now_millis();
         self.activity().unversioned_since = None;
         let doc = self.0.doc.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            doc.transact()
-                .encode_state_as_update_v1(&StateVector::default())
-        })
-        .await?;
+        let data = tokio::task::spawn_blocking(move || encode_integrated(&doc)).await?;
         let info = self
             .0
             .shared

@@ -14,7 +14,7 @@ use sea_orm::{
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, ReadTxn, Transact, Update};
 
 use crate::entity::{room_snapshot, room_update, room_version};
 use crate::ids::RoomId;
@@ -380,9 +380,8 @@ impl Storage {
 /// has not committed yet) into one v1 update; answers it with the prefix's length, or `None`
 /// when not even the first update completes.
 ///
-/// A snapshot never carries pending structs: yrs folds them into an encoded state, but
-/// integrating such a state later does not always recover them, so the rows stay in the log
-/// until their dependencies arrive.
+/// A snapshot never carries pending structs (see [`crate::room::encode_integrated`]): their
+/// rows stay in the log until their dependencies arrive.
 fn fold_complete_prefix(
     room: &RoomId,
     snapshot: Option<&[u8]>,
@@ -407,10 +406,7 @@ fn fold_complete_prefix(
         n if n == updates.len() => doc,
         n => rebuild_doc(room, snapshot, &updates[..n])?,
     };
-    let state = doc
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    Ok(Some((state, complete)))
+    Ok(Some((crate::room::encode_integrated(&doc), complete)))
 }
 
 fn apply_stored(
