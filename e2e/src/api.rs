@@ -75,3 +75,13 @@ pub async fn get(server: &TandemServer, token: &str, path: &str) -> Result<Value
     anyhow::ensure!(status == 200, "GET {path}: {status} {body}");
     Ok(body)
 }
+
+/// `POST path` with a JSON body as `token`; answers the status and the JSON body.
+pub async fn post(
+    server: &TandemServer,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> Result<(u16, Value)> {
+    json(server, Method::POST, token, path, Some(body)).await
+}

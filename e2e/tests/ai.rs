@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use e2e::api::{get, post};
 use e2e::llm::{LlmStandIn, ScriptedReply};
 use e2e::{SseEvent, TandemServer, YjsDriver, seed};
 use rand::{Rng, SeedableRng};
@@ -52,33 +53,6 @@ fn refactor_request() -> Value {
         "file": FILE,
         "selection": {"start": SELECTION.0, "end": SELECTION.1},
     })
-}
-
-async fn post(
-    server: &TandemServer,
-    token: &str,
-    path: &str,
-    body: Value,
-) -> anyhow::Result<(u16, Value)> {
-    let response = reqwest::Client::new()
-        .post(server.http(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
-}
-
-async fn get(server: &TandemServer, token: &str, path: &str) -> anyhow::Result<Value> {
-    Ok(reqwest::Client::new()
-        .get(server.http(path))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
 }
 
 #[tokio::test]

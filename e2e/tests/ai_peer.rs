@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use e2e::api::{get, post};
 use e2e::llm::{LlmStandIn, ScriptedReply};
 use e2e::{AiPeerProcess, SseEvent, TandemServer, YjsDriver};
 use serde_json::{Value, json};
@@ -50,27 +51,8 @@ fn refactor(file: &str) -> Value {
     })
 }
 
-async fn post(server: &TandemServer, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(server.http(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("server reachable");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn ai_status(server: &TandemServer, token: &str, room: &str) -> anyhow::Result<Value> {
-    Ok(reqwest::Client::new()
-        .get(server.http(&format!("/api/rooms/{room}/ai/status")))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
+    get(server, token, &format!("/api/rooms/{room}/ai/status")).await
 }
 
 /// Waits until the server reports the peer process (dis)connected. The server has no event
@@ -142,7 +124,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
         "/api/rooms/ext/ai/chat",
         refactor("main.rs"),
     )
-    .await;
+    .await?;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"]["code"], "ai_peer_unavailable");
     assert!(stand_in.requests().is_empty());
@@ -214,7 +196,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
         &format!("/api/rooms/ext/suggestions/{first}/accept"),
         json!({}),
     )
-    .await;
+    .await?;
     assert_eq!(code, 200, "{body}");
     driver.wait_text("a", "main.rs", REFACTORED).await?;
     driver.wait_text("b", "main.rs", REFACTORED).await?;
@@ -240,7 +222,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
         "/api/rooms/ext/ai/chat",
         refactor("main.rs"),
     )
-    .await;
+    .await?;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"]["code"], "ai_peer_unavailable");
     assert_eq!(stand_in.requests().len(), requests_before, "no model call");
@@ -250,7 +232,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
         &format!("/api/rooms/ext/suggestions/{second}/accept"),
         json!({}),
     )
-    .await;
+    .await?;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"]["code"], "ai_peer_unavailable");
     driver
@@ -270,7 +252,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
         &format!("/api/rooms/ext/suggestions/{second}/accept"),
         json!({}),
     )
-    .await;
+    .await?;
     assert_eq!(code, 200, "{body}");
     driver.wait_text("b", "second.rs", REFACTORED).await?;
 

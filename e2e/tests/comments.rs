@@ -1,6 +1,7 @@
 //! Comment threads anchored in the text, mentions, notifications and the activity feed,
 //! observed through real `yjs` clients and HTTP.
 
+use e2e::api::{get, json, post};
 use e2e::{TandemServer, TestUser, YjsDriver, seed};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -11,40 +12,6 @@ const FILE: &str = "story.md";
 const BEFORE: &str = "Once upon a time, the ";
 const WORDS: &str = "quick brown fox";
 const AFTER: &str = " jumped over the lazy dog.\nThe end.\n";
-
-/// Calls the API as `token`; answers the status and the JSON body (null when none).
-async fn call(
-    server: &TandemServer,
-    method: reqwest::Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut request = reqwest::Client::new()
-        .request(method, server.http(path))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
-}
-
-async fn post(
-    server: &TandemServer,
-    token: &str,
-    path: &str,
-    body: Value,
-) -> anyhow::Result<(u16, Value)> {
-    call(server, reqwest::Method::POST, token, path, Some(body)).await
-}
-
-async fn get(server: &TandemServer, token: &str, path: &str) -> anyhow::Result<Value> {
-    let (status, body) = call(server, reqwest::Method::GET, token, path, None).await?;
-    anyhow::ensure!(status == 200, "GET {path}: {status} {body}");
-    Ok(body)
-}
 
 fn utf16_len(s: &str) -> u32 {
     s.encode_utf16().count() as u32
@@ -270,7 +237,7 @@ async fn threads_change_live_for_connected_clients_and_follow_the_permissions() 
         let path = reply_path.clone();
         let server = &server;
         async move {
-            call(
+            json(
                 server,
                 reqwest::Method::PATCH,
                 &token,
@@ -310,9 +277,9 @@ async fn threads_change_live_for_connected_clients_and_follow_the_permissions() 
     assert_eq!(resolved_only["threads"].as_array().map(Vec::len), Some(0));
 
     // Deleting: not the editor's (someone else's thread), but the owner's right.
-    let (status, _) = call(&server, reqwest::Method::DELETE, &editor.token, &base, None).await?;
+    let (status, _) = json(&server, reqwest::Method::DELETE, &editor.token, &base, None).await?;
     assert_eq!(status, 403);
-    let (status, _) = call(&server, reqwest::Method::DELETE, &owner, &base, None).await?;
+    let (status, _) = json(&server, reqwest::Method::DELETE, &owner, &base, None).await?;
     assert_eq!(status, 204);
     // Changes reach clients in order: once a newer thread shows, the deletion has too.
     let newer = open_thread(&server, &editor.token, "live", on_words("Another")).await?;
@@ -325,7 +292,7 @@ async fn threads_change_live_for_connected_clients_and_follow_the_permissions() 
         map.get(&id).is_none(),
         "deleted thread still mirrored: {map}"
     );
-    let (status, _) = call(&server, reqwest::Method::GET, &owner, &base, None).await?;
+    let (status, _) = json(&server, reqwest::Method::GET, &owner, &base, None).await?;
     assert_eq!(status, 404);
 
     // Bad input is refused clearly and creates nothing.
@@ -437,7 +404,7 @@ async fn mentions_notify_each_mentioned_participant_once_and_only_participants()
         format!("@{} and @{} please look", bob.email, owner.email),
         format!("@{} and @{}, please look again", bob.email, owner.email),
     ] {
-        let (status, body) = call(
+        let (status, body) = json(
             &server,
             reqwest::Method::PATCH,
             &alice.token,
@@ -643,7 +610,7 @@ async fn the_activity_feed_records_who_did_what_newest_first_in_pages() -> Resul
         }
     }
     assert_eq!(Value::Array(paged), feed["events"]);
-    let (status, _) = call(
+    let (status, _) = json(
         &server,
         reqwest::Method::GET,
         &token,
