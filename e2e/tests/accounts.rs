@@ -146,6 +146,43 @@ async fn a_demoted_editor_s_next_edit_is_refused() -> Result {
 }
 
 #[tokio::test]
+async fn a_viewer_made_an_editor_is_reconnected_and_can_write() -> Result {
+    let server = TandemServer::start(&[]).await?;
+    let driver = YjsDriver::start().await?;
+    let owner = server.ensure_room("promotion").await?;
+    let reader = server.register("reader").await?;
+    server.add_member("promotion", &reader, "viewer").await?;
+    driver.connect("owner", &server, "promotion").await?;
+    driver
+        .connect_with_token("reader", &server, "promotion", &reader.token)
+        .await?;
+    driver.insert("owner", "text", 0, "draft").await?;
+    driver.wait_text("reader", "text", "draft").await?;
+
+    let (status, member) = send(
+        reqwest::Client::new()
+            .put(server.http(&format!("/api/rooms/promotion/members/{}", reader.id)))
+            .bearer_auth(&owner)
+            .json(&json!({"role": "editor"})),
+    )
+    .await?;
+    assert_eq!(
+        (status, &member["role"]),
+        (200, &json!("editor")),
+        "{member}"
+    );
+    // Not a 44xx code: y-websocket reconnects by itself, and the new socket may write.
+    assert_eq!(first_close(&driver, "reader").await?, 4205);
+    driver.insert("reader", "text", 5, ", edited").await?;
+    driver.wait_text("owner", "text", "draft, edited").await?;
+    assert_eq!(
+        document(&server, "promotion", &owner).await?["text"],
+        "draft, edited"
+    );
+    driver.shutdown().await
+}
+
+#[tokio::test]
 async fn removing_a_participant_closes_their_socket_with_4403() -> Result {
     let server = TandemServer::start(&[]).await?;
     let driver = YjsDriver::start().await?;

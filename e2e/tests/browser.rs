@@ -74,7 +74,8 @@ async fn two_people_typing_at_once_converge_and_see_each_others_named_cursors() 
 }
 
 /// Also: made a viewer by the owner while editing, a person's next keystroke turns their room
-/// read-only (reloaded with the server's text).
+/// read-only (reloaded with the server's text); made an editor again, the room reopens
+/// editable by itself.
 #[tokio::test]
 async fn a_viewer_cannot_type_and_an_invite_link_grants_editing() -> Result {
     let server = web_server(&[]).await?;

@@ -1,7 +1,7 @@
 // A viewer's editor is read-only: typing changes nothing, for them or anyone. An editor
 // invite link then lets the same person edit. A read-only share link opens the room
 // without an account, read-only too. Made a viewer while editing, a person's room turns
-// read-only at their next keystroke.
+// read-only at their next keystroke; made an editor again, it reopens editable at once.
 
 import { BASE, check, checkEqual, createRoom, editorText, focusEnd, register, scenario, visible, waitText, waitUntilEditing } from './lib.mjs'
 
@@ -93,4 +93,17 @@ scenario('viewer-invite', async (t) => {
   await olga.keyboard.type(';')
   await waitText(vic, edited + ';')
   checkEqual(await editorText(olga), edited + ';', 'the owner\'s text after Vic\'s refused edit')
+
+  // Made an editor again while his read-only room is open: it reopens editable by itself.
+  await olga.getByRole('button', { name: 'Share' }).click()
+  await olga.getByRole('combobox', { name: 'Role of Vic' }).selectOption('editor')
+  await visible(olga, '.toast:text("Vic is now an editor")', 'the role-change notice')
+  await olga.keyboard.press('Escape')
+  await visible(vic, '.toast:text("you can edit now")', 'the notice after the promotion')
+  await waitUntilEditing(vic)
+  checkEqual(await vic.evaluate(() => window.tandem.role()), 'editor', 'Vic\'s role after the promotion')
+  check(await vic.locator('.banner').isHidden(), 'no read-only banner after the promotion')
+  await focusEnd(vic)
+  await vic.keyboard.type(' // back')
+  await waitText(olga, edited + '; // back', 'the owner\'s text after Vic typed again')
 })

@@ -13,6 +13,7 @@
 //! | 1009 | a message larger than `--max-message-size` |
 //! | 1013 | the connection fell too far behind; the client reconnects and resyncs |
 //! | 1000 | no message or pong within `--ping-timeout` |
+//! | 4205 | a viewer was made an editor: reconnect to write (`y-websocket` does) |
 //! | 4401 | the session, API key or share link was revoked (or the link expired) |
 //! | 4403 | the participant was removed from the room |
 //! | 4404 | the room was deleted |
@@ -20,7 +21,9 @@
 //! The 44xx codes tell `y-websocket` not to reconnect. Authorization is checked per message:
 //! a viewer's update is answered with a permission-denied message and never applied, and a
 //! role change announced on [`AccessEvents`](crate::access::AccessEvents) updates the
-//! session's role at once.
+//! session's role at once. A demotion keeps the socket (the next update is refused); a
+//! promotion to editor closes it with 4205, so a client that opened read-only reconnects and
+//! learns it may write.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
@@ -40,6 +43,8 @@ use crate::error::ApiError;
 use crate::routes::caller::{bearer_token, require_role};
 use crate::telemetry::refused;
 
+/// Close code: the participant may write now; reconnecting picks the new role up.
+const CLOSE_ROLE_RAISED: u16 = 4205;
 /// Close code: credentials revoked or expired while connected.
 const CLOSE_REVOKED: u16 = 4401;
 /// Close code: removed from the room.
@@ -361,8 +366,15 @@ async fn recheck_access(
             "removed from the room",
         )),
         Ok(RoomAccess::Granted { role, identity }) => {
+            let may_now_write = access.role < Role::Editor && role >= Role::Editor;
             access.role = role;
             access.stamp = stamp(&identity);
+            if may_now_write {
+                return Err(close(
+                    CloseCode::Other(CLOSE_ROLE_RAISED),
+                    "role changed: reconnect to edit",
+                ));
+            }
             Ok(())
         }
         Err(err) => {

@@ -19,6 +19,8 @@ import { ShareDialog } from './share'
 
 /** When the room last reloaded because its edits were refused (sessionStorage). */
 const ROLE_RELOAD_KEY = 'tandem-role-reload'
+/** The close code of a socket whose viewer was made an editor (see the server's `routes/ws.rs`). */
+const ROLE_RAISED_CLOSE = 4205
 /** A notice to show once the app starts again after a reload (sessionStorage). */
 export const NOTICE_KEY = 'tandem-notice'
 
@@ -259,6 +261,17 @@ export class RoomPage implements RoomContext {
     this.els.banner.hidden = false
   }
 
+  /**
+   * This viewer was made an editor: the server closed the socket so that the new role takes
+   * effect. Reload the room, which opens editable. The server closes this way only when the
+   * role changes, so this cannot loop.
+   */
+  private gainedWriteAccess (): void {
+    if (this.destroyed) return
+    sessionStorage.setItem(NOTICE_KEY, 'Your role in this room changed: you can edit now.')
+    location.reload()
+  }
+
   private async connect (): Promise<void> {
     const token = this.shareToken ?? (await freshAccessToken()) ?? ''
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
@@ -286,7 +299,11 @@ export class RoomPage implements RoomContext {
     }
     provider.on('status', () => this.updateConnection())
     provider.on('sync', () => this.updateConnection())
-    provider.on('connection-close', () => {
+    provider.on('connection-close', (event: CloseEvent | null) => {
+      if (event?.code === ROLE_RAISED_CLOSE) {
+        this.gainedWriteAccess()
+        return
+      }
       this.updateConnection()
       // An access token expires after minutes; reconnect with a fresh one.
       if (!this.shareToken) {
