@@ -959,3 +959,34 @@ mod tests {
         Ok(())
     }
 }
+
+/// One refactor, scripted end to end: the source, the selection asked about, the model's
+/// streamed answer and the text once its suggestion is accepted.
+pub mod refactor {
+    use serde_json::{Value, json};
+
+    /// The file's text before the assistant is asked.
+    pub const SOURCE: &str = "let x = 1;\nlet total=a+b;\nlet y = 2;\n";
+    /// The file's text after the suggestion is accepted.
+    pub const REFACTORED: &str = "let x = 1;\nlet total = a + b;\nlet y = 2;\n";
+    /// `let total=a+b;` in UTF-16 offsets.
+    pub const SELECTION: (u32, u32) = (11, 25);
+    /// The model's answer, piece by piece as it streams.
+    pub const REPLY: &[&str] = &[
+        "Here is a clearer version:\n",
+        "```rust\n",
+        "let total = a + b;\n",
+        "```\n",
+        "Same behaviour, spaced out.",
+    ];
+
+    /// The chat request body asking to refactor [`SELECTION`] of `file`.
+    pub fn request(file: &str) -> Value {
+        json!({
+            "message": "tidy this up",
+            "action": "refactor",
+            "file": file,
+            "selection": {"start": SELECTION.0, "end": SELECTION.1},
+        })
+    }
+}

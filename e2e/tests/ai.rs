@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use e2e::api::{get, post};
+use e2e::llm::refactor::{self, REPLY, SOURCE};
 use e2e::llm::{LlmStandIn, ScriptedReply};
 use e2e::{SseEvent, TandemServer, YjsDriver, seed};
 use rand::{Rng, SeedableRng};
@@ -12,16 +13,6 @@ use serde_json::{Value, json};
 type Result = anyhow::Result<()>;
 
 const FILE: &str = "main.rs";
-const SOURCE: &str = "let x = 1;\nlet total=a+b;\nlet y = 2;\n";
-/// `let total=a+b;` in UTF-16 offsets.
-const SELECTION: (u32, u32) = (11, 25);
-const REFACTOR: &[&str] = &[
-    "Here is a clearer version:\n",
-    "```rust\n",
-    "let total = a + b;\n",
-    "```\n",
-    "Same behaviour, spaced out.",
-];
 
 async fn ai_server(stand_in: &LlmStandIn, extra: &[&str]) -> anyhow::Result<TandemServer> {
     let base = stand_in.base_url();
@@ -46,20 +37,11 @@ async fn chat(
     server.ai_chat(room, token, body).await
 }
 
-fn refactor_request() -> Value {
-    json!({
-        "message": "tidy this up",
-        "action": "refactor",
-        "file": FILE,
-        "selection": {"start": SELECTION.0, "end": SELECTION.1},
-    })
-}
-
 #[tokio::test]
 async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() -> Result {
     let stand_in = LlmStandIn::start().await?;
     stand_in.push(ScriptedReply::slow(
-        REFACTOR,
+        REPLY,
         Duration::ZERO,
         Duration::from_millis(150),
     ));
@@ -76,7 +58,10 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
         "waitAwarenessWhere",
         json!({"client": "b", "field": "status", "equals": "writing", "timeoutMs": 20000}),
     );
-    let (events, writing) = tokio::join!(chat(&server, "ai", &token, refactor_request()), writing);
+    let (events, writing) = tokio::join!(
+        chat(&server, "ai", &token, refactor::request(FILE)),
+        writing
+    );
     let events = events?;
     let assistant = writing?;
     assert_eq!(assistant["state"]["user"]["name"], "AI assistant");
@@ -91,7 +76,7 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
         .iter()
         .filter_map(|e| e.data["text"].as_str())
         .collect();
-    assert_eq!(texts, REFACTOR);
+    assert_eq!(texts, REPLY);
     let spread = tokens.last().unwrap().at - tokens.first().unwrap().at;
     assert!(
         spread >= Duration::from_millis(400),
@@ -144,8 +129,8 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
     driver.wait_text("b", FILE, SOURCE).await?;
 
     // An editor's client may accept too, by setting the status in the document.
-    stand_in.push(ScriptedReply::text(REFACTOR));
-    let events = chat(&server, "ai", &token, refactor_request()).await?;
+    stand_in.push(ScriptedReply::text(REPLY));
+    let events = chat(&server, "ai", &token, refactor::request(FILE)).await?;
     let second = events.last().unwrap().data["suggestion_ids"][0]
         .as_str()
         .expect("suggestion")
@@ -188,7 +173,7 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
         let messages = conversation["messages"].as_array().unwrap();
         assert_eq!(messages.len(), 2);
         assert_eq!(messages[0]["role"], "user");
-        assert_eq!(messages[1]["content"], REFACTOR.concat());
+        assert_eq!(messages[1]["content"], REPLY.concat());
         assert!(messages[1]["completion_tokens"].as_i64() > Some(0));
         found |= messages[1]["suggestion_ids"] == json!([suggestion]);
     }
@@ -213,11 +198,11 @@ async fn accepting_after_concurrent_edits_replaces_exactly_the_intended_range() 
         let file = format!("round{round}.rs");
         driver.insert("editor", &file, 0, SOURCE).await?;
         stand_in.push(ScriptedReply::slow(
-            REFACTOR,
+            REPLY,
             Duration::from_millis(800),
             Duration::ZERO,
         ));
-        let mut body = refactor_request();
+        let mut body = refactor::request(FILE);
         body["file"] = json!(file);
         let requests_before = stand_in.requests().len();
         let answer = chat(&server, "moving", &token, body);
@@ -262,8 +247,8 @@ async fn accepting_after_concurrent_edits_replaces_exactly_the_intended_range() 
 
     // A suggestion whose text was edited meanwhile is a conflict and applies nothing.
     driver.insert("editor", "conflict.rs", 0, SOURCE).await?;
-    stand_in.push(ScriptedReply::text(REFACTOR));
-    let mut body = refactor_request();
+    stand_in.push(ScriptedReply::text(REPLY));
+    let mut body = refactor::request(FILE);
     body["file"] = json!("conflict.rs");
     let events = chat(&server, "moving", &token, body).await?;
     let suggestion = events.last().unwrap().data["suggestion_ids"][0]

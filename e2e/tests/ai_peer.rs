@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use e2e::api::{get, post};
+use e2e::llm::refactor::{self, REFACTORED, REPLY, SOURCE};
 use e2e::llm::{LlmStandIn, ScriptedReply};
 use e2e::{AiPeerProcess, SseEvent, TandemServer, YjsDriver};
 use serde_json::{Value, json};
@@ -13,17 +14,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 type Result = anyhow::Result<()>;
 
 const SECRET: &str = "e2e-ai-peer-secret-0123456789";
-const SOURCE: &str = "let x = 1;\nlet total=a+b;\nlet y = 2;\n";
-const REFACTORED: &str = "let x = 1;\nlet total = a + b;\nlet y = 2;\n";
-/// `let total=a+b;` in UTF-16 offsets.
-const SELECTION: (u32, u32) = (11, 25);
-const REFACTOR: &[&str] = &[
-    "Here is a clearer version:\n",
-    "```rust\n",
-    "let total = a + b;\n",
-    "```\n",
-    "Same behaviour, spaced out.",
-];
 
 async fn external_server(stand_in: &LlmStandIn) -> anyhow::Result<TandemServer> {
     let base = stand_in.base_url();
@@ -42,13 +32,24 @@ async fn external_server(stand_in: &LlmStandIn) -> anyhow::Result<TandemServer> 
     .await
 }
 
-fn refactor(file: &str) -> Value {
-    json!({
-        "message": "tidy this up",
-        "action": "refactor",
-        "file": file,
-        "selection": {"start": SELECTION.0, "end": SELECTION.1},
-    })
+/// Without a peer process, asking the assistant is a clear 503 and reaches no model.
+async fn assert_chat_needs_the_peer(
+    server: &TandemServer,
+    token: &str,
+    stand_in: &LlmStandIn,
+) -> Result {
+    let requests_before = stand_in.requests().len();
+    let (code, body) = post(
+        server,
+        token,
+        "/api/rooms/ext/ai/chat",
+        refactor::request("main.rs"),
+    )
+    .await?;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "ai_peer_unavailable");
+    assert_eq!(stand_in.requests().len(), requests_before, "no model call");
+    Ok(())
 }
 
 async fn ai_status(server: &TandemServer, token: &str, room: &str) -> anyhow::Result<Value> {
@@ -118,16 +119,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     let status = ai_status(&server, &token, "ext").await?;
     assert_eq!(status["peer_mode"], "external", "{status}");
     assert_eq!(status["peer_connected"], false, "{status}");
-    let (code, body) = post(
-        &server,
-        &token,
-        "/api/rooms/ext/ai/chat",
-        refactor("main.rs"),
-    )
-    .await?;
-    assert_eq!(code, 503, "{body}");
-    assert_eq!(body["error"]["code"], "ai_peer_unavailable");
-    assert!(stand_in.requests().is_empty());
+    assert_chat_needs_the_peer(&server, &token, &stand_in).await?;
 
     let mut peer = AiPeerProcess::start(&server, SECRET).await?;
     wait_peer_connected(&server, &token, "ext", true).await?;
@@ -150,7 +142,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     // While it works, the assistant shows itself: thinking, then writing, its cursor on the
     // selection. Tokens reach the HTTP client one by one.
     stand_in.push(ScriptedReply::slow(
-        REFACTOR,
+        REPLY,
         Duration::from_millis(500),
         Duration::from_millis(150),
     ));
@@ -161,7 +153,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
         )
     };
     let (events, thinking, writing) = tokio::join!(
-        server.ai_chat("ext", &token, refactor("main.rs")),
+        server.ai_chat("ext", &token, refactor::request("main.rs")),
         presence("thinking"),
         presence("writing"),
     );
@@ -175,7 +167,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     assert_eq!(state["cursor"]["file"], "main.rs", "{state}");
     assert!(state["cursor"]["anchor"].is_string(), "{state}");
     assert!(state["cursor"]["head"].is_string(), "{state}");
-    assert_eq!(tokens(&events), REFACTOR);
+    assert_eq!(tokens(&events), REPLY);
     let pieces: Vec<&SseEvent> = events.iter().filter(|e| e.name == "token").collect();
     let spread = pieces.last().unwrap().at - pieces.first().unwrap().at;
     assert!(
@@ -202,8 +194,12 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     driver.wait_text("b", "main.rs", REFACTORED).await?;
 
     // A second suggestion, left pending.
-    stand_in.push(ScriptedReply::text(REFACTOR));
-    let second = suggestion_id(&server.ai_chat("ext", &token, refactor("second.rs")).await?);
+    stand_in.push(ScriptedReply::text(REPLY));
+    let second = suggestion_id(
+        &server
+            .ai_chat("ext", &token, refactor::request("second.rs"))
+            .await?,
+    );
     driver.wait_suggestion("b", &second, "pending").await?;
 
     // Kill the peer process: it leaves presence, AI endpoints answer 503, sync goes on.
@@ -215,17 +211,7 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
             json!({"client": "b", "clientId": assistant, "present": false, "timeoutMs": 20000}),
         )
         .await?;
-    let requests_before = stand_in.requests().len();
-    let (code, body) = post(
-        &server,
-        &token,
-        "/api/rooms/ext/ai/chat",
-        refactor("main.rs"),
-    )
-    .await?;
-    assert_eq!(code, 503, "{body}");
-    assert_eq!(body["error"]["code"], "ai_peer_unavailable");
-    assert_eq!(stand_in.requests().len(), requests_before, "no model call");
+    assert_chat_needs_the_peer(&server, &token, &stand_in).await?;
     let (code, body) = post(
         &server,
         &token,
@@ -258,8 +244,12 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
 
     // An editor's client accepts through the document: the peer process asks the server
     // (which checks its copy and takes the checkpoint) before applying.
-    stand_in.push(ScriptedReply::text(REFACTOR));
-    let third = suggestion_id(&server.ai_chat("ext", &token, refactor("third.rs")).await?);
+    stand_in.push(ScriptedReply::text(REPLY));
+    let third = suggestion_id(
+        &server
+            .ai_chat("ext", &token, refactor::request("third.rs"))
+            .await?,
+    );
     driver.wait_suggestion("a", &third, "pending").await?;
     driver
         .set_suggestion_status("a", &third, "accepted")

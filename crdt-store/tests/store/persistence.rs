@@ -4,8 +4,8 @@
 use crdt_store::{Delivery, Durability, RoomRegistry, StoreConfig};
 
 use crate::support::{
-    ClientDoc, TestDb, delivered_already, hold_write_lock, let_other_tasks_run, next_update,
-    room_id, start_registry, stored_text, test_config,
+    ClientDoc, TestDb, delivered_already, hold_write_lock, let_other_tasks_run, logged_updates,
+    next_update, room_id, start_registry, stored_text, test_config,
 };
 
 async fn registry_with(db: &TestDb, durability: Durability) -> RoomRegistry {
@@ -102,7 +102,7 @@ async fn durable_mode_delivers_an_update_only_after_its_commit() {
             .expect("apply");
         assert_eq!(next_update(&mut reader).await, update);
         // By the time the frame arrives, the update is in the database.
-        let stored = db.storage.load(&room).await.expect("load").updates;
+        let stored = logged_updates(&db.storage, &room).await;
         assert!(
             stored.contains(&update.to_vec()),
             "update {i} delivered before its commit"
@@ -120,12 +120,12 @@ async fn durable_mode_delivers_an_update_only_after_its_commit() {
         delivered_already(&mut reader).is_none(),
         "delivered while the commit could not happen"
     );
-    let stored = db.storage.load(&room).await.expect("load").updates;
+    let stored = logged_updates(&db.storage, &room).await;
     assert!(!stored.contains(&blocked.to_vec()));
 
     lock.rollback().await.expect("release the lock");
     assert_eq!(next_update(&mut reader).await, blocked);
-    let stored = db.storage.load(&room).await.expect("load").updates;
+    let stored = logged_updates(&db.storage, &room).await;
     assert_eq!(stored.last(), Some(&blocked.to_vec()));
 }
 
@@ -144,14 +144,7 @@ async fn a_peers_sync_answer_is_logged_here_before_it_is_delivered() {
     let live = peer_client.append("t", "live ");
     reader.room().apply_remote_update(&live).expect("apply");
     assert_eq!(next_update(&mut reader).await, live);
-    assert!(
-        db.storage
-            .load(&room)
-            .await
-            .expect("load")
-            .updates
-            .is_empty()
-    );
+    assert!(logged_updates(&db.storage, &room).await.is_empty());
 
     let lock = hold_write_lock(&raw).await;
     let answered = peer_client.append("t", "answered");
@@ -168,14 +161,14 @@ async fn a_peers_sync_answer_is_logged_here_before_it_is_delivered() {
     lock.rollback().await.expect("release the lock");
     assert_eq!(next_update(&mut reader).await, answered);
     assert!(repair.await.expect("task").expect("repair applies"));
-    let stored = db.storage.load(&room).await.expect("load").updates;
+    let stored = logged_updates(&db.storage, &room).await;
     assert_eq!(stored, vec![answered.to_vec()]);
 
     // An answer that brings nothing new is neither logged nor delivered.
     let room_handle = reader.room().clone();
     assert!(!room_handle.apply_repair(&answered).await.expect("repeat"));
     registry.flush().await;
-    assert_eq!(db.storage.load(&room).await.expect("load").updates.len(), 1);
+    assert_eq!(logged_updates(&db.storage, &room).await.len(), 1);
     assert!(delivered_already(&mut reader).is_none());
 }
 
@@ -208,17 +201,10 @@ async fn relaxed_mode_delivers_before_the_commit_and_flush_commits() {
         }
         sent.push(update.to_vec());
     }
-    assert!(
-        db.storage
-            .load(&room)
-            .await
-            .expect("load")
-            .updates
-            .is_empty()
-    );
+    assert!(logged_updates(&db.storage, &room).await.is_empty());
 
     lock.rollback().await.expect("release the lock");
     registry.flush().await;
-    assert_eq!(db.storage.load(&room).await.expect("load").updates, sent);
+    assert_eq!(logged_updates(&db.storage, &room).await, sent);
     assert_eq!(stored_text(&db.storage, &room, "t").await, "<0><1><2>");
 }

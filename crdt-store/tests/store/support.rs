@@ -330,6 +330,11 @@ pub async fn stored_rows(
     (snapshot, rows)
 }
 
+/// The updates logged for `room` after its snapshot, oldest first.
+pub async fn logged_updates(storage: &Storage, room: &RoomId) -> Vec<Vec<u8>> {
+    storage.load(room).await.expect("load").updates
+}
+
 /// The text of root `root` of what `storage` holds for `room`, rebuilt from the snapshot and
 /// log exactly as a load would.
 pub async fn stored_text(storage: &Storage, room: &RoomId, root: &str) -> String {
