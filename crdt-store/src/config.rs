@@ -37,6 +37,10 @@ pub struct StoreConfig {
     pub max_rooms: usize,
     /// Most simultaneous connections to one room.
     pub max_connections_per_room: usize,
+    /// What a client's update may hold (nesting depth of values and shared types).
+    pub update_limits: protocol::UpdateLimits,
+    /// Largest awareness state (its JSON, in bytes) a connection may announce.
+    pub max_awareness_state: usize,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +56,8 @@ impl Default for StoreConfig {
             maintenance_interval: Duration::from_secs(1),
             max_rooms: 10_000,
             max_connections_per_room: 1000,
+            update_limits: protocol::UpdateLimits::default(),
+            max_awareness_state: 64 * 1024,
         }
     }
 }

@@ -10,9 +10,11 @@
 use dissimilar::Chunk;
 use serde_json::{Map as JsonMap, Value};
 use yrs::types::ToJson;
+use yrs::types::text::YChange;
+use yrs::updates::decoder::Decode;
 use yrs::{
     Any, Array, ArrayRef, Doc, GetString, Map, MapRef, Out, ReadTxn, Text, TextPrelim, TextRef,
-    Transact, TransactionMut, WriteTxn,
+    Transact, TransactionMut, Update, WriteTxn, Xml, XmlFragment,
 };
 
 /// The root map holding a multi-file room's files.
@@ -64,6 +66,175 @@ fn roots<T: ReadTxn>(txn: &T) -> Vec<(String, RootKind)> {
         .collect();
     roots.sort_by(|a, b| a.0.cmp(&b.0));
     roots
+}
+
+/// How deeply a document nests, measured without recursion: the most shared types enclosing
+/// one another on any path (a map in a root map is one), and the most levels of plain values
+/// (an array in an array is two). Each stops counting once past `cap`, so a document stored
+/// before the limit existed costs no more to refuse than to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nesting {
+    /// Shared types in shared types.
+    pub types: u32,
+    /// Values in values.
+    pub values: u32,
+}
+
+impl Nesting {
+    /// The larger of the two.
+    pub fn deepest(&self) -> u32 {
+        self.types.max(self.values)
+    }
+}
+
+/// Measures how deeply `txn`'s document nests (see [`Nesting`]), stopping at `cap`.
+///
+/// `yrs` reads nested types and values recursively (`to_json`, deleting a type, encoding a
+/// value); a document refused here is never handed to those.
+pub fn nesting<T: ReadTxn>(txn: &T, cap: u32) -> Nesting {
+    let mut deepest = Nesting::default();
+    // Shared values still to look at, each with how many shared types enclose it.
+    let mut pending: Vec<(Out, u32)> = Vec::new();
+    for (_, root) in txn.root_refs() {
+        push_children(txn, root, 0, &mut pending, &mut deepest, cap);
+    }
+    while let Some((out, enclosing)) = pending.pop() {
+        if deepest.types > cap || deepest.values > cap {
+            break;
+        }
+        match out {
+            Out::Any(any) => deepest.values = deepest.values.max(any_depth(&any, cap)),
+            Out::YDoc(_) => {}
+            nested => {
+                let depth = enclosing + 1;
+                deepest.types = deepest.types.max(depth);
+                push_children(txn, nested, depth, &mut pending, &mut deepest, cap);
+            }
+        }
+    }
+    deepest
+}
+
+/// Queues what the shared type `out` (enclosed by `depth` types) holds.
+fn push_children<T: ReadTxn>(
+    txn: &T,
+    out: Out,
+    depth: u32,
+    pending: &mut Vec<(Out, u32)>,
+    deepest: &mut Nesting,
+    cap: u32,
+) {
+    let mut text_chunks = |diff: Vec<yrs::types::text::Diff<YChange>>,
+                           pending: &mut Vec<(Out, u32)>| {
+        for chunk in diff {
+            if let Some(attributes) = chunk.attributes {
+                for value in attributes.values() {
+                    deepest.values = deepest.values.max(any_depth(value, cap));
+                }
+            }
+            if !matches!(&chunk.insert, Out::Any(Any::String(_))) {
+                pending.push((chunk.insert, depth));
+            }
+        }
+    };
+    match out {
+        Out::YMap(map) => pending.extend(map.iter(txn).map(|(_, v)| (v, depth))),
+        Out::YArray(array) => pending.extend(array.iter(txn).map(|v| (v, depth))),
+        Out::YText(text) => text_chunks(text.diff(txn, YChange::identity), pending),
+        Out::YXmlText(text) => {
+            pending.extend(text.attributes(txn).map(|(_, v)| (v, depth)));
+            text_chunks(text.diff(txn, YChange::identity), pending);
+        }
+        Out::YXmlElement(element) => {
+            pending.extend(element.attributes(txn).map(|(_, v)| (v, depth)));
+            pending.extend(element.children(txn).map(|c| (Out::from(c), depth)));
+        }
+        Out::YXmlFragment(fragment) => {
+            pending.extend(fragment.children(txn).map(|c| (Out::from(c), depth)));
+        }
+        Out::UndefinedRef(branch) => match classify_root(txn, Out::UndefinedRef(branch)) {
+            RootKind::Map(map) => push_children(txn, Out::YMap(map), depth, pending, deepest, cap),
+            RootKind::Text(text) => {
+                push_children(txn, Out::YText(text), depth, pending, deepest, cap)
+            }
+            RootKind::Array(array) => {
+                push_children(txn, Out::YArray(array), depth, pending, deepest, cap)
+            }
+            RootKind::Other(_) => {}
+        },
+        Out::Any(_) | Out::YDoc(_) => {}
+    }
+}
+
+/// How deep stored bytes may nest values before `yrs` is allowed to decode them at all: far
+/// above any configured limit, far below what overflows a thread's stack. Stored documents
+/// are measured against the configured limit after decoding ([`check_nesting`]).
+pub const STORED_DEPTH_GUARD: u32 = 1024;
+
+/// Why a stored document (a room's state, a version) cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredDocumentError {
+    /// The bytes do not decode or apply.
+    #[error("stored document is corrupt: {0}")]
+    Corrupt(String),
+    /// The document nests deeper than the configured limit: it was stored before the limit
+    /// existed (or under a higher one), and reading it could overflow the stack.
+    #[error(transparent)]
+    TooDeep(#[from] TooDeep),
+}
+
+/// A document nests deeper than the limit.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+#[error("the document nests more than {limit} levels deep (the limit is --max-nesting-depth)")]
+pub struct TooDeep {
+    /// The limit it exceeds.
+    pub limit: u32,
+}
+
+/// Refuses a document that nests deeper than `limit` (see [`nesting`]).
+pub fn check_nesting(doc: &Doc, limit: u32) -> Result<(), TooDeep> {
+    if nesting(&doc.transact(), limit).deepest() > limit {
+        return Err(TooDeep { limit });
+    }
+    Ok(())
+}
+
+/// Decodes stored bytes (one v1 update) into a new document, refusing values deeper than
+/// [`STORED_DEPTH_GUARD`] before `yrs` decodes them and a document deeper than `limit`
+/// after.
+pub fn decode_stored(bytes: &[u8], limit: u32) -> Result<Doc, StoredDocumentError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoredDocumentError::Corrupt(e.to_string());
+    let guard = protocol::UpdateLimits {
+        max_depth: STORED_DEPTH_GUARD,
+    };
+    protocol::update::inspect(bytes, &guard).map_err(|e| corrupt(&e))?;
+    let update = Update::decode_v1(bytes).map_err(|e| corrupt(&e))?;
+    let doc = crate::room::new_doc();
+    doc.transact_mut()
+        .apply_update(update)
+        .map_err(|e| corrupt(&e))?;
+    check_nesting(&doc, limit)?;
+    Ok(doc)
+}
+
+/// Levels of arrays and maps in a value, counted without recursion, stopping past `cap`.
+fn any_depth(any: &Any, cap: u32) -> u32 {
+    let mut deepest = 0;
+    let mut pending: Vec<(&Any, u32)> = vec![(any, 0)];
+    while let Some((value, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Any>> = match value {
+            Any::Array(items) => Box::new(items.iter()),
+            Any::Map(entries) => Box::new(entries.values()),
+            _ => continue,
+        };
+        let depth = depth + 1;
+        deepest = deepest.max(depth);
+        if deepest > cap {
+            break;
+        }
+        pending.extend(children.map(|child| (child, depth)));
+    }
+    deepest
 }
 
 fn any_to_json(any: Any) -> Value {

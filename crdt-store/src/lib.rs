@@ -7,7 +7,10 @@
 //!   subscribers ([`RoomConnection`]), versions and restore.
 //! - `persist`: the group-commit writer between rooms and the database.
 //! - [`storage`]: the update log, snapshot compaction and versions in SQL (sea-orm).
-//! - [`document`]: reading documents by Tandem's file convention; JSON; minimal-diff restore.
+//! - [`guard`]: client updates validated (bounded counts and nesting) before `yrs` applies
+//!   them.
+//! - [`document`]: reading documents by Tandem's file convention; JSON; minimal-diff restore;
+//!   measuring a document's nesting without recursion.
 //! - [`files`]: file paths and the file operations of multi-file rooms.
 //! - [`events`]: what happened to rooms (commits, versions), for feeds and webhooks.
 //! - [`bus`]: the interface to replicas on other nodes (implemented by the server on Redis).
@@ -21,6 +24,7 @@ pub mod document;
 mod entity;
 pub mod events;
 pub mod files;
+pub mod guard;
 pub mod ids;
 pub mod metrics;
 mod persist;
@@ -35,8 +39,8 @@ pub use events::StoreEvent;
 pub use ids::{ConnectionId, InvalidRoomId, RoomId};
 pub use registry::{JoinError, RoomRegistry};
 pub use room::{
-    ApplyError, Delivery, JoinRefused, Outbound, RestoreError, Room, RoomConnection, RoomLease,
-    doc_options, new_doc,
+    ApplyError, AwarenessRefused, AwarenessStamp, Delivery, JoinRefused, Outbound, RestoreError,
+    Room, RoomConnection, RoomLease, doc_options, new_doc,
 };
 pub use storage::{Storage, StorageError};
 pub use version::{VersionInfo, VersionKind};

@@ -204,8 +204,18 @@ impl RoomRegistry {
             let stored = shared.storage.load(id).await?;
             let logged = stored.updates.len() as u64;
             let room_id = id.clone();
+            let limit = shared.config.update_limits.max_depth;
             let doc = tokio::task::spawn_blocking(move || {
-                rebuild_doc(&room_id, stored.snapshot.as_deref(), &stored.updates)
+                let doc = rebuild_doc(&room_id, stored.snapshot.as_deref(), &stored.updates)?;
+                // Stored before the limit existed (or under a higher one): not served, since
+                // reading it could overflow the stack.
+                crate::document::check_nesting(&doc, limit).map_err(|cause| {
+                    StorageError::TooDeep {
+                        room: room_id.clone(),
+                        cause,
+                    }
+                })?;
+                Ok::<_, StorageError>(doc)
             })
             .await??;
             // Peers may hold edits not yet in storage (relaxed durability, or in flight).

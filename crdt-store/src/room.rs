@@ -27,6 +27,7 @@ use yrs::{ClientID, Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Up
 
 use crate::config::Durability;
 use crate::document;
+use crate::guard;
 use crate::ids::{ConnectionId, RoomId};
 use crate::persist::PersistCommand;
 use crate::registry::Shared;
@@ -76,6 +77,9 @@ pub struct Outbound {
 /// Why an update was refused. The room is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// The update failed validation before `yrs` saw it: malformed, or nested too deep.
+    #[error("refused update: {0}")]
+    Refused(#[from] protocol::UpdateError),
     /// The bytes are not a v1 Yjs update.
     #[error("malformed update: {0}")]
     Malformed(#[from] yrs::encoding::read::Error),
@@ -289,12 +293,11 @@ impl Room {
         update: Bytes,
         frame: Option<Bytes>,
     ) -> Result<(), ApplyError> {
-        let decoded = Update::decode_v1(&update)?;
-        if decoded.is_empty() {
+        let limits = self.0.shared.config.update_limits;
+        if !guard::apply_client_update(&mut self.0.doc.transact_mut(), &update, &limits)? {
             // y-websocket answers a step 1 with an empty step 2 when it has nothing new.
             return Ok(());
         }
-        self.0.doc.transact_mut().apply_update(decoded)?;
         let frame = frame.unwrap_or_else(|| protocol::encode_update_frame(&update));
         self.publish(Outbound { origin, frame }, update).await
     }
@@ -403,7 +406,7 @@ impl Room {
 
     /// Everything the holder of the v1 state vector `remote` lacks, as one v1 update.
     pub fn diff(&self, remote: &[u8]) -> Result<Vec<u8>, ApplyError> {
-        let remote = StateVector::decode_v1(remote)?;
+        let remote = protocol::decode_state_vector(remote)?;
         Ok(self.0.doc.transact().encode_diff_v1(&remote))
     }
 
@@ -607,12 +610,8 @@ impl Room {
         version_data: &[u8],
         label: String,
     ) -> Result<VersionInfo, RestoreError> {
-        let target = {
-            let update = Update::decode_v1(version_data)?;
-            let doc = new_doc();
-            doc.transact_mut().apply_update(update)?;
-            doc
-        };
+        let target =
+            document::decode_stored(version_data, self.0.shared.config.update_limits.max_depth)?;
         self.edit(|txn| document::restore_into(txn, &target))
             .await?;
         Ok(self
@@ -624,12 +623,9 @@ impl Room {
 /// Why a restore failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// The stored version does not decode.
-    #[error("stored version is corrupt: {0}")]
-    CorruptVersion(#[from] yrs::encoding::read::Error),
-    /// The stored version does not apply.
-    #[error("stored version does not apply: {0}")]
-    VersionRejected(#[from] yrs::error::UpdateError),
+    /// The stored version does not decode, or nests deeper than the limit.
+    #[error("stored version cannot be read: {0}")]
+    Version(#[from] document::StoredDocumentError),
     /// Publishing the restore failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -709,13 +705,25 @@ impl RoomConnection {
     /// When `identity` is given, its fields are written into the state's `user` object, so a
     /// client cannot present itself as someone else. `frame` (the message the update arrived
     /// in) is relayed as is when nothing had to change; otherwise the update is re-encoded.
+    ///
+    /// A state larger than the store's `max_awareness_state` is refused whole (nothing is
+    /// applied or relayed); the caller closes the connection.
     pub fn apply_awareness(
         &mut self,
         mut update: AwarenessUpdate,
         frame: Bytes,
-        identity: Option<&serde_json::Map<String, serde_json::Value>>,
-    ) {
+        identity: Option<&AwarenessStamp>,
+    ) -> Result<(), AwarenessRefused> {
         let room = self.lease.room.clone();
+        let limit = room.0.shared.config.max_awareness_state;
+        if let Some(size) = update
+            .clients
+            .values()
+            .map(|entry| entry.json.len())
+            .find(|&size| size > limit)
+        {
+            return Err(AwarenessRefused::TooLarge { size, limit });
+        }
         let frame = {
             let mut state = room.awareness();
             let received = update.clients.len();
@@ -741,7 +749,7 @@ impl RoomConnection {
                 }
             }
             if update.clients.is_empty() {
-                return;
+                return Ok(());
             }
             let frame = if changed {
                 protocol::encode_awareness_frame(&update)
@@ -762,15 +770,38 @@ impl RoomConnection {
             origin: ConnectionId::SERVER,
             frame,
         });
+        Ok(())
     }
 }
 
-/// Writes `identity`'s fields into the `user` object of an awareness state. Returns `None`
-/// for a `null` state (a removal), which carries nothing to stamp.
-fn stamp_identity(
-    json: &str,
-    identity: &serde_json::Map<String, serde_json::Value>,
-) -> Option<String> {
+/// Why an awareness update was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AwarenessRefused {
+    /// One state's JSON is larger than the limit.
+    #[error("awareness state of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The state's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// What the server writes into, and removes from, every awareness state a connection sends:
+/// fields others rely on to know who is who are the server's to set.
+#[derive(Clone, Debug, Default)]
+pub struct AwarenessStamp {
+    /// Written into the state's `user` object: the connection's real identity.
+    pub user: serde_json::Map<String, serde_json::Value>,
+    /// Top-level fields removed from the state (say, `assistant` for anyone but the
+    /// assistant).
+    pub strip: Vec<&'static str>,
+}
+
+/// Writes `identity`'s fields into the `user` object of an awareness state and removes the
+/// fields it strips. Returns `None` for a `null` state (a removal), which carries nothing to
+/// stamp.
+fn stamp_identity(json: &str, identity: &AwarenessStamp) -> Option<String> {
     use serde_json::Value;
     if json == "null" {
         return None;
@@ -779,6 +810,9 @@ fn stamp_identity(
         Ok(Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
+    for field in &identity.strip {
+        state.remove(*field);
+    }
     let user = state
         .entry("user")
         .or_insert_with(|| Value::Object(serde_json::Map::new()));
@@ -786,7 +820,7 @@ fn stamp_identity(
         *user = Value::Object(serde_json::Map::new());
     }
     if let Value::Object(user) = user {
-        for (key, value) in identity {
+        for (key, value) in &identity.user {
             user.insert(key.clone(), value.clone());
         }
     }

@@ -38,6 +38,14 @@ pub enum StorageError {
     /// A blocking task died (it panicked).
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The stored document nests deeper than the configured limit; it is not served.
+    #[error("stored document of room {room} cannot be opened: {cause}")]
+    TooDeep {
+        /// The room.
+        room: RoomId,
+        /// The limit it exceeds.
+        cause: crate::document::TooDeep,
+    },
 }
 
 /// What is stored for one room, in the order it must be applied.
@@ -418,6 +426,11 @@ fn apply_stored(
         room: room.clone(),
         detail,
     };
+    // yrs decodes values recursively: bytes nested past the guard are refused unread.
+    let guard = protocol::UpdateLimits {
+        max_depth: crate::document::STORED_DEPTH_GUARD,
+    };
+    protocol::update::inspect(bytes, &guard).map_err(|e| corrupt(e.to_string()))?;
     let update = Update::decode_v1(bytes).map_err(|e| corrupt(e.to_string()))?;
     txn.apply_update(update).map_err(|e| corrupt(e.to_string()))
 }

@@ -5,13 +5,13 @@ use bytes::Bytes;
 use yrs::StateVector;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
-use yrs::sync::awareness::AwarenessUpdate;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::sync::protocol::{
     MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1, MSG_SYNC_STEP_2,
     MSG_SYNC_UPDATE, PERMISSION_DENIED, PERMISSION_GRANTED,
 };
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
+use yrs::{ClientID, encoding::read::Error as ReadError};
 
 /// One y-protocols message.
 ///
@@ -74,9 +74,7 @@ pub fn decode_message(frame: &Bytes) -> Result<Message, DecodeError> {
         tag if tag == u64::from(MSG_SYNC) => decode_sync(frame, &mut cursor)?,
         tag if tag == u64::from(MSG_AWARENESS) => {
             let payload = cursor.read_buf()?;
-            Message::Awareness(
-                AwarenessUpdate::decode_v1(payload).map_err(DecodeError::InvalidAwareness)?,
-            )
+            Message::Awareness(decode_awareness(payload).map_err(DecodeError::InvalidAwareness)?)
         }
         tag if tag == u64::from(MSG_AUTH) => match cursor.read_var::<u64>()? {
             t if t == u64::from(PERMISSION_DENIED) => {
@@ -100,12 +98,61 @@ fn decode_sync(frame: &Bytes, cursor: &mut Cursor<'_>) -> Result<Message, Decode
     let payload = cursor.read_buf()?;
     match sub_type {
         t if t == u64::from(MSG_SYNC_STEP_1) => Ok(Message::SyncStep1(
-            StateVector::decode_v1(payload).map_err(DecodeError::InvalidStateVector)?,
+            decode_state_vector(payload).map_err(DecodeError::InvalidStateVector)?,
         )),
         t if t == u64::from(MSG_SYNC_STEP_2) => Ok(Message::SyncStep2(frame.slice_ref(payload))),
         t if t == u64::from(MSG_SYNC_UPDATE) => Ok(Message::Update(frame.slice_ref(payload))),
         other => Err(DecodeError::UnknownSyncMessageType(other)),
     }
+}
+
+/// Refuses a claimed count of entries, each at least `min_bytes` long, that the bytes left in
+/// `cursor` cannot hold, before anything is reserved for them.
+fn check_count(cursor: &Cursor<'_>, count: u64, min_bytes: u64) -> Result<usize, ReadError> {
+    let remaining = (cursor.buf.len() - cursor.next) as u64;
+    if count.saturating_mul(min_bytes) > remaining {
+        return Err(ReadError::EndOfBuffer(
+            usize::try_from(count.saturating_mul(min_bytes)).unwrap_or(usize::MAX),
+        ));
+    }
+    // Fits: `count` is at most the length of a buffer in memory.
+    Ok(count as usize)
+}
+
+/// Decodes a v1 state vector. `yrs`'s own decoder reserves room for the count the bytes
+/// claim before reading one entry (eight bytes can ask for gigabytes); this one checks the
+/// count against the bytes that remain (each entry is at least two) and grows as it reads.
+pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, ReadError> {
+    let mut cursor = Cursor::new(bytes);
+    let claimed: u32 = cursor.read_var()?;
+    let count = check_count(&cursor, u64::from(claimed), 2)?;
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let client: u64 = cursor.read_var()?;
+        let clock: u32 = cursor.read_var()?;
+        entries.push((ClientID::new(client), clock));
+    }
+    Ok(entries.into_iter().collect())
+}
+
+/// Decodes an awareness update, with the same care as [`decode_state_vector`]: each entry
+/// is at least three bytes (client id, clock, the length of its JSON).
+pub fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, ReadError> {
+    let mut cursor = Cursor::new(bytes);
+    let claimed: u64 = cursor.read_var()?;
+    let count = check_count(&cursor, claimed, 3)?;
+    let mut update = AwarenessUpdate {
+        clients: Default::default(),
+    };
+    for _ in 0..count {
+        let client: u64 = cursor.read_var()?;
+        let clock: u32 = cursor.read_var()?;
+        let json = cursor.read_string()?.into();
+        update
+            .clients
+            .insert(ClientID::new(client), AwarenessUpdateEntry { clock, json });
+    }
+    Ok(update)
 }
 
 /// Encodes a [`Message`] as one frame, byte-identical to what y-protocols produces.
@@ -190,6 +237,55 @@ mod tests {
         let mut frame = encode_message(&Message::QueryAwareness);
         frame.push(0);
         assert!(matches!(decode(&frame), Err(DecodeError::TrailingBytes(1))));
+    }
+
+    #[test]
+    fn claimed_counts_are_checked_against_the_bytes_that_remain() {
+        // Sync step 1 whose state vector claims 2^28 entries in 8 bytes: yrs would reserve
+        // 512 MB for it before reading one.
+        let mut state_vector = Vec::new();
+        state_vector.write_var(1u32 << 28);
+        state_vector.write_var(1u32);
+        state_vector.write_var(1u32);
+        assert!(matches!(
+            decode_state_vector(&state_vector),
+            Err(ReadError::EndOfBuffer(_))
+        ));
+        let mut awareness = Vec::new();
+        awareness.write_var(1u64 << 40);
+        awareness.write_var(1u32);
+        awareness.write_var(1u32);
+        awareness.write_string("{}");
+        assert!(matches!(
+            decode_awareness(&awareness),
+            Err(ReadError::EndOfBuffer(_))
+        ));
+    }
+
+    #[test]
+    fn bounded_decoders_agree_with_yrs_on_valid_input() {
+        use yrs::updates::decoder::Decode;
+        let sv: StateVector = [
+            (ClientID::new(1), 5),
+            (ClientID::new(u64::from(u32::MAX)), 9),
+        ]
+        .into_iter()
+        .collect();
+        let bytes = sv.encode_v1();
+        assert_eq!(decode_state_vector(&bytes).unwrap(), sv);
+        let mut update = AwarenessUpdate {
+            clients: Default::default(),
+        };
+        update.clients.insert(
+            ClientID::new(7),
+            AwarenessUpdateEntry {
+                clock: 3,
+                json: r#"{"user":{"name":"a"}}"#.into(),
+            },
+        );
+        let bytes = update.encode_v1();
+        assert_eq!(decode_awareness(&bytes).unwrap(), update);
+        assert_eq!(AwarenessUpdate::decode_v1(&bytes).unwrap(), update);
     }
 
     #[test]

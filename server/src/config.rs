@@ -134,6 +134,14 @@ pub struct ServeArgs {
     /// Most connections to one room.
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_ROOM", default_value_t = 1000)]
     pub max_connections_per_room: usize,
+    /// Most levels values (arrays, maps) and shared types may nest in a document; an update
+    /// nesting deeper is refused (1007), a stored document deeper is not opened (422).
+    #[arg(long, env = "TANDEM_MAX_NESTING_DEPTH", default_value_t = protocol::update::DEFAULT_MAX_DEPTH)]
+    pub max_nesting_depth: u32,
+    /// Largest awareness state (its JSON, in bytes) one connection may announce; larger
+    /// closes the connection (1009).
+    #[arg(long, env = "TANDEM_MAX_AWARENESS_STATE", default_value_t = 64 * 1024)]
+    pub max_awareness_state: usize,
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "TANDEM_WORKERS")]
     pub workers: Option<usize>,
@@ -313,6 +321,11 @@ impl ServeArgs {
         );
         anyhow::ensure!(self.max_batch > 0, "--max-batch must be positive");
         anyhow::ensure!(
+            (1..=crdt_store::document::STORED_DEPTH_GUARD).contains(&self.max_nesting_depth),
+            "--max-nesting-depth must be between 1 and {}",
+            crdt_store::document::STORED_DEPTH_GUARD
+        );
+        anyhow::ensure!(
             self.ping_timeout > self.ping_interval,
             "--ping-timeout must be longer than --ping-interval"
         );
@@ -338,6 +351,10 @@ impl ServeArgs {
                 auto_version_interval: self.auto_version_interval,
                 max_rooms: self.max_rooms,
                 max_connections_per_room: self.max_connections_per_room,
+                update_limits: protocol::UpdateLimits {
+                    max_depth: self.max_nesting_depth,
+                },
+                max_awareness_state: self.max_awareness_state,
                 ..StoreConfig::default()
             },
             session: SessionConfig {

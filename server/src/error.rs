@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use crdt_store::document::{StoredDocumentError, TooDeep};
 use crdt_store::{ApplyError, InvalidRoomId, JoinError, RestoreError, StorageError};
 use serde::Serialize;
 use tracing::error;
@@ -156,6 +157,7 @@ impl From<InvalidRoomId> for ApiError {
 impl From<JoinError> for ApiError {
     fn from(err: JoinError) -> Self {
         match err {
+            JoinError::Load(StorageError::TooDeep { cause, .. }) => cause.into(),
             JoinError::Load(cause) => {
                 error!(error = %cause, "room load failed");
                 Self::new(
@@ -180,7 +182,10 @@ impl From<JoinError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
-        Self::internal(&err)
+        match err {
+            StorageError::TooDeep { cause, .. } => cause.into(),
+            other => Self::internal(&other),
+        }
     }
 }
 
@@ -199,7 +204,32 @@ impl From<ApplyError> for ApiError {
 
 impl From<RestoreError> for ApiError {
     fn from(err: RestoreError) -> Self {
-        Self::internal(&err)
+        match err {
+            RestoreError::Version(cause) => cause.into(),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<TooDeep> for ApiError {
+    fn from(err: TooDeep) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "document_too_deep",
+            format!(
+                "{err}: it was stored before the limit existed and cannot be read; \
+                 a server with a higher limit can open it"
+            ),
+        )
+    }
+}
+
+impl From<StoredDocumentError> for ApiError {
+    fn from(err: StoredDocumentError) -> Self {
+        match err {
+            StoredDocumentError::TooDeep(cause) => cause.into(),
+            corrupt => Self::internal(&corrupt),
+        }
     }
 }
 

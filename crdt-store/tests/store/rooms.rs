@@ -158,7 +158,10 @@ async fn a_malformed_update_is_refused_and_changes_nothing() {
     for garbage in [Bytes::from_static(&[0xFF, 0xFF, 0xFF]), truncated] {
         let refused = author.apply_update(garbage.clone(), None).await;
         assert!(
-            matches!(refused, Err(ApplyError::Malformed(_))),
+            matches!(
+                refused,
+                Err(ApplyError::Refused(protocol::UpdateError::Malformed(_)))
+            ),
             "{garbage:?} gave {refused:?}"
         );
     }
@@ -281,13 +284,13 @@ async fn awareness_of_a_closed_connection_is_removed_for_everyone() {
     let bob_state = json!({"user": {"name": "bob"}});
 
     let (update, frame) = awareness(1234, 1, &alice_state);
-    alice.apply_awareness(update, frame, None);
+    alice.apply_awareness(update, frame, None).unwrap();
     assert_eq!(
         next_awareness(&mut bob).await,
         HashMap::from([(1234, (1, alice_state.clone()))])
     );
     let (update, frame) = awareness(99, 3, &bob_state);
-    bob.apply_awareness(update, frame, None);
+    bob.apply_awareness(update, frame, None).unwrap();
     // Alice hears her own echo, then Bob.
     assert_eq!(next_awareness(&mut alice).await[&1234].1, alice_state);
     assert_eq!(next_awareness(&mut alice).await[&99].1, bob_state);
@@ -295,7 +298,7 @@ async fn awareness_of_a_closed_connection_is_removed_for_everyone() {
 
     // Nobody may erase another's presence by sending `null` for it.
     let (update, frame) = awareness(99, 4, &Value::Null);
-    alice.apply_awareness(update, frame, None);
+    alice.apply_awareness(update, frame, None).unwrap();
     assert!(delivered_already(&mut bob).is_none());
     assert_eq!(
         room_awareness(&bob),

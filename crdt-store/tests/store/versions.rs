@@ -141,7 +141,7 @@ async fn a_corrupt_version_is_refused_and_changes_nothing() {
         .restore(&[0xFF, 0xFF, 0xFF], "nonsense".to_owned())
         .await;
     assert!(
-        matches!(refused, Err(RestoreError::CorruptVersion(_))),
+        matches!(refused, Err(RestoreError::Version(_))),
         "{refused:?}"
     );
     assert_eq!(connection.room().encode_state(), state_before);

@@ -2,11 +2,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use crdt_store::{RoomId, VersionKind, new_doc};
+use crdt_store::{RoomId, VersionKind};
 use serde::Deserialize;
 use serde_json::json;
-use yrs::updates::decoder::Decode;
-use yrs::{Transact, Update};
 
 use crate::activity::{EventKind, RoomEvent, version_data};
 use crate::app::AppState;
@@ -145,17 +143,13 @@ pub async fn get_version(
     match format {
         Format::Yjs => Ok(yjs_response(data)),
         Format::Json => {
+            let limit = state.registry.config().update_limits.max_depth;
             let content = web::block(move || {
-                let doc = new_doc();
-                let update = Update::decode_v1(&data)?;
-                doc.transact_mut().apply_update(update).map_err(|e| {
-                    yrs::encoding::read::Error::Custom(format!("stored version: {e}"))
-                })?;
-                Ok::<_, yrs::encoding::read::Error>(crdt_store::document::to_json(&doc))
+                crdt_store::document::decode_stored(&data, limit)
+                    .map(|doc| crdt_store::document::to_json(&doc))
             })
             .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(|e| ApiError::internal(&e))?;
+            .map_err(|e| ApiError::internal(&e))??;
             Ok(HttpResponse::Ok().json(json!({ "version": info, "content": content })))
         }
     }

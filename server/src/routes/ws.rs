@@ -28,7 +28,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use bytes::Bytes;
-use crdt_store::{ApplyError, Delivery, RoomConnection, RoomId};
+use crdt_store::{ApplyError, AwarenessStamp, Delivery, RoomConnection, RoomId};
 use futures_util::StreamExt;
 use protocol::{DecodeError, Message, decode_message};
 use serde_json::{Map, Value};
@@ -57,18 +57,30 @@ struct SessionAccess {
     token: String,
     principal: Principal,
     role: Role,
-    /// Written into the `user` field of every awareness state this connection sends.
-    stamp: Map<String, Value>,
+    /// Written into (and stripped from) every awareness state this connection sends.
+    stamp: AwarenessStamp,
 }
 
-fn stamp(identity: &Identity) -> Map<String, Value> {
-    let mut stamp = Map::new();
-    stamp.insert(
+/// Awareness fields only the server may set: the assistant is known by its `assistant` flag,
+/// so nobody else may raise it.
+const ASSISTANT_ONLY_FIELDS: &[&str] = &["assistant"];
+
+fn stamp(identity: &Identity) -> AwarenessStamp {
+    let mut user = Map::new();
+    user.insert(
         "id".to_owned(),
         identity.user_id.clone().map_or(Value::Null, Value::String),
     );
-    stamp.insert("name".to_owned(), Value::String(identity.name.clone()));
-    stamp
+    user.insert("name".to_owned(), Value::String(identity.name.clone()));
+    let is_assistant = identity.user_id.as_deref() == Some(crate::ai::ASSISTANT_USER_ID);
+    AwarenessStamp {
+        user,
+        strip: if is_assistant {
+            Vec::new()
+        } else {
+            ASSISTANT_ONLY_FIELDS.to_vec()
+        },
+    }
 }
 
 /// The y-protocols WebSocket of a room. Token as `?token=` or `Authorization: Bearer`.
@@ -424,9 +436,12 @@ async fn handle_frame(
             .apply_update(update, Some(frame))
             .await
             .map_err(apply_failed)?,
-        Message::Awareness(update) => {
-            connection.apply_awareness(update, frame, Some(&access.stamp))
-        }
+        Message::Awareness(update) => connection
+            .apply_awareness(update, frame, Some(&access.stamp))
+            .map_err(|refused_state| {
+                refused("awareness_too_large");
+                close(CloseCode::Size, refused_state.to_string())
+            })?,
         Message::QueryAwareness => {
             if let Some(reply) = connection.room().awareness_frame() {
                 session.binary(reply).await.map_err(|_| End::ClientGone)?;

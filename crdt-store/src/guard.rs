@@ -1,0 +1,69 @@
+//! Client updates checked before `yrs` integrates them.
+//!
+//! `yrs` decodes nested values recursively and reserves room for the counts an update claims;
+//! a client's bytes are walked first by [`protocol::update::inspect`], and the shared types
+//! an update creates are measured against the document it lands in, under the same lock it
+//! is applied with. Every update a client sends goes through [`apply_client_update`]; the
+//! fuzz targets call it too.
+
+use protocol::UpdateLimits;
+use protocol::update::ItemId;
+use yrs::updates::decoder::Decode;
+use yrs::{
+    Assoc, BranchID, ClientID, IndexScope, ReadTxn, StateVector, StickyIndex, TransactionMut,
+    Update,
+};
+
+use crate::room::ApplyError;
+
+/// Validates a client's v1 update and applies it in `txn`. Answers `false` for an update
+/// that holds nothing (applied or not, nothing changes); a refused update leaves the
+/// document untouched.
+pub fn apply_client_update(
+    txn: &mut TransactionMut<'_>,
+    update: &[u8],
+    limits: &UpdateLimits,
+) -> Result<bool, ApplyError> {
+    let outline = protocol::update::inspect(update, limits)?;
+    if outline.is_empty() {
+        return Ok(false);
+    }
+    if outline.creates_types() {
+        let known = txn.state_vector();
+        outline.check_nesting(limits.max_depth, |id| {
+            enclosing_types(&*txn, &known, id, limits.max_depth)
+        })?;
+    }
+    txn.apply_update(Update::decode_v1(update)?)?;
+    Ok(true)
+}
+
+/// How many shared types enclose the item `id` in the document (an item of a root type: 0),
+/// or `None` if the document does not have it. Climbs at most `cap + 1` levels: deeper is
+/// refused whatever the exact depth.
+fn enclosing_types<T: ReadTxn>(txn: &T, known: &StateVector, id: ItemId, cap: u32) -> Option<u32> {
+    let mut current = yrs::ID::new(ClientID::new(id.client), id.clock);
+    if known.get(&current.client) <= current.clock {
+        return None;
+    }
+    let mut depth = 0;
+    loop {
+        // A sticky index at an item resolves to the type the item lives in.
+        let Some(offset) =
+            StickyIndex::new(IndexScope::Relative(current), Assoc::After).get_offset(txn)
+        else {
+            // Garbage-collected: nothing lives there any more, so nothing can nest in it.
+            return Some(depth);
+        };
+        match offset.branch.id() {
+            BranchID::Root(_) => return Some(depth),
+            BranchID::Nested(parent) => {
+                depth += 1;
+                if depth > cap {
+                    return Some(depth);
+                }
+                current = parent;
+            }
+        }
+    }
+}

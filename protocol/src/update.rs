@@ -1,0 +1,712 @@
+//! Validation of v1 Yjs updates before `yrs` sees them.
+//!
+//! `yrs` decodes nested values recursively, with no depth limit, and reserves room for the
+//! counts an update claims before reading what they count. Bytes from a client are hostile,
+//! so every update is walked here first, iteratively, with the same primitives `yrs` reads it
+//! with (its lib0 [`Cursor`]):
+//! - every count is checked against the bytes that remain before anything is read for it;
+//! - every string is UTF-8, every content and value tag is one `yrs` knows;
+//! - values (`Any`, and the JSON of embeds and formatting attributes) nest at most
+//!   [`UpdateLimits::max_depth`] levels;
+//! - shared types created by the update nest at most as deep, counting the types they are
+//!   created in. Resolving where an item lives can need the document the update is applied
+//!   to, which this crate does not have: [`inspect`] answers an [`UpdateOutline`], and
+//!   [`UpdateOutline::check_nesting`] finishes the check with a lookup into that document.
+//!
+//! The walk allocates only what the input justifies: one small record per item, and a stack
+//! no deeper than the limit.
+
+use std::collections::HashMap;
+
+use yrs::encoding::read::{Cursor, Read};
+
+/// Content reference numbers of the v1 item encoding (`yrs::block`).
+const CONTENT_GC: u8 = 0;
+const CONTENT_DELETED: u8 = 1;
+const CONTENT_JSON: u8 = 2;
+const CONTENT_BINARY: u8 = 3;
+const CONTENT_STRING: u8 = 4;
+const CONTENT_EMBED: u8 = 5;
+const CONTENT_FORMAT: u8 = 6;
+const CONTENT_TYPE: u8 = 7;
+const CONTENT_ANY: u8 = 8;
+const CONTENT_DOC: u8 = 9;
+const CONTENT_SKIP: u8 = 10;
+
+/// Info bits of an item.
+const HAS_ORIGIN: u8 = 0b1000_0000;
+const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
+const HAS_PARENT_SUB: u8 = 0b0010_0000;
+
+/// Shared type references (`yrs::types`). The weak link (7) needs a `yrs` feature Tandem
+/// does not enable, so `yrs` refuses it too.
+const TYPE_XML_ELEMENT: u8 = 3;
+const KNOWN_TYPES: [u8; 9] = [0, 1, 2, 3, 4, 5, 6, 9, 15];
+
+/// `Any` tags (lib0).
+const ANY_UNDEFINED: u8 = 127;
+const ANY_NULL: u8 = 126;
+const ANY_INTEGER: u8 = 125;
+const ANY_FLOAT32: u8 = 124;
+const ANY_FLOAT64: u8 = 123;
+const ANY_BIGINT: u8 = 122;
+const ANY_FALSE: u8 = 121;
+const ANY_TRUE: u8 = 120;
+const ANY_STRING: u8 = 119;
+const ANY_OBJECT: u8 = 118;
+const ANY_ARRAY: u8 = 117;
+const ANY_BUFFER: u8 = 116;
+
+/// The default nesting limit of values and of shared types.
+pub const DEFAULT_MAX_DEPTH: u32 = 64;
+
+/// What an update may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateLimits {
+    /// Most levels values may nest (an array in an array is two), and most levels of shared
+    /// types (a map in a root map is one).
+    pub max_depth: u32,
+}
+
+impl Default for UpdateLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// Why an update was refused. Each is the client's fault; the document is untouched.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum UpdateError {
+    /// The update ended early, or a length or count points past its end.
+    #[error("malformed update: {0}")]
+    Malformed(String),
+    /// An item content type `yrs` does not accept (or legacy JSON content, which `yrs` does
+    /// not decode the way Yjs encodes it).
+    #[error("unsupported item content {0}")]
+    UnsupportedContent(u8),
+    /// A shared type reference `yrs` does not know.
+    #[error("unsupported shared type {0}")]
+    UnsupportedType(u8),
+    /// An `Any` tag `yrs` does not know.
+    #[error("unknown value tag {0}")]
+    UnknownValue(u8),
+    /// Values nested deeper than the limit.
+    #[error("values nested deeper than {0} levels")]
+    ValuesTooDeep(u32),
+    /// Shared types nested deeper than the limit.
+    #[error("shared types nested deeper than {0} levels")]
+    TypesTooDeep(u32),
+    /// A shared type created inside something the document does not have (yet): where it
+    /// would land, and so how deep, cannot be known.
+    #[error("a shared type whose parent is missing from the document")]
+    UnknownParent,
+}
+
+impl From<yrs::encoding::read::Error> for UpdateError {
+    fn from(err: yrs::encoding::read::Error) -> Self {
+        UpdateError::Malformed(err.to_string())
+    }
+}
+
+/// An item id: client and clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ItemId {
+    /// The client that created it.
+    pub client: u64,
+    /// Its clock within that client.
+    pub clock: u32,
+}
+
+/// Where an item says it lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Directly in a root type.
+    Root,
+    /// In the shared type created by this item.
+    InType(ItemId),
+    /// In the same type as this item (its origin or right origin).
+    Beside(ItemId),
+}
+
+/// One item of an update, as far as nesting is concerned.
+#[derive(Clone, Copy, Debug)]
+struct ItemRecord {
+    id: ItemId,
+    len: u32,
+    placement: Placement,
+    creates_type: bool,
+}
+
+/// What [`inspect`] learned about an update: enough to finish the nesting check against the
+/// document it is applied to.
+#[derive(Debug, Default)]
+pub struct UpdateOutline {
+    /// Items in the order they were read (per client, ascending clocks).
+    items: Vec<ItemRecord>,
+    /// Whether any item creates a shared type.
+    creates_types: bool,
+    /// Delete-set ranges in the update.
+    deletes: usize,
+}
+
+impl UpdateOutline {
+    /// Whether the update holds nothing: no item and no deletion (what `y-websocket` sends
+    /// in a step 2 when it has nothing new).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.deletes == 0
+    }
+
+    /// Whether the update creates shared types, so [`UpdateOutline::check_nesting`] has
+    /// work to do. Typing never does.
+    pub fn creates_types(&self) -> bool {
+        self.creates_types
+    }
+
+    /// Checks that no shared type the update creates nests deeper than `max_depth`.
+    ///
+    /// `existing(id)` answers, for an item already in the document, how many shared types
+    /// (not counting the root) enclose it, or `None` if the document does not have it.
+    /// It is asked only about items outside the update that a type-creating item depends on.
+    pub fn check_nesting(
+        &self,
+        max_depth: u32,
+        mut existing: impl FnMut(ItemId) -> Option<u32>,
+    ) -> Result<(), UpdateError> {
+        if !self.creates_types {
+            return Ok(());
+        }
+        let index = ItemIndex::new(&self.items);
+        // Enclosing depth of each item, resolved lazily; `Pending` marks items whose
+        // resolution is under way, so a cycle in a hostile update ends the walk.
+        let mut depth: Vec<Resolution> = vec![Resolution::Unknown; self.items.len()];
+        for (position, item) in self.items.iter().enumerate() {
+            if !item.creates_type {
+                continue;
+            }
+            let enclosing = resolve(position, &self.items, &index, &mut depth, &mut existing)?;
+            if enclosing + 1 > max_depth {
+                return Err(UpdateError::TypesTooDeep(max_depth));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resolution {
+    Unknown,
+    Pending,
+    Known(u32),
+}
+
+/// Finds the item of the update that holds an id.
+struct ItemIndex {
+    /// Client → positions of its items in `items`, ascending clocks.
+    by_client: HashMap<u64, Vec<usize>>,
+}
+
+impl ItemIndex {
+    fn new(items: &[ItemRecord]) -> Self {
+        let mut by_client: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (position, item) in items.iter().enumerate() {
+            by_client.entry(item.id.client).or_default().push(position);
+        }
+        for positions in by_client.values_mut() {
+            positions.sort_by_key(|&p| items[p].id.clock);
+        }
+        Self { by_client }
+    }
+
+    fn find(&self, items: &[ItemRecord], id: ItemId) -> Option<usize> {
+        let positions = self.by_client.get(&id.client)?;
+        let after = positions.partition_point(|&p| items[p].id.clock <= id.clock);
+        let candidate = *positions.get(after.checked_sub(1)?)?;
+        let item = &items[candidate];
+        (id.clock - item.id.clock < item.len).then_some(candidate)
+    }
+}
+
+/// The number of shared types enclosing `items[start]`, resolved without recursion: the chain
+/// of "beside" and "in type" links is followed onto an explicit path, then unwound.
+fn resolve(
+    start: usize,
+    items: &[ItemRecord],
+    index: &ItemIndex,
+    depth: &mut [Resolution],
+    existing: &mut impl FnMut(ItemId) -> Option<u32>,
+) -> Result<u32, UpdateError> {
+    // Each step on the path: the item, and how much its parent link adds (1 for "in type").
+    let mut path: Vec<(usize, u32)> = Vec::new();
+    let mut current = start;
+    let base = loop {
+        match depth[current] {
+            Resolution::Known(known) => break known,
+            Resolution::Pending => return Err(UpdateError::UnknownParent),
+            Resolution::Unknown => {}
+        }
+        depth[current] = Resolution::Pending;
+        let (target, step) = match items[current].placement {
+            Placement::Root => {
+                path.push((current, 0));
+                break 0;
+            }
+            Placement::InType(parent) => (parent, 1),
+            Placement::Beside(neighbour) => (neighbour, 0),
+        };
+        path.push((current, step));
+        match index.find(items, target) {
+            Some(next) if step == 0 || items[next].creates_type => current = next,
+            // A parent that is an item of the update but no type: yrs cannot place the
+            // child, so it creates nothing deep.
+            Some(next) => break depth_of(depth[next]).unwrap_or(0),
+            None => match existing(target) {
+                Some(found) => break found,
+                None => return Err(UpdateError::UnknownParent),
+            },
+        }
+    };
+    // Unwind: the last step's item sits `base` (+ its step) deep; each earlier one adds its own.
+    let mut level = base;
+    for &(item, step) in path.iter().rev() {
+        level = level.saturating_add(step);
+        depth[item] = Resolution::Known(level);
+    }
+    Ok(level)
+}
+
+fn depth_of(resolution: Resolution) -> Option<u32> {
+    match resolution {
+        Resolution::Known(depth) => Some(depth),
+        _ => None,
+    }
+}
+
+/// Walks a v1 update and checks everything that can be checked without the document.
+pub fn inspect(update: &[u8], limits: &UpdateLimits) -> Result<UpdateOutline, UpdateError> {
+    let mut cursor = Cursor::new(update);
+    let mut outline = UpdateOutline::default();
+    let clients: u32 = cursor.read_var()?;
+    // Each client group is at least three bytes (count, client, clock).
+    check_count(&cursor, u64::from(clients), 3)?;
+    for _ in 0..clients {
+        let structs: u32 = cursor.read_var()?;
+        let client: u32 = cursor.read_var()?;
+        let mut clock: u32 = cursor.read_var()?;
+        // Each struct is at least two bytes (info, and one of length or content).
+        check_count(&cursor, u64::from(structs), 2)?;
+        for _ in 0..structs {
+            let id = ItemId {
+                client: u64::from(client),
+                clock,
+            };
+            let len = read_struct(&mut cursor, id, limits, &mut outline)?;
+            clock = clock
+                .checked_add(len)
+                .ok_or_else(|| UpdateError::Malformed("clock overflow".to_owned()))?;
+        }
+    }
+    // The delete set.
+    let clients: u32 = cursor.read_var()?;
+    check_count(&cursor, u64::from(clients), 2)?;
+    for _ in 0..clients {
+        let _client: u64 = cursor.read_var()?;
+        let ranges: u32 = cursor.read_var()?;
+        check_count(&cursor, u64::from(ranges), 2)?;
+        for _ in 0..ranges {
+            let _clock: u32 = cursor.read_var()?;
+            let _len: u32 = cursor.read_var()?;
+        }
+        outline.deletes += ranges as usize;
+    }
+    Ok(outline)
+}
+
+/// Refuses a count of things, each at least `min_bytes` long, that cannot fit in what remains.
+fn check_count(cursor: &Cursor<'_>, count: u64, min_bytes: u64) -> Result<(), UpdateError> {
+    let remaining = (cursor.buf.len() - cursor.next) as u64;
+    if count.saturating_mul(min_bytes) > remaining {
+        return Err(UpdateError::Malformed(format!(
+            "a count of {count} does not fit in the {remaining} bytes that remain"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one struct (GC, skip or item) and answers how many clock ticks it takes.
+fn read_struct(
+    cursor: &mut Cursor<'_>,
+    id: ItemId,
+    limits: &UpdateLimits,
+    outline: &mut UpdateOutline,
+) -> Result<u32, UpdateError> {
+    let info = cursor.read_u8()?;
+    if info == CONTENT_SKIP || info == CONTENT_GC {
+        let len: u32 = cursor.read_var()?;
+        if len == 0 {
+            return Err(UpdateError::Malformed("empty block".to_owned()));
+        }
+        return Ok(len);
+    }
+    let origin = (info & HAS_ORIGIN != 0)
+        .then(|| read_id(cursor))
+        .transpose()?;
+    let right_origin = (info & HAS_RIGHT_ORIGIN != 0)
+        .then(|| read_id(cursor))
+        .transpose()?;
+    let placement = match (origin, right_origin) {
+        (Some(neighbour), _) | (None, Some(neighbour)) => Placement::Beside(neighbour),
+        (None, None) => {
+            let named: u32 = cursor.read_var()?;
+            let placement = if named == 1 {
+                cursor.read_string()?;
+                Placement::Root
+            } else {
+                Placement::InType(read_id(cursor)?)
+            };
+            if info & HAS_PARENT_SUB != 0 {
+                cursor.read_string()?;
+            }
+            placement
+        }
+    };
+    let content = info & 0b1111;
+    let len = match content {
+        CONTENT_DELETED => cursor.read_var()?,
+        CONTENT_BINARY => {
+            cursor.read_buf()?;
+            1
+        }
+        CONTENT_STRING => cursor.read_string()?.encode_utf16().count() as u32,
+        CONTENT_EMBED => {
+            check_json(cursor.read_string()?, limits.max_depth)?;
+            1
+        }
+        CONTENT_FORMAT => {
+            cursor.read_string()?;
+            check_json(cursor.read_string()?, limits.max_depth)?;
+            1
+        }
+        CONTENT_TYPE => {
+            let type_ref = cursor.read_u8()?;
+            if !KNOWN_TYPES.contains(&type_ref) {
+                return Err(UpdateError::UnsupportedType(type_ref));
+            }
+            if type_ref == TYPE_XML_ELEMENT {
+                cursor.read_string()?;
+            }
+            1
+        }
+        CONTENT_ANY => {
+            let values: u64 = cursor.read_var()?;
+            check_count(cursor, values, 1)?;
+            for _ in 0..values {
+                skip_any(cursor, limits.max_depth)?;
+            }
+            u32::try_from(values).map_err(|_| UpdateError::Malformed("too many values".into()))?
+        }
+        CONTENT_DOC => {
+            cursor.read_string()?;
+            skip_any(cursor, limits.max_depth)?;
+            1
+        }
+        // Legacy JSON content: `yrs` reads one string more than Yjs writes, so the two would
+        // disagree on everything after it. Yjs has not written it since version 13.
+        CONTENT_JSON => return Err(UpdateError::UnsupportedContent(content)),
+        other => return Err(UpdateError::UnsupportedContent(other)),
+    };
+    // `yrs` drops items of length zero without advancing the clock.
+    if len > 0 {
+        let creates_type = content == CONTENT_TYPE;
+        outline.creates_types |= creates_type;
+        outline.items.push(ItemRecord {
+            id,
+            len,
+            placement,
+            creates_type,
+        });
+    }
+    Ok(len)
+}
+
+fn read_id(cursor: &mut Cursor<'_>) -> Result<ItemId, UpdateError> {
+    let client: u32 = cursor.read_var()?;
+    let clock: u32 = cursor.read_var()?;
+    Ok(ItemId {
+        client: u64::from(client),
+        clock,
+    })
+}
+
+/// Skips one lib0 `Any` value, iteratively, refusing nesting deeper than `max_depth`.
+pub(crate) fn skip_any(cursor: &mut Cursor<'_>, max_depth: u32) -> Result<(), UpdateError> {
+    // Each open container: how many values it still holds, and whether each has a key first.
+    let mut open: Vec<(u64, bool)> = Vec::new();
+    let mut level: (u64, bool) = (1, false);
+    loop {
+        while level.0 == 0 {
+            match open.pop() {
+                Some(outer) => level = outer,
+                None => return Ok(()),
+            }
+        }
+        level.0 -= 1;
+        if level.1 {
+            cursor.read_string()?;
+        }
+        match cursor.read_u8()? {
+            ANY_UNDEFINED | ANY_NULL | ANY_FALSE | ANY_TRUE => {}
+            ANY_INTEGER => {
+                cursor.read_var::<i64>()?;
+            }
+            ANY_FLOAT32 => {
+                cursor.read_exact(4)?;
+            }
+            ANY_FLOAT64 | ANY_BIGINT => {
+                cursor.read_exact(8)?;
+            }
+            ANY_STRING => {
+                cursor.read_string()?;
+            }
+            ANY_BUFFER => {
+                cursor.read_buf()?;
+            }
+            tag @ (ANY_OBJECT | ANY_ARRAY) => {
+                let count: u64 = cursor.read_var()?;
+                let keyed = tag == ANY_OBJECT;
+                check_count(cursor, count, if keyed { 2 } else { 1 })?;
+                open.push(level);
+                if open.len() > max_depth as usize {
+                    return Err(UpdateError::ValuesTooDeep(max_depth));
+                }
+                level = (count, keyed);
+            }
+            other => return Err(UpdateError::UnknownValue(other)),
+        }
+    }
+}
+
+/// Refuses JSON text whose arrays and objects nest deeper than `max_depth`, without parsing
+/// it (the parser that reads it later has its own limit; this one is ours and documented).
+pub fn check_json(json: &str, max_depth: u32) -> Result<(), UpdateError> {
+    let mut depth = 0u32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(UpdateError::ValuesTooDeep(max_depth));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::encoding::write::Write;
+    use yrs::{Any, Array, ArrayPrelim, Doc, Map, MapPrelim, ReadTxn, StateVector, Text, Transact};
+
+    fn limits(max_depth: u32) -> UpdateLimits {
+        UpdateLimits { max_depth }
+    }
+
+    fn nested_array_value(levels: usize) -> Any {
+        let mut value = Any::Null;
+        for _ in 0..levels {
+            value = Any::Array(vec![value].into());
+        }
+        value
+    }
+
+    fn update_of(doc: &Doc) -> Vec<u8> {
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    #[test]
+    fn ordinary_updates_pass() {
+        let doc = Doc::new();
+        // Roots first: getting one takes the document's lock.
+        let text = doc.get_or_insert_text("text");
+        let files = doc.get_or_insert_map("files");
+        let array = doc.get_or_insert_array("array");
+        {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "hello 🌍");
+            files.insert(&mut txn, "a", MapPrelim::default());
+            array.insert(&mut txn, 0, nested_array_value(10));
+            array.insert(&mut txn, 1, ArrayPrelim::default());
+        }
+        let outline = inspect(&update_of(&doc), &limits(64)).unwrap();
+        assert!(outline.creates_types());
+        outline.check_nesting(64, |_| None).unwrap();
+    }
+
+    #[test]
+    fn deep_values_are_refused_without_recursion() {
+        // 20,000 nested arrays: what overflows yrs's recursive decoder.
+        let mut payload = Vec::new();
+        payload.write_var(1u32); // one client
+        payload.write_var(1u32); // one struct
+        payload.write_var(7u32); // client
+        payload.write_var(0u32); // clock
+        payload.write_u8(CONTENT_ANY);
+        payload.write_var(1u32); // parent info: named root
+        payload.write_string("array");
+        payload.write_var(1u32); // one value
+        for _ in 0..20_000 {
+            payload.write_u8(ANY_ARRAY);
+            payload.write_var(1u32);
+        }
+        payload.write_u8(ANY_NULL);
+        payload.write_var(0u32); // empty delete set
+        assert_eq!(
+            inspect(&payload, &limits(64)).unwrap_err(),
+            UpdateError::ValuesTooDeep(64)
+        );
+    }
+
+    #[test]
+    fn depth_limit_is_exact_for_values() {
+        let doc = Doc::new();
+        let array = doc.get_or_insert_array("array");
+        array.insert(&mut doc.transact_mut(), 0, nested_array_value(5));
+        let update = update_of(&doc);
+        inspect(&update, &limits(5)).unwrap();
+        assert_eq!(
+            inspect(&update, &limits(4)).unwrap_err(),
+            UpdateError::ValuesTooDeep(4)
+        );
+    }
+
+    #[test]
+    fn nested_types_within_one_update_are_counted() {
+        let doc = Doc::new();
+        let root = doc.get_or_insert_map("root");
+        {
+            let mut txn = doc.transact_mut();
+            let mut map = root.insert(&mut txn, "k", MapPrelim::default());
+            for _ in 0..9 {
+                map = map.insert(&mut txn, "k", MapPrelim::default());
+            }
+        }
+        let outline = inspect(&update_of(&doc), &limits(64)).unwrap();
+        outline.check_nesting(10, |_| None).unwrap();
+        assert_eq!(
+            outline.check_nesting(9, |_| None).unwrap_err(),
+            UpdateError::TypesTooDeep(9)
+        );
+    }
+
+    #[test]
+    fn nesting_counts_types_already_in_the_document() {
+        let doc = Doc::new();
+        let root = doc.get_or_insert_map("root");
+        let map = root.insert(&mut doc.transact_mut(), "k", MapPrelim::default());
+        let before = doc.transact().state_vector();
+        map.insert(&mut doc.transact_mut(), "inner", MapPrelim::default());
+        let diff = doc.transact().encode_diff_v1(&before);
+        let outline = inspect(&diff, &limits(64)).unwrap();
+        // The parent is outside the update: the document says how deep it is.
+        let mut asked = Vec::new();
+        outline
+            .check_nesting(64, |id| {
+                asked.push(id);
+                Some(1)
+            })
+            .unwrap();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(
+            outline.check_nesting(2, |_| Some(2)).unwrap_err(),
+            UpdateError::TypesTooDeep(2)
+        );
+        assert_eq!(
+            outline.check_nesting(64, |_| None).unwrap_err(),
+            UpdateError::UnknownParent
+        );
+    }
+
+    #[test]
+    fn typing_needs_no_lookup() {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        text.insert(&mut doc.transact_mut(), 0, "abc");
+        let before = doc.transact().state_vector();
+        text.insert(&mut doc.transact_mut(), 3, "d");
+        let diff = doc.transact().encode_diff_v1(&before);
+        let outline = inspect(&diff, &limits(64)).unwrap();
+        assert!(!outline.creates_types());
+        outline
+            .check_nesting(1, |_| panic!("no lookup for typing"))
+            .unwrap();
+    }
+
+    #[test]
+    fn huge_counts_are_refused_before_reading() {
+        // One client group claiming 2^31 structs.
+        let mut payload = Vec::new();
+        payload.write_var(1u32);
+        payload.write_var(1u32 << 31);
+        payload.write_var(1u32);
+        payload.write_var(0u32);
+        assert!(matches!(
+            inspect(&payload, &limits(64)),
+            Err(UpdateError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn deep_json_in_formatting_is_refused() {
+        assert!(check_json(r#"{"a":[1,{"b":"[[[["}]}"#, 3).is_ok());
+        assert_eq!(
+            check_json(&"[".repeat(100), 64).unwrap_err(),
+            UpdateError::ValuesTooDeep(64)
+        );
+    }
+
+    #[test]
+    fn empty_update_is_empty() {
+        let outline = inspect(&[0, 0], &limits(64)).unwrap();
+        assert!(outline.is_empty());
+    }
+
+    #[test]
+    fn cyclic_placement_is_refused() {
+        // Two type items, each placed beside the other.
+        let mut payload = Vec::new();
+        payload.write_var(1u32);
+        payload.write_var(2u32);
+        payload.write_var(3u32); // client
+        payload.write_var(0u32); // clock
+        for neighbour in [1u32, 0] {
+            payload.write_u8(CONTENT_TYPE | HAS_ORIGIN);
+            payload.write_var(3u32);
+            payload.write_var(neighbour);
+            payload.write_u8(1); // a map
+        }
+        payload.write_var(0u32);
+        let outline = inspect(&payload, &limits(64)).unwrap();
+        assert_eq!(
+            outline.check_nesting(64, |_| None).unwrap_err(),
+            UpdateError::UnknownParent
+        );
+    }
+}
