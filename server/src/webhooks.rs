@@ -12,6 +12,13 @@
 //!
 //! Every delivery carries `X-Tandem-Signature: sha256=<hex>`, the HMAC-SHA256 of
 //! `"{X-Tandem-Timestamp}.{body}"` under the webhook's secret.
+//!
+//! Endpoints are other people's servers, so they are hostile input too: an endpoint on a
+//! special-purpose address ([`special_purpose`]: loopback, private, link-local, …) is refused
+//! at registration and never connected to, whatever its name resolves to; at most
+//! [`WebhookConfig::max_response_bytes`] of an answer are read; redirects are not followed;
+//! and no proxy is used unless one is configured, since a proxy would connect on the
+//! server's behalf past these checks.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

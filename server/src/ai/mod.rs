@@ -1,9 +1,10 @@
 //! The AI assistant: a model behind an OpenAI-compatible API ([`provider`]), and a peer that
 //! joins rooms like any client ([`peer`]).
 //!
-//! A chat request is handled as: check the caller's rate limits; build the prompt from the
-//! selection, the text around it and an outline of the room's other files, within the token
-//! budget; wait for the room's turn (one generation per room at a time); stream the answer
+//! A chat request is handled as: build the prompt from the selection, the text around it and
+//! an outline of the room's other files, within the token budget; count it against the
+//! caller's rate limits; only then store the question (so a refused one leaves nothing);
+//! wait for the room's turn (one generation per room at a time); stream the answer
 //! while the peer shows "thinking" then "writing" with its cursor on the selection; when the
 //! answer proposes code for the selection, the peer writes a suggestion into the document;
 //! the exchange and its token usage are stored.
