@@ -671,13 +671,24 @@ struct ServerWithProxyEnvironment {
     _child: tokio::process::Child,
     base: String,
     http: reqwest::Client,
+    /// Where the server's stderr (logs) goes.
+    log_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for ServerWithProxyEnvironment {
+    fn drop(&mut self) {
+        // Shown only when the test fails, as [`TandemServer`] does.
+        let logs = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        eprintln!("--- tandem server log ---\n{logs}");
+    }
 }
 
 impl ServerWithProxyEnvironment {
     async fn start(proxy: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path)?;
         let mut command = tokio::process::Command::new(e2e::tandem_binary());
         command
             .arg("serve")
@@ -716,6 +727,7 @@ impl ServerWithProxyEnvironment {
             base: format!("http://{address}"),
             // The test's own calls go straight to the server, whatever its environment says.
             http: reqwest::Client::builder().no_proxy().build()?,
+            log_path,
             _dir: dir,
         })
     }
