@@ -479,11 +479,15 @@ impl Webhooks {
             "HTTP {code}: {}",
             String::from_utf8_lossy(&body.bytes)
         ));
-        if body.cut {
-            error.push_str(&format!(
+        match body.end {
+            BodyEnd::Complete => {}
+            BodyEnd::Longer => error.push_str(&format!(
                 " (response body longer than {} bytes; the rest was not read)",
                 self.inner.config.max_response_bytes
-            ));
+            )),
+            BodyEnd::Broken(reason) => {
+                error.push_str(&truncate(format!(" (reading the body failed: {reason})")));
+            }
         }
         Outcome::Failed(Some(code), error)
     }
@@ -493,8 +497,18 @@ impl Webhooks {
 struct BodyExcerpt {
     /// At most the cap's worth of bytes.
     bytes: Vec<u8>,
-    /// Whether the body went on past the cap (or reading it failed), so `bytes` is not all of it.
-    cut: bool,
+    /// Whether that was all of it.
+    end: BodyEnd,
+}
+
+/// How the reading of a body ended.
+enum BodyEnd {
+    /// The body was read to its end.
+    Complete,
+    /// The body went on past the cap; the rest was not read.
+    Longer,
+    /// The body broke off (timeout, connection reset); why.
+    Broken(String),
 }
 
 /// Reads at most `cap` bytes of `response`'s body, chunk by chunk as they arrive; the rest is
@@ -502,21 +516,22 @@ struct BodyExcerpt {
 /// HTTP client's read buffer, so memory stays bounded however long the body is.
 async fn read_capped(mut response: reqwest::Response, cap: usize) -> BodyExcerpt {
     let mut bytes = Vec::new();
-    loop {
+    let end = loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 let room = cap - bytes.len();
                 if chunk.len() > room {
                     bytes.extend_from_slice(&chunk[..room]);
-                    return BodyExcerpt { bytes, cut: true };
+                    break BodyEnd::Longer;
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            Ok(None) => return BodyExcerpt { bytes, cut: false },
-            // A body cut by the timeout or the peer: what arrived is still worth showing.
-            Err(_) => return BodyExcerpt { bytes, cut: true },
+            Ok(None) => break BodyEnd::Complete,
+            // What arrived before the body broke off is still worth showing.
+            Err(err) => break BodyEnd::Broken(error_chain(&err)),
         }
-    }
+    };
+    BodyExcerpt { bytes, end }
 }
 
 enum Outcome {
