@@ -584,7 +584,7 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
 
 /// IPv4 ranges a webhook never reaches: every block of the IANA IPv4 Special-Purpose Address
 /// Registry that is not globally reachable, plus multicast and the reserved class E (which
-/// holds the limited broadcast address). The comment names what each one is for.
+/// holds the limited broadcast address), each with the name a refusal gives it.
 const SPECIAL_IPV4: [(Ipv4Addr, u8, &str); 15] = [
     (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\", RFC 791"),
     (Ipv4Addr::new(10, 0, 0, 0), 8, "private-use, RFC 1918"),
@@ -690,9 +690,10 @@ fn in_v6(ip: Ipv6Addr, network: Ipv6Addr, prefix: u8) -> bool {
     u128::from(ip) & mask == u128::from(network) & mask
 }
 
-/// The IPv4 address an IPv6 address stands for, where the network would deliver to it:
-/// IPv4-mapped (`::ffff:0:0/96`), IPv4-compatible (`::/96`, deprecated) and the well-known
-/// NAT64 prefix (`64:ff9b::/96`, which a DNS64 resolver hands out for IPv4-only names).
+/// The IPv4 address embedded in the IPv6 forms that stand for an IPv4 host: IPv4-mapped
+/// (`::ffff:0:0/96`, which the socket layer connects over IPv4), IPv4-compatible (`::/96`,
+/// deprecated) and the well-known NAT64 prefix (`64:ff9b::/96`, which a DNS64 resolver hands
+/// out for IPv4-only names, and a NAT64 gateway translates to that IPv4 address).
 fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let bits = u128::from(ip);
     let prefixes = [
