@@ -255,6 +255,28 @@ pub struct ServeArgs {
     /// Allow webhook endpoints on loopback, private and link-local addresses.
     #[arg(long, env = "TANDEM_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
+    /// Most bytes of a webhook endpoint's response body that are read (and shown, as far as
+    /// they fit, in the delivery's error); the rest is never read.
+    #[arg(
+        long,
+        env = "TANDEM_WEBHOOK_MAX_RESPONSE_BYTES",
+        default_value_t = 4096
+    )]
+    pub webhook_max_response_bytes: usize,
+    /// HTTP proxy for webhook deliveries (`http://host:port`); without it deliveries connect
+    /// directly and `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` are ignored.
+    #[arg(long, env = "TANDEM_WEBHOOK_PROXY", hide_env_values = true, value_parser = webhook_proxy)]
+    pub webhook_proxy: Option<reqwest::Url>,
+}
+
+/// A proxy URL reqwest accepts: `http` or `https`, with a host.
+fn webhook_proxy(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|err| format!("not a URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("the proxy must be an http:// or https:// URL with a host".into());
+    }
+    reqwest::Proxy::all(url.clone()).map_err(|err| err.to_string())?;
+    Ok(url)
 }
 
 /// Settings of the WebSocket sessions.
@@ -383,6 +405,8 @@ impl ServeArgs {
                 retry_base: self.webhook_retry_base,
                 timeout: self.webhook_timeout,
                 allow_private_targets: self.webhook_allow_private,
+                max_response_bytes: self.webhook_max_response_bytes,
+                proxy: self.webhook_proxy,
             },
             file_limits: crate::routes::FileLimits {
                 max_file_size: self.max_file_size,

@@ -12,9 +12,16 @@
 //!
 //! Every delivery carries `X-Tandem-Signature: sha256=<hex>`, the HMAC-SHA256 of
 //! `"{X-Tandem-Timestamp}.{body}"` under the webhook's secret.
+//!
+//! Endpoints are other people's servers, so they are hostile input too: an endpoint on a
+//! special-purpose address ([`special_purpose`]: loopback, private, link-local, …) is refused
+//! at registration and never connected to, whatever its name resolves to; at most
+//! [`WebhookConfig::max_response_bytes`] of an answer are read; redirects are not followed;
+//! and no proxy is used unless one is configured, since a proxy would connect on the
+//! server's behalf past these checks.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,8 +54,16 @@ pub struct WebhookConfig {
     pub retry_base: Duration,
     /// Time limit of one attempt.
     pub timeout: Duration,
-    /// Whether endpoints on loopback, private or link-local addresses are allowed.
+    /// Whether endpoints on special-purpose addresses (loopback, private, link-local, …;
+    /// see [`special_purpose`]) are allowed.
     pub allow_private_targets: bool,
+    /// Most bytes of a response body read (the rest is never read: the connection is
+    /// closed), so an endpoint answering without end costs no memory.
+    pub max_response_bytes: usize,
+    /// The HTTP proxy deliveries go through. Without one, deliveries connect directly:
+    /// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` in the environment are ignored, since a
+    /// proxy resolves and connects on its own, out of reach of the address checks here.
+    pub proxy: Option<reqwest::Url>,
 }
 
 /// Longest wait between two attempts.
@@ -105,8 +120,19 @@ impl Webhooks {
         events: broadcast::Receiver<Arc<RoomEvent>>,
     ) -> Self {
         let mut http = reqwest::Client::builder();
-        if !config.allow_private_targets {
-            http = http.dns_resolver(Arc::new(PublicAddressesOnly));
+        match &config.proxy {
+            // The proxy's own address is the operator's choice, so it is not filtered; the
+            // names of targets are resolved by the proxy, which must apply its own rules.
+            Some(proxy) => {
+                http = http
+                    .proxy(reqwest::Proxy::all(proxy.clone()).expect("an http or https proxy URL"));
+            }
+            None => {
+                http = http.no_proxy();
+                if !config.allow_private_targets {
+                    http = http.dns_resolver(Arc::new(PublicAddressesOnly));
+                }
+            }
         }
         let http = http
             .timeout(config.timeout)
@@ -139,8 +165,9 @@ impl Webhooks {
     }
 
     /// Whether `url` may be registered: `http` or `https`, with a host, and (unless private
-    /// targets are allowed) not a loopback or private address. Names are checked when an
-    /// attempt resolves them ([`PublicAddressesOnly`]).
+    /// targets are allowed) neither a special-purpose address ([`special_purpose`]) nor a
+    /// `localhost` name. Other names are checked when an attempt resolves them
+    /// ([`PublicAddressesOnly`]).
     pub fn check_url(&self, url: &str) -> Result<reqwest::Url, String> {
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -150,13 +177,15 @@ impl Webhooks {
             return Err("the URL has no host".into());
         };
         if !self.inner.config.allow_private_targets {
-            let private = match host {
-                url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
-                url::Host::Ipv4(ip) => is_private(IpAddr::V4(ip)),
-                url::Host::Ipv6(ip) => is_private(IpAddr::V6(ip)),
+            let refused = match host {
+                url::Host::Domain(name) => is_localhost_name(name).then_some("loopback"),
+                url::Host::Ipv4(ip) => special_purpose(IpAddr::V4(ip)),
+                url::Host::Ipv6(ip) => special_purpose(IpAddr::V6(ip)),
             };
-            if private {
-                return Err("the URL points to a loopback or private address".into());
+            if let Some(range) = refused {
+                return Err(format!(
+                    "the URL points to a special-purpose address ({range}), not a public one"
+                ));
             }
         }
         Ok(parsed)
@@ -434,18 +463,75 @@ impl Webhooks {
             .body(delivery.payload.clone())
             .send()
             .await;
-        match response {
-            Ok(response) if response.status().is_success() => {
-                Outcome::Delivered(response.status().as_u16())
-            }
-            Ok(response) => {
-                let code = response.status().as_u16();
-                let body = response.text().await.unwrap_or_default();
-                Outcome::Failed(Some(code), truncate(format!("HTTP {code}: {body}")))
-            }
-            Err(err) => Outcome::Failed(None, truncate(error_chain(&err))),
+        let response = match response {
+            Ok(response) => response,
+            Err(err) => return Outcome::Failed(None, truncate(error_chain(&err))),
+        };
+        let code = response.status().as_u16();
+        let success = response.status().is_success();
+        let body = read_capped(response, self.inner.config.max_response_bytes).await;
+        if success {
+            // The answer is all that counts; the body is read (up to the cap) only so a short
+            // one leaves the connection reusable.
+            return Outcome::Delivered(code);
         }
+        let mut error = truncate(format!(
+            "HTTP {code}: {}",
+            String::from_utf8_lossy(&body.bytes)
+        ));
+        match body.end {
+            BodyEnd::Complete => {}
+            BodyEnd::Longer => error.push_str(&format!(
+                " (response body longer than {} bytes; the rest was not read)",
+                self.inner.config.max_response_bytes
+            )),
+            BodyEnd::Broken(reason) => {
+                error.push_str(&truncate(format!(" (reading the body failed: {reason})")));
+            }
+        }
+        Outcome::Failed(Some(code), error)
     }
+}
+
+/// The start of a response body.
+struct BodyExcerpt {
+    /// At most the cap's worth of bytes.
+    bytes: Vec<u8>,
+    /// Whether that was all of it.
+    end: BodyEnd,
+}
+
+/// How the reading of a body ended.
+enum BodyEnd {
+    /// The body was read to its end.
+    Complete,
+    /// The body went on past the cap; the rest was not read.
+    Longer,
+    /// The body broke off (timeout, connection reset); why.
+    Broken(String),
+}
+
+/// Reads at most `cap` bytes of `response`'s body, chunk by chunk as they arrive; the rest is
+/// never read, and dropping the response closes the connection. A chunk is bounded by the
+/// HTTP client's read buffer, so memory stays bounded however long the body is.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> BodyExcerpt {
+    let mut bytes = Vec::new();
+    let end = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = cap - bytes.len();
+                if chunk.len() > room {
+                    bytes.extend_from_slice(&chunk[..room]);
+                    break BodyEnd::Longer;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => break BodyEnd::Complete,
+            // What arrived before the body broke off is still worth showing.
+            Err(err) => break BodyEnd::Broken(error_chain(&err)),
+        }
+    };
+    BodyExcerpt { bytes, end }
 }
 
 enum Outcome {
@@ -496,34 +582,172 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-fn is_private(ip: IpAddr) -> bool {
+/// IPv4 ranges a webhook never reaches: every block of the IANA IPv4 Special-Purpose Address
+/// Registry that is not globally reachable, plus multicast and the reserved class E (which
+/// holds the limited broadcast address), each with the name a refusal gives it.
+const SPECIAL_IPV4: [(Ipv4Addr, u8, &str); 15] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\", RFC 791"),
+    (Ipv4Addr::new(10, 0, 0, 0), 8, "private-use, RFC 1918"),
+    (
+        Ipv4Addr::new(100, 64, 0, 0),
+        10,
+        "carrier-grade NAT, RFC 6598",
+    ),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local"),
+    (Ipv4Addr::new(172, 16, 0, 0), 12, "private-use, RFC 1918"),
+    (
+        Ipv4Addr::new(192, 0, 0, 0),
+        24,
+        "IETF protocol assignments, RFC 6890",
+    ),
+    (Ipv4Addr::new(192, 0, 2, 0), 24, "documentation, RFC 5737"),
+    (
+        Ipv4Addr::new(192, 88, 99, 0),
+        24,
+        "6to4 relay anycast, RFC 7526",
+    ),
+    (Ipv4Addr::new(192, 168, 0, 0), 16, "private-use, RFC 1918"),
+    (Ipv4Addr::new(198, 18, 0, 0), 15, "benchmarking, RFC 2544"),
+    (
+        Ipv4Addr::new(198, 51, 100, 0),
+        24,
+        "documentation, RFC 5737",
+    ),
+    (Ipv4Addr::new(203, 0, 113, 0), 24, "documentation, RFC 5737"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
+    (
+        Ipv4Addr::new(240, 0, 0, 0),
+        4,
+        "reserved and broadcast, RFC 1112 and RFC 919",
+    ),
+];
+
+/// IPv6 ranges a webhook never reaches, inside the global unicast space `2000::/3` (nothing
+/// outside it is reached either, see [`special_purpose`]): the blocks of the IANA IPv6
+/// Special-Purpose Address Registry there.
+const SPECIAL_IPV6: [(Ipv6Addr, u8, &str); 4] = [
+    // Teredo (2001::/32), benchmarking (2001:2::/48), ORCHID and the rest of the block
+    // reserved for IETF protocols: none is a place a webhook endpoint lives.
+    (
+        Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+        23,
+        "IETF protocol assignments, RFC 2928",
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+        32,
+        "documentation, RFC 3849",
+    ),
+    // 6to4 is deprecated (RFC 7526), and a relay could carry the request to any IPv4 host,
+    // private ones included.
+    (
+        Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0),
+        16,
+        "6to4, RFC 3056",
+    ),
+    (
+        Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0),
+        20,
+        "documentation, RFC 9637",
+    ),
+];
+
+/// The special-purpose IPv6 blocks outside `2000::/3`, named so a refusal says what the
+/// address is; every other address outside `2000::/3` is refused as "not global unicast".
+const NAMED_IPV6: [(Ipv6Addr, u8, &str); 6] = [
+    (
+        Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+        48,
+        "local-use NAT64, RFC 8215",
+    ),
+    (
+        Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
+        64,
+        "discard-only, RFC 6666",
+    ),
+    (
+        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+        7,
+        "unique local, RFC 4193",
+    ),
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
+    (
+        Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        "site-local, RFC 3879",
+    ),
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"),
+];
+
+fn in_v4(ip: Ipv4Addr, network: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(network) & mask
+}
+
+fn in_v6(ip: Ipv6Addr, network: Ipv6Addr, prefix: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    u128::from(ip) & mask == u128::from(network) & mask
+}
+
+/// The IPv4 address embedded in the IPv6 forms that stand for an IPv4 host: IPv4-mapped
+/// (`::ffff:0:0/96`, which the socket layer connects over IPv4), IPv4-compatible (`::/96`,
+/// deprecated) and the well-known NAT64 prefix (`64:ff9b::/96`, which a DNS64 resolver hands
+/// out for IPv4-only names, and a NAT64 gateway translates to that IPv4 address).
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(ip);
+    let prefixes = [
+        Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0),
+        Ipv6Addr::UNSPECIFIED,
+        Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0),
+    ];
+    prefixes
+        .iter()
+        .any(|prefix| in_v6(ip, *prefix, 96))
+        .then(|| Ipv4Addr::from(bits as u32))
+}
+
+/// Why a webhook may not connect to `ip`, or `None` when it is a public address: the
+/// special-purpose ranges of IPv4 ([`SPECIAL_IPV4`]) and of IPv6 ([`SPECIAL_IPV6`],
+/// [`NAMED_IPV6`], and anything outside global unicast `2000::/3`); an IPv6 address that
+/// embeds an IPv4 one ([`embedded_ipv4`]) is judged by the IPv4 address. The one place this
+/// is decided, for registration and for every address a delivery resolves.
+pub fn special_purpose(ip: IpAddr) -> Option<&'static str> {
     match ip {
-        IpAddr::V4(ip) => {
-            ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
-                || ip.is_multicast()
-                // 100.64.0.0/10, carrier-grade NAT.
-                || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
-        }
+        IpAddr::V4(ip) => SPECIAL_IPV4
+            .iter()
+            .find(|(network, prefix, _)| in_v4(ip, *network, *prefix))
+            .map(|(_, _, name)| *name),
         IpAddr::V6(ip) => {
-            if let Some(v4) = ip.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
+            if ip.is_unspecified() || ip.is_loopback() {
+                return Some(if ip.is_loopback() {
+                    "loopback"
+                } else {
+                    "unspecified"
+                });
             }
-            let first = ip.segments()[0];
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || ip.is_multicast()
-                // fc00::/7 unique local, fe80::/10 link local.
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+            if let Some(v4) = embedded_ipv4(ip) {
+                return special_purpose(IpAddr::V4(v4));
+            }
+            let named = NAMED_IPV6
+                .iter()
+                .chain(&SPECIAL_IPV6)
+                .find(|(network, prefix, _)| in_v6(ip, *network, *prefix))
+                .map(|(_, _, name)| *name);
+            let global_unicast = in_v6(ip, Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3);
+            named.or((!global_unicast).then_some("not global unicast"))
         }
     }
 }
 
-/// Resolves webhook hosts leaving out loopback and private addresses, so a name that points
+/// `localhost` and its subdomains (RFC 6761: resolvers may answer loopback for all of them),
+/// with or without the final dot.
+fn is_localhost_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// Resolves webhook hosts leaving out special-purpose addresses ([`special_purpose`]), so a name that points
 /// (or is pointed again, between a check and the connection) at one cannot reach it: the
 /// addresses checked are the addresses connected to.
 struct PublicAddressesOnly;
@@ -535,12 +759,13 @@ impl reqwest::dns::Resolve for PublicAddressesOnly {
             // The port is the URL's; reqwest sets it on the addresses it gets.
             let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|address| !is_private(address.ip()))
+                .filter(|address| special_purpose(address.ip()).is_none())
                 .collect();
             if public.is_empty() {
-                return Err(
-                    format!("{host} resolves only to loopback or private addresses").into(),
-                );
+                return Err(format!(
+                    "{host} resolves only to special-purpose (loopback, private, …) addresses"
+                )
+                .into());
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -599,26 +824,130 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             refused.as_deref(),
-            Some("localhost resolves only to loopback or private addresses")
+            Some("localhost resolves only to special-purpose (loopback, private, …) addresses")
         );
     }
 
     #[test]
-    fn private_addresses() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "169.254.1.1",
-            "::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "100.64.0.1",
-        ] {
-            assert!(is_private(private.parse().unwrap()), "{private}");
+    fn special_purpose_ranges_are_refused_and_public_addresses_are_not() {
+        // One address per range, at its edges where an off-by-one would show, with the
+        // range it must be reported as; `None` for public addresses beside them.
+        let table: &[(&str, Option<&str>)] = &[
+            ("0.0.0.0", Some("\"this network\", RFC 791")),
+            ("0.255.255.255", Some("\"this network\", RFC 791")),
+            ("10.0.0.1", Some("private-use, RFC 1918")),
+            ("10.255.255.255", Some("private-use, RFC 1918")),
+            ("100.64.0.1", Some("carrier-grade NAT, RFC 6598")),
+            ("100.127.255.255", Some("carrier-grade NAT, RFC 6598")),
+            ("127.0.0.1", Some("loopback")),
+            ("127.255.0.1", Some("loopback")),
+            ("169.254.169.254", Some("link-local")),
+            ("172.16.0.1", Some("private-use, RFC 1918")),
+            ("172.31.255.255", Some("private-use, RFC 1918")),
+            ("192.0.0.8", Some("IETF protocol assignments, RFC 6890")),
+            ("192.0.0.170", Some("IETF protocol assignments, RFC 6890")),
+            ("192.0.2.1", Some("documentation, RFC 5737")),
+            ("192.88.99.1", Some("6to4 relay anycast, RFC 7526")),
+            ("192.168.1.1", Some("private-use, RFC 1918")),
+            ("198.18.0.1", Some("benchmarking, RFC 2544")),
+            ("198.19.255.255", Some("benchmarking, RFC 2544")),
+            ("198.51.100.7", Some("documentation, RFC 5737")),
+            ("203.0.113.9", Some("documentation, RFC 5737")),
+            ("224.0.0.1", Some("multicast")),
+            ("239.255.255.250", Some("multicast")),
+            (
+                "240.0.0.1",
+                Some("reserved and broadcast, RFC 1112 and RFC 919"),
+            ),
+            (
+                "255.255.255.255",
+                Some("reserved and broadcast, RFC 1112 and RFC 919"),
+            ),
+            ("1.1.1.1", None),
+            ("9.255.255.255", None),
+            ("11.0.0.0", None),
+            ("93.184.216.34", None),
+            ("100.63.255.255", None),
+            ("100.128.0.1", None),
+            ("126.255.255.255", None),
+            ("128.0.0.1", None),
+            ("169.253.255.255", None),
+            ("172.15.255.255", None),
+            ("172.32.0.0", None),
+            ("192.0.1.1", None),
+            ("192.0.3.1", None),
+            ("192.167.255.255", None),
+            ("198.17.255.255", None),
+            ("198.20.0.0", None),
+            ("223.255.255.255", None),
+            // IPv6.
+            // `::` and `::1` lie in `::/96` too, but are named for what they are.
+            ("::", Some("unspecified")),
+            ("::1", Some("loopback")),
+            // IPv4-mapped and IPv4-compatible: judged by the IPv4 address.
+            ("::ffff:127.0.0.1", Some("loopback")),
+            ("::ffff:10.0.0.1", Some("private-use, RFC 1918")),
+            ("::ffff:169.254.169.254", Some("link-local")),
+            ("::127.0.0.1", Some("loopback")),
+            ("::192.168.0.1", Some("private-use, RFC 1918")),
+            ("::ffff:93.184.216.34", None),
+            ("::93.184.216.34", None),
+            // NAT64: the well-known prefix by its IPv4 address, the local-use one always.
+            ("64:ff9b::7f00:1", Some("loopback")),
+            ("64:ff9b::a00:1", Some("private-use, RFC 1918")),
+            ("64:ff9b::5db8:d822", None),
+            ("64:ff9b:1::5db8:d822", Some("local-use NAT64, RFC 8215")),
+            ("100::1", Some("discard-only, RFC 6666")),
+            ("100::ffff:ffff:ffff:ffff", Some("discard-only, RFC 6666")),
+            ("2001::1", Some("IETF protocol assignments, RFC 2928")),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                Some("IETF protocol assignments, RFC 2928"),
+            ),
+            ("2001:2::1", Some("IETF protocol assignments, RFC 2928")),
+            (
+                "2001:1ff:ffff::1",
+                Some("IETF protocol assignments, RFC 2928"),
+            ),
+            ("2001:db8::1", Some("documentation, RFC 3849")),
+            ("2002:7f00:1::1", Some("6to4, RFC 3056")),
+            ("2002:5db8:d822::1", Some("6to4, RFC 3056")),
+            ("3fff::1", Some("documentation, RFC 9637")),
+            ("5f00::1", Some("not global unicast")),
+            ("fc00::1", Some("unique local, RFC 4193")),
+            ("fd12:3456::1", Some("unique local, RFC 4193")),
+            ("fe80::1", Some("link-local")),
+            ("febf::1", Some("link-local")),
+            ("fec0::1", Some("site-local, RFC 3879")),
+            ("feff::1", Some("site-local, RFC 3879")),
+            ("ff02::1", Some("multicast")),
+            ("::2:0:0:1", Some("not global unicast")),
+            ("1::1", Some("not global unicast")),
+            ("4000::1", Some("not global unicast")),
+            ("2001:200::1", None),
+            ("2001:4860:4860::8888", None),
+            ("2003::1", None),
+            ("2606:4700::1111", None),
+            ("2a00:1450:4001::1", None),
+            ("3ffe::1", None),
+        ];
+        let wrong: Vec<String> = table
+            .iter()
+            .filter_map(|(address, expected)| {
+                let got = special_purpose(address.parse().expect("a valid address"));
+                (got != *expected).then(|| format!("{address}: {got:?}, expected {expected:?}"))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn localhost_names() {
+        for name in ["localhost", "LocalHost.", "api.localhost", "a.b.localhost."] {
+            assert!(is_localhost_name(name), "{name}");
         }
-        for public in ["93.184.216.34", "2606:4700::1111", "100.128.0.1"] {
-            assert!(!is_private(public.parse().unwrap()), "{public}");
+        for name in ["localhost.example.test", "notlocalhost", "example.test"] {
+            assert!(!is_localhost_name(name), "{name}");
         }
     }
 }

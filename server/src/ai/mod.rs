@@ -1,9 +1,10 @@
 //! The AI assistant: a model behind an OpenAI-compatible API ([`provider`]), and a peer that
 //! joins rooms like any client ([`peer`]).
 //!
-//! A chat request is handled as: check the caller's rate limits; build the prompt from the
-//! selection, the text around it and an outline of the room's other files, within the token
-//! budget; wait for the room's turn (one generation per room at a time); stream the answer
+//! A chat request is handled as: build the prompt from the selection, the text around it and
+//! an outline of the room's other files, within the token budget; count it against the
+//! caller's rate limits; only then store the question (so a refused one leaves nothing);
+//! wait for the room's turn (one generation per room at a time); stream the answer
 //! while the peer shows "thinking" then "writing" with its cursor on the selection; when the
 //! answer proposes code for the selection, the peer writes a suggestion into the document;
 //! the exchange and its token usage are stored.
@@ -49,9 +50,9 @@ pub const ASSISTANT_USER_ID: &str = "ai-assistant";
 pub struct AiConfig {
     /// The model; `None` when no provider is configured.
     pub provider: Option<ProviderConfig>,
-    /// Requests per user per minute.
+    /// Requests per user per minute; 0 refuses every request.
     pub per_minute: u32,
-    /// Requests per user per day.
+    /// Requests per user per day; 0 refuses every request.
     pub per_day: u32,
     /// Most prompt tokens (estimated) a request may use.
     pub context_tokens: u32,
@@ -171,8 +172,8 @@ struct AiInner {
     room_turns: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Requests waiting for their room's turn, for the status endpoint.
     waiting: DashMap<String, Arc<AtomicUsize>>,
-    per_minute: DefaultKeyedRateLimiter<String>,
-    per_day: DefaultKeyedRateLimiter<String>,
+    /// Requests per user per minute and per day, with the period; `None` for a limit of 0.
+    rate_limits: [(Option<DefaultKeyedRateLimiter<String>>, Duration); 2],
     /// `ws://host:port` of this server, known once bound.
     ws_base: OnceLock<String>,
 }
@@ -183,11 +184,14 @@ pub struct Ai {
     inner: Arc<AiInner>,
 }
 
-fn quota(count: u32, period: Duration) -> Quota {
-    let count = NonZeroU32::new(count.max(1)).expect("at least one");
-    Quota::with_period(period / count.get())
+/// A limiter allowing `count` requests per key in each `period`; `None` for 0, which allows
+/// none (rather than one, as a quota of at least one would).
+fn limiter(count: u32, period: Duration) -> Option<DefaultKeyedRateLimiter<String>> {
+    let count = NonZeroU32::new(count)?;
+    let quota = Quota::with_period(period / count.get())
         .expect("non-zero period")
-        .allow_burst(count)
+        .allow_burst(count);
+    Some(RateLimiter::keyed(quota))
 }
 
 /// A prompt ready to send, with what the peer shows meanwhile.
@@ -227,8 +231,11 @@ impl Ai {
         Ok(Self {
             inner: Arc::new(AiInner {
                 provider: config.provider.clone().map(Provider::new),
-                per_minute: RateLimiter::keyed(quota(config.per_minute, Duration::from_secs(60))),
-                per_day: RateLimiter::keyed(quota(config.per_day, Duration::from_secs(86_400))),
+                rate_limits: [
+                    (config.per_minute, Duration::from_secs(60)),
+                    (config.per_day, Duration::from_secs(86_400)),
+                ]
+                .map(|(count, period)| (limiter(count, period), period)),
                 remote: match &config.peer {
                     PeerMode::InProcess => None,
                     PeerMode::External(secret) => Some(remote::RemotePeers::new(secret.clone())),
@@ -261,7 +268,12 @@ impl Ai {
     pub fn check_rate(&self, user: &str) -> Result<(), AiError> {
         let key = user.to_owned();
         let now = DefaultClock::default().now();
-        for limiter in [&self.inner.per_minute, &self.inner.per_day] {
+        for (limiter, period) in &self.inner.rate_limits {
+            let Some(limiter) = limiter else {
+                // A limit of 0: no request is ever allowed; a whole period is as good a
+                // `Retry-After` as any.
+                return Err(AiError::RateLimited(*period));
+            };
             if let Err(not_until) = limiter.check_key(&key) {
                 return Err(AiError::RateLimited(not_until.wait_time_from(now)));
             }

@@ -9,8 +9,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use sea_orm::sea_query::Query;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,7 +29,7 @@ use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::entity::{ai_conversation, ai_message};
 use crate::error::ApiError;
-use crate::routes::caller::{Caller, require_role};
+use crate::routes::caller::{Caller, RoomScope, require_role};
 
 impl From<AiError> for ApiError {
     fn from(err: AiError) -> Self {
@@ -129,28 +131,15 @@ pub async fn chat(
             "must be 1 to 20000 characters".to_owned(),
         )])));
     }
-    let conversation_id = match body.conversation_id {
+    // Only looked up here: nothing is written before every check of `start_turn` passed.
+    let conversation = match body.conversation_id {
         Some(id) => {
-            ai_conversation::Entity::find_by_id(&id)
-                .filter(ai_conversation::Column::RoomId.eq(room_id.as_str()))
-                .one(state.db())
-                .await?
-                .ok_or_else(|| ApiError::not_found("no such conversation in this room"))?;
-            id
+            existing_conversation(&state, &room_id, &id).await?;
+            Conversation::Existing(id)
         }
-        None => {
-            let id = crate::auth::secrets::random_id();
-            ai_conversation::ActiveModel {
-                id: Set(id.clone()),
-                room_id: Set(room_id.to_string()),
-                user_id: Set(user_id.clone()),
-                title: Set(body.message.chars().take(80).collect()),
-                created_at: Set(state.auth.now()),
-            }
-            .insert(state.db())
-            .await?;
-            id
-        }
+        None => Conversation::New {
+            title: body.message.chars().take(80).collect(),
+        },
     };
     let selection = body
         .selection
@@ -159,7 +148,7 @@ pub async fn chat(
     let request = ChatTurn {
         room: room_id.into_inner(),
         user_id,
-        conversation_id,
+        conversation,
         message: body.message,
         action: body.action.unwrap_or(Action::Free),
         file: body.file,
@@ -168,38 +157,68 @@ pub async fn chat(
     start_turn(&state, request).await
 }
 
+/// Fails with 404 unless `room` has conversation `id`.
+async fn existing_conversation(state: &AppState, room: &str, id: &str) -> Result<(), ApiError> {
+    ai_conversation::Entity::find_by_id(id)
+        .filter(ai_conversation::Column::RoomId.eq(room))
+        .one(state.db())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such conversation in this room"))
+        .map(drop)
+}
+
+/// The conversation a question belongs to.
+enum Conversation {
+    /// One of the room's, checked to exist.
+    Existing(String),
+    /// One to start, once the question is accepted.
+    New {
+        /// Its title: the start of the first question.
+        title: String,
+    },
+}
+
 /// One question to answer.
 struct ChatTurn {
     room: String,
     user_id: String,
-    conversation_id: String,
+    conversation: Conversation,
     message: String,
     action: Action,
     file: Option<String>,
     selection: Option<(u32, u32)>,
 }
 
-async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpResponse, ApiError> {
-    let ai = ai(state)?.clone();
-    ai.provider()?;
-    // Before the rate limit: a request refused for want of a peer does not count.
-    ai.peer_reachable()?;
-    ai.check_rate(&turn.user_id)?;
-    let peer = ai.peer(&turn.room).await?;
-    let room_id = crdt_store::RoomId::parse(&turn.room)?;
-    let lease = state.registry.lease(&room_id).await?;
-    let prepared = ai
-        .prepare(
-            lease.room(),
-            &turn.message,
-            turn.action,
-            turn.file.as_deref(),
-            turn.selection,
-        )
-        .await?;
-    drop(lease);
+/// A question that passed every check and is stored.
+struct AcceptedTurn {
+    room: String,
+    user_id: String,
+    conversation_id: String,
+    action: Action,
+}
+
+/// Stores the question, in a new conversation or an existing one, in one transaction (never
+/// a conversation without its first question); answers the conversation's id.
+async fn store_question(state: &AppState, turn: &ChatTurn) -> Result<String, ApiError> {
+    let txn = state.db().begin().await?;
+    let conversation_id = match &turn.conversation {
+        Conversation::Existing(id) => id.clone(),
+        Conversation::New { title } => {
+            let id = crate::auth::secrets::random_id();
+            ai_conversation::ActiveModel {
+                id: Set(id.clone()),
+                room_id: Set(turn.room.clone()),
+                user_id: Set(turn.user_id.clone()),
+                title: Set(title.clone()),
+                created_at: Set(state.auth.now()),
+            }
+            .insert(&txn)
+            .await?;
+            id
+        }
+    };
     ai_message::ActiveModel {
-        conversation_id: Set(turn.conversation_id.clone()),
+        conversation_id: Set(conversation_id.clone()),
         user_id: Set(turn.user_id.clone()),
         role: Set("user".into()),
         action: Set(turn.action.as_str().into()),
@@ -210,8 +229,44 @@ async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpR
         created_at: Set(state.auth.now()),
         ..Default::default()
     }
-    .insert(state.db())
+    .insert(&txn)
     .await?;
+    txn.commit().await?;
+    Ok(conversation_id)
+}
+
+/// Checks everything that can refuse the question, cheapest and least consuming first, then
+/// stores it and starts the answer. A refused question leaves nothing behind: no
+/// conversation, no message, and (unless refused by the limit itself or by a peer that could
+/// not join) nothing counted against the caller's rate limit.
+async fn start_turn(state: &web::Data<AppState>, turn: ChatTurn) -> Result<HttpResponse, ApiError> {
+    let ai = ai(state)?.clone();
+    ai.provider()?;
+    // Before the rate limit: a request refused for want of a peer does not count.
+    ai.peer_reachable()?;
+    let room_id = crdt_store::RoomId::parse(&turn.room)?;
+    let lease = state.registry.lease(&room_id).await?;
+    // The file, the range and the selection's size: a request refused for them does not
+    // count either.
+    let prepared = ai
+        .prepare(
+            lease.room(),
+            &turn.message,
+            turn.action,
+            turn.file.as_deref(),
+            turn.selection,
+        )
+        .await?;
+    drop(lease);
+    ai.check_rate(&turn.user_id)?;
+    let peer = ai.peer(&turn.room).await?;
+    let conversation_id = store_question(state, &turn).await?;
+    let turn = AcceptedTurn {
+        room: turn.room,
+        user_id: turn.user_id,
+        conversation_id,
+        action: turn.action,
+    };
 
     let (events, receiver) = mpsc::channel::<Bytes>(256);
     let state = state.clone();
@@ -423,11 +478,7 @@ pub async fn regenerate(
     let (room_id, conversation_id) = path.into_inner();
     require_role(&state, &caller.0, &room_id, Role::Editor).await?;
     let user_id = principal_user(&caller.0)?;
-    ai_conversation::Entity::find_by_id(&conversation_id)
-        .filter(ai_conversation::Column::RoomId.eq(&room_id))
-        .one(state.db())
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such conversation in this room"))?;
+    existing_conversation(&state, &room_id, &conversation_id).await?;
     let last = messages(&state, &conversation_id)
         .await?
         .into_iter()
@@ -440,7 +491,7 @@ pub async fn regenerate(
         ChatTurn {
             room: room_id,
             user_id,
-            conversation_id,
+            conversation: Conversation::Existing(conversation_id),
             message: last.content,
             action,
             file: None,
@@ -597,14 +648,23 @@ pub async fn undo(
     Ok(HttpResponse::Ok().json(json!({ "undone": undone })))
 }
 
-/// The caller's AI usage, totals per day (UTC).
-#[utoipa::path(get, path = "/api/usage", tag = "ai", responses((status = 200), (status = 401)))]
+/// The caller's AI usage, totals per day (UTC). An API key sees the usage in the rooms it
+/// was created for only.
+#[utoipa::path(get, path = "/api/usage", tag = "ai", responses((status = 200), (status = 401), (status = 403)))]
 pub async fn usage(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let user_id = principal_user(&caller.0)?;
-    let rows = ai_message::Entity::find()
-        .filter(ai_message::Column::UserId.eq(&user_id))
-        .all(state.db())
-        .await?;
+    let mut select = ai_message::Entity::find().filter(ai_message::Column::UserId.eq(&user_id));
+    let scope = RoomScope::of(&caller.0);
+    if scope != RoomScope::Every {
+        // Messages carry no room; their conversation does.
+        let in_scope = Query::select()
+            .column(ai_conversation::Column::Id)
+            .from(ai_conversation::Entity)
+            .cond_where(scope.condition(ai_conversation::Column::RoomId))
+            .to_owned();
+        select = select.filter(ai_message::Column::ConversationId.in_subquery(in_scope));
+    }
+    let rows = select.all(state.db()).await?;
     let mut days: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
     for m in rows {
         let day = m.created_at.div_euclid(86_400_000);

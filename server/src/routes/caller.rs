@@ -90,6 +90,38 @@ impl FromRequest for SessionUser {
     }
 }
 
+/// The rooms whose data a caller may see on endpoints that gather it across rooms (the
+/// caller's notifications, AI usage). Room endpoints check one room through
+/// [`require_role`]; these apply the same limit to a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomScope {
+    /// A user's session: every room of theirs.
+    Every,
+    /// An API key: the rooms it was created for, and nothing that is not about one of them.
+    Only(Vec<String>),
+}
+
+impl RoomScope {
+    /// The scope of `principal`. A share link opens one room, but these endpoints belong to
+    /// accounts, which a share link has none of: they refuse it before asking.
+    pub fn of(principal: &Principal) -> Self {
+        match principal {
+            Principal::User { .. } => RoomScope::Every,
+            Principal::ApiKey { rooms, .. } => RoomScope::Only(rooms.clone()),
+            Principal::Share { room_id, .. } => RoomScope::Only(vec![room_id.clone()]),
+        }
+    }
+
+    /// The scope as a query condition on `column`, a (nullable) room id: a row about no room
+    /// is outside any limited scope (`IN` is never true for `NULL`).
+    pub fn condition(&self, column: impl sea_orm::ColumnTrait) -> sea_orm::Condition {
+        match self {
+            RoomScope::Every => sea_orm::Condition::all(),
+            RoomScope::Only(rooms) => sea_orm::Condition::all().add(column.is_in(rooms.clone())),
+        }
+    }
+}
+
 /// A room a request may use: its id, a lease that keeps it loaded, and who is asking.
 pub struct AuthorizedRoom {
     /// The room.

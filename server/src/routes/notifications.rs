@@ -1,4 +1,8 @@
 //! `/api/notifications`: the caller's notifications, newest first, with read/unread.
+//!
+//! A session sees all of its user's notifications. An API key sees only those about the
+//! rooms it was created for, everywhere here: listing, the unread count, marking one read
+//! (any other is "not found") and marking all read (the others stay unread).
 
 use actix_web::{HttpResponse, web};
 use sea_orm::sea_query::Expr;
@@ -9,7 +13,7 @@ use crate::app::AppState;
 use crate::entity::notification;
 use crate::error::ApiError;
 use crate::routes::activity::{ActorView, PageQuery, stored_json};
-use crate::routes::caller::Caller;
+use crate::routes::caller::{Caller, RoomScope};
 
 /// Which notifications to list.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -61,6 +65,13 @@ fn user_of(caller: &Caller) -> Result<&str, ApiError> {
     })
 }
 
+/// The notifications the caller may see: its user's, about the rooms of its [`RoomScope`].
+fn visible_to(caller: &Caller) -> Result<sea_orm::Select<notification::Entity>, ApiError> {
+    Ok(notification::Entity::find()
+        .filter(notification::Column::UserId.eq(user_of(caller)?))
+        .filter(RoomScope::of(&caller.0).condition(notification::Column::RoomId)))
+}
+
 /// The caller's notifications, newest first.
 #[utoipa::path(get, path = "/api/notifications", tag = "collaboration", params(NotificationQuery),
     responses((status = 200, body = NotificationPage), (status = 401), (status = 403)))]
@@ -69,13 +80,12 @@ pub async fn list_notifications(
     caller: Caller,
     query: web::Query<NotificationQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_of(&caller)?;
+    let mine = visible_to(&caller)?;
     let limit = PageQuery {
         limit: query.limit,
         before: query.before,
     }
     .limit()?;
-    let mine = notification::Entity::find().filter(notification::Column::UserId.eq(user_id));
     let unread_count = mine
         .clone()
         .filter(notification::Column::ReadAt.is_null())
@@ -130,9 +140,8 @@ pub async fn mark_read(
     caller: Caller,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_of(&caller)?;
-    let found = notification::Entity::find_by_id(*id)
-        .filter(notification::Column::UserId.eq(user_id))
+    let found = visible_to(&caller)?
+        .filter(notification::Column::Id.eq(*id))
         .one(state.db())
         .await?;
     if found.is_none() {
@@ -150,7 +159,7 @@ pub async fn mark_read(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Marks every notification of the caller read.
+/// Marks every notification the caller sees read.
 #[utoipa::path(post, path = "/api/notifications/read-all", tag = "collaboration",
     responses((status = 204), (status = 401), (status = 403)))]
 pub async fn mark_all_read(
@@ -164,6 +173,7 @@ pub async fn mark_all_read(
             Expr::value(crdt_store::storage::now_millis()),
         )
         .filter(notification::Column::UserId.eq(user_id))
+        .filter(RoomScope::of(&caller.0).condition(notification::Column::RoomId))
         .filter(notification::Column::ReadAt.is_null())
         .exec(state.db())
         .await?;
