@@ -110,7 +110,7 @@ impl AccessOutbox {
 
     /// Up to `n` of the oldest events, and the sequence number of the last one.
     fn front(&self, n: usize) -> Option<(u64, Vec<Vec<u8>>)> {
-        let last = self.queue.iter().take(n).last()?.0;
+        let last = self.queue.iter().take(n).next_back()?.0;
         let payloads = self.queue.iter().take(n).map(|(_, p)| p.clone()).collect();
         Some((last, payloads))
     }
@@ -763,5 +763,42 @@ impl RoomBus for RedisBus {
 
     fn publish_awareness(&self, room: &RoomId, update: Bytes) {
         self.send(room, ClusterMessage::Awareness(update.to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(n: usize) -> Vec<u8> {
+        format!("event {n}").into_bytes()
+    }
+
+    #[test]
+    fn access_events_wait_until_published_and_an_overflow_becomes_one_recheck_of_everything() {
+        let mut outbox = AccessOutbox::default();
+        outbox.push(payload(0), || b"recheck all".to_vec());
+        outbox.push(payload(1), || b"recheck all".to_vec());
+        // A publish removes only what it sent, even if more arrived meanwhile.
+        let (last, sent) = outbox.front(1).expect("queued");
+        assert_eq!(sent, vec![payload(0)]);
+        outbox.push(payload(2), || b"recheck all".to_vec());
+        outbox.published(last);
+        let (_, left) = outbox.front(ACCESS_BATCH).expect("queued");
+        assert_eq!(left, vec![payload(1), payload(2)]);
+
+        // Full: everything waiting is replaced by one event that stands for all of it.
+        let mut overflows = 0;
+        for n in 3..=ACCESS_OUTBOX_CAPACITY + 1 {
+            overflows += usize::from(outbox.push(payload(n), || b"recheck all".to_vec()));
+        }
+        assert_eq!(overflows, 1);
+        let (last, left) = outbox.front(ACCESS_BATCH).expect("queued");
+        assert_eq!(left, vec![b"recheck all".to_vec()]);
+        // Later events queue behind it as usual.
+        outbox.push(payload(9999), || b"recheck all".to_vec());
+        outbox.published(last);
+        let (_, left) = outbox.front(ACCESS_BATCH).expect("queued");
+        assert_eq!(left, vec![payload(9999)]);
     }
 }
