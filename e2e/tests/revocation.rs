@@ -160,6 +160,70 @@ async fn a_share_link_s_socket_closes_with_4401_when_the_link_expires() -> Resul
 }
 
 #[tokio::test]
+async fn a_share_link_holder_sending_without_pause_is_still_closed_at_expiry() -> Result {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TandemServer::start(&[]).await?;
+    let driver = YjsDriver::start().await?;
+    let owner = server.ensure_room("flood").await?;
+    driver.connect("owner", &server, "flood").await?;
+    let made = tokio::time::Instant::now();
+    let (status, link) = api::post(
+        &server,
+        &owner,
+        "/api/rooms/flood/share-links",
+        json!({"expires_in": "2s"}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{link}");
+    let share = link["token"].as_str().context("share token")?;
+    let (socket, _) =
+        tokio_tungstenite::connect_async(format!("{}/flood?token={share}", server.ws_url()))
+            .await?;
+    let (mut sink, mut stream) = socket.split();
+    // Query-awareness messages (type 3), as fast as the socket takes them, so the server
+    // always has a frame of this client waiting.
+    let flood = tokio::spawn(async move {
+        let mut sent = 0u64;
+        loop {
+            for _ in 0..256 {
+                if sink.feed(Message::Binary(vec![3u8].into())).await.is_err() {
+                    return sent;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return sent;
+            }
+            sent += 256;
+        }
+    });
+    // The link ends 2 s after it was made; the close may lag that by a re-check, not more.
+    let close = tokio::time::timeout_at(made + Duration::from_secs(5), async {
+        while let Some(message) = stream.next().await {
+            if let Message::Close(frame) = message? {
+                return Ok::<_, anyhow::Error>(frame);
+            }
+        }
+        anyhow::bail!("the socket ended without a close frame")
+    })
+    .await
+    .context("the flooding socket outlived its link by 3 s")??
+    .context("a close without a code")?;
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (4401, "credentials expired")
+    );
+    drop(stream);
+    let sent = flood.await?;
+    assert!(sent > 0);
+    driver.insert("owner", "text", 0, "unaffected").await?;
+    assert_eq!(close_count(&driver, "owner").await?, 0);
+    assert_healthy(&server).await?;
+    driver.shutdown().await
+}
+
+#[tokio::test]
 async fn a_session_s_socket_closes_with_4401_when_the_session_ends_unless_refreshed() -> Result {
     // Sessions end 4 s after their last refresh; the observer writes with an API key,
     // which has no expiry.

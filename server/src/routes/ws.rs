@@ -243,6 +243,12 @@ async fn session_loop(
                         if let Err(end) = apply_pending_events(state, access, events, &mut timers, connection.room().id()).await {
                             return end;
                         }
+                        // A client that never stops sending keeps this branch ready, and the
+                        // biased `select!` would never reach the timers below: an expiry (or
+                        // re-check) already due is honoured before its frame.
+                        if let Err(end) = timers.recheck_if_elapsed(state, access, connection.room().id()).await {
+                            return end;
+                        }
                         if let Err(end) = handle_frame(session, connection, access, frame).await {
                             return end;
                         }
@@ -438,6 +444,23 @@ impl AccessTimers {
                 Ok(())
             }
             Due::Now => self.recheck(state, access, room, Trigger::Scheduled).await,
+        }
+    }
+
+    /// Re-checks now if the expiry or the periodic re-check is already past.
+    async fn recheck_if_elapsed(
+        &mut self,
+        state: &AppState,
+        access: &mut SessionAccess,
+        room: &RoomId,
+    ) -> Result<(), End> {
+        let now = Instant::now();
+        if access.expires_at.is_some() && self.expiry.deadline() <= now {
+            self.recheck(state, access, room, Trigger::Expiry).await
+        } else if self.periodic.deadline() <= now {
+            self.recheck(state, access, room, Trigger::Scheduled).await
+        } else {
+            Ok(())
         }
     }
 
