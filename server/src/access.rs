@@ -4,13 +4,20 @@
 //! upgrade. Open sockets cache their role; whenever something that could change it happens
 //! (a role change, a removal, a revoked session, key or link, a deleted room) the change is
 //! announced on [`AccessEvents`] and every affected socket re-checks at once.
+//!
+//! Events are a fast path, not the only one: each socket also closes itself when its
+//! credential expires, re-checks every `--access-recheck-interval`, and re-checks (spread
+//! over `--access-recheck-spread`) on [`AccessEvent::RecheckAll`], which stands for events
+//! that may have been missed (a Redis reconnect, an overflowing queue). At most
+//! [`RECHECKS_AT_ONCE`] re-checks run at a time on a node, so a re-check of every socket
+//! cannot take the database's whole connection pool.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, SemaphorePermit, broadcast};
 
 use crate::activity::{Activity, EventKind, RoomEvent};
 use crate::auth::{Principal, Role};
@@ -149,6 +156,9 @@ pub enum AccessEvent {
         /// The link.
         link_id: String,
     },
+    /// Events may have been missed (a node was cut off from Redis, or a queue of events
+    /// overflowed): every socket re-checks, spread over `--access-recheck-spread`.
+    RecheckAll,
 }
 
 impl AccessEvent {
@@ -166,6 +176,7 @@ impl AccessEvent {
             (AccessEvent::ShareLinkRevoked { link_id }, Principal::Share { link_id: l, .. }) => {
                 link_id == l
             }
+            (AccessEvent::RecheckAll, _) => true,
             _ => false,
         }
     }
@@ -180,7 +191,13 @@ pub type AccessForwarder = Box<dyn Fn(&AccessEvent) + Send + Sync>;
 pub struct AccessEvents {
     local: broadcast::Sender<AccessEvent>,
     forward: Arc<std::sync::OnceLock<AccessForwarder>>,
+    /// Taken by every socket's re-check for as long as it reads the database.
+    rechecks: Arc<Semaphore>,
 }
+
+/// Most access re-checks that read the database at once on one node: half the pool, so
+/// REST requests and the group-commit writer keep connections while every socket re-checks.
+pub const RECHECKS_AT_ONCE: usize = 4;
 
 impl AccessEvents {
     /// A channel buffering `capacity` events per listener.
@@ -188,7 +205,17 @@ impl AccessEvents {
         Self {
             local: broadcast::channel(capacity).0,
             forward: Arc::default(),
+            rechecks: Arc::new(Semaphore::new(RECHECKS_AT_ONCE)),
         }
+    }
+
+    /// Waits for a turn to re-check a socket's access; the turn ends when the permit drops.
+    pub async fn recheck_turn(&self) -> SemaphorePermit<'_> {
+        // The semaphore is never closed.
+        self.rechecks
+            .acquire()
+            .await
+            .expect("the re-check semaphore stays open")
     }
 
     /// Forwards every event published here to the other nodes too.

@@ -128,6 +128,7 @@ impl Application {
             file_limits: config.file_limits,
             webhooks,
         };
+        state.auth.announce_revocations_on(state.events.clone());
         if let Some(bus) = &state.cluster {
             bus.connect_access_events(&state.events);
         }

@@ -17,7 +17,14 @@
 //!
 //! When Redis is unreachable every node keeps serving its own clients (`/readyz` reports
 //! `degraded`) and reconnects with backoff.
+//!
+//! **Access events** (`{prefix}:access`) are not repaired by anti-entropy, so they never
+//! share the room traffic's droppable queue: they have their own ([`AccessOutbox`]),
+//! published ahead of room messages and kept until Redis accepts them, through outages. A
+//! node that reconnects re-checks every open socket ([`AccessEvent::RecheckAll`]), because
+//! whatever peers published while it was away is gone (pub/sub keeps nothing).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -30,12 +37,14 @@ use futures_util::StreamExt;
 use metrics::{Counter, Gauge, counter, gauge};
 use protocol::cluster::{ClusterMessage, Envelope, decode_envelope, encode_envelope};
 use redis::aio::ConnectionManager;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
+
+use crate::access::{AccessEvent, AccessEvents};
 
 /// Cluster settings.
 #[derive(Clone, Debug)]
@@ -70,6 +79,48 @@ struct Metrics {
     published: Counter,
     received: Counter,
     dropped: Counter,
+    access_overflows: Counter,
+}
+
+/// Access events waiting for Redis, oldest first, each with a sequence number so a
+/// publish removes exactly what it sent. Bounded without ever losing what an event says:
+/// when [`ACCESS_OUTBOX_CAPACITY`] events are waiting (Redis has been away a while), they
+/// are replaced by one [`AccessEvent::RecheckAll`], which makes every peer re-check every
+/// socket and so covers all of them.
+#[derive(Default)]
+struct AccessOutbox {
+    queue: VecDeque<(u64, Vec<u8>)>,
+    next_seq: u64,
+}
+
+impl AccessOutbox {
+    /// Queues `payload`; returns whether the queue overflowed and was collapsed.
+    fn push(&mut self, payload: Vec<u8>, recheck_all: impl FnOnce() -> Vec<u8>) -> bool {
+        let overflowed = self.queue.len() >= ACCESS_OUTBOX_CAPACITY;
+        let payload = if overflowed {
+            self.queue.clear();
+            recheck_all()
+        } else {
+            payload
+        };
+        self.next_seq += 1;
+        self.queue.push_back((self.next_seq, payload));
+        overflowed
+    }
+
+    /// Up to `n` of the oldest events, and the sequence number of the last one.
+    fn front(&self, n: usize) -> Option<(u64, Vec<Vec<u8>>)> {
+        let last = self.queue.iter().take(n).next_back()?.0;
+        let payloads = self.queue.iter().take(n).map(|(_, p)| p.clone()).collect();
+        Some((last, payloads))
+    }
+
+    /// Forgets every event up to `last`, once published.
+    fn published(&mut self, last: u64) {
+        while self.queue.front().is_some_and(|(seq, _)| *seq <= last) {
+            self.queue.pop_front();
+        }
+    }
 }
 
 struct Inner {
@@ -90,7 +141,13 @@ struct Inner {
     /// Whether the subscriber connection is up.
     connected: AtomicBool,
     /// Where access events from other nodes go.
-    access: OnceLock<crate::access::AccessEvents>,
+    access: OnceLock<AccessEvents>,
+    /// This node's access events waiting for Redis; written by whoever publishes one, read
+    /// by the publisher task (a `std` mutex: held for queue operations only, never across
+    /// an `.await`).
+    access_outbox: Mutex<AccessOutbox>,
+    /// Wakes the publisher task when an access event is queued.
+    access_ready: Notify,
     next_request: AtomicU64,
     metrics: Metrics,
 }
@@ -108,6 +165,12 @@ pub struct BusTasks {
 }
 
 const OUTBOX_CAPACITY: usize = 16 * 1024;
+/// Access events kept while Redis is away before they collapse into one "re-check all".
+const ACCESS_OUTBOX_CAPACITY: usize = 1024;
+/// Access events per pipelined publish.
+const ACCESS_BATCH: usize = 64;
+/// Longest wait for Redis to accept a batch of access events before retrying.
+const ACCESS_PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl RedisBus {
@@ -128,12 +191,15 @@ impl RedisBus {
                 commands: Mutex::new(None),
                 connected: AtomicBool::new(false),
                 access: OnceLock::new(),
+                access_outbox: Mutex::default(),
+                access_ready: Notify::new(),
                 next_request: AtomicU64::new(1),
                 metrics: Metrics {
                     connected: gauge!("tandem_cluster_connected"),
                     published: counter!("tandem_cluster_published_total"),
                     received: counter!("tandem_cluster_received_total"),
                     dropped: counter!("tandem_cluster_dropped_total"),
+                    access_overflows: counter!("tandem_cluster_access_overflows_total"),
                 },
             }),
         };
@@ -180,20 +246,84 @@ impl RedisBus {
 
     /// Carries access events (role changes, revocations) between nodes, so sockets on every
     /// node re-check at once.
-    pub fn connect_access_events(&self, events: &crate::access::AccessEvents) {
+    pub fn connect_access_events(&self, events: &AccessEvents) {
         let _ = self.inner.access.set(events.clone());
         let bus = self.clone();
-        events.forward_with(Box::new(move |event| {
-            let payload = serde_json::json!({"origin": bus.inner.config.node_id, "event": event});
-            if bus
+        events.forward_with(Box::new(move |event| bus.queue_access(event)));
+    }
+
+    fn access_payload(&self, event: &AccessEvent) -> Vec<u8> {
+        serde_json::json!({"origin": self.inner.config.node_id, "event": event})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Queues an access event for the other nodes; it waits for Redis as long as needed.
+    fn queue_access(&self, event: &AccessEvent) {
+        let overflowed = self
+            .inner
+            .access_outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.access_payload(event), || {
+                self.access_payload(&AccessEvent::RecheckAll)
+            });
+        if overflowed {
+            self.inner.metrics.access_overflows.increment(1);
+            warn!(
+                "access events piled up while redis was unreachable; peers will re-check every socket instead"
+            );
+        }
+        self.inner.access_ready.notify_one();
+    }
+
+    /// Publishes every queued access event; false if Redis did not take them (they stay
+    /// queued for the next attempt).
+    async fn publish_access(&self, connection: &mut ConnectionManager) -> bool {
+        loop {
+            let front = self
                 .inner
-                .outbox
-                .try_send((bus.access_channel(), payload.to_string().into_bytes()))
-                .is_err()
-            {
-                bus.inner.metrics.dropped.increment(1);
+                .access_outbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .front(ACCESS_BATCH);
+            let Some((last, payloads)) = front else {
+                return true;
+            };
+            let mut pipe = redis::pipe();
+            for payload in &payloads {
+                pipe.cmd("PUBLISH")
+                    .arg(self.access_channel())
+                    .arg(payload)
+                    .ignore();
             }
-        }));
+            let sent =
+                tokio::time::timeout(ACCESS_PUBLISH_TIMEOUT, pipe.query_async::<()>(connection))
+                    .await;
+            match sent {
+                Ok(Ok(())) => {
+                    self.inner
+                        .access_outbox
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .published(last);
+                    self.inner
+                        .metrics
+                        .published
+                        .increment(payloads.len() as u64);
+                }
+                // A batch that may have been half sent is sent again: re-checking twice is
+                // harmless, missing one is not.
+                Ok(Err(err)) => {
+                    debug!(error = %err, "publishing access events failed; retrying");
+                    return false;
+                }
+                Err(_) => {
+                    debug!("publishing access events timed out; retrying");
+                    return false;
+                }
+            }
+        }
     }
 
     fn access_channel(&self) -> String {
@@ -204,7 +334,7 @@ impl RedisBus {
         #[derive(serde::Deserialize)]
         struct Forwarded {
             origin: String,
-            event: crate::access::AccessEvent,
+            event: AccessEvent,
         }
         let Ok(forwarded) = serde_json::from_slice::<Forwarded>(payload) else {
             warn!("ignoring an undecodable access event");
@@ -284,9 +414,22 @@ impl RedisBus {
                 .commands
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
+            let mut access_retry = Duration::from_millis(100);
             loop {
+                // Access events first: they are never dropped, and room traffic waits.
+                if !self.publish_access(&mut connection).await {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(access_retry) => {}
+                    }
+                    access_retry = (access_retry * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                access_retry = Duration::from_millis(100);
                 let received = tokio::select! {
+                    biased;
                     _ = stop.cancelled() => return,
+                    () = self.inner.access_ready.notified() => continue,
                     n = outbox.recv_many(&mut batch, 256) => n,
                 };
                 if received == 0 {
@@ -338,6 +481,11 @@ impl RedisBus {
                         info!(node = %self.inner.config.node_id, "connected to redis");
                         // Whatever happened while we were away, reconverge now.
                         self.anti_entropy_round();
+                        // Access events peers published meanwhile were never heard here:
+                        // every socket re-checks (spread out, so not all at once).
+                        if let Some(events) = self.inner.access.get() {
+                            events.publish_local(AccessEvent::RecheckAll);
+                        }
                         loop {
                             tokio::select! {
                                 _ = stop.cancelled() => return,
@@ -615,5 +763,42 @@ impl RoomBus for RedisBus {
 
     fn publish_awareness(&self, room: &RoomId, update: Bytes) {
         self.send(room, ClusterMessage::Awareness(update.to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(n: usize) -> Vec<u8> {
+        format!("event {n}").into_bytes()
+    }
+
+    #[test]
+    fn access_events_wait_until_published_and_an_overflow_becomes_one_recheck_of_everything() {
+        let mut outbox = AccessOutbox::default();
+        outbox.push(payload(0), || b"recheck all".to_vec());
+        outbox.push(payload(1), || b"recheck all".to_vec());
+        // A publish removes only what it sent, even if more arrived meanwhile.
+        let (last, sent) = outbox.front(1).expect("queued");
+        assert_eq!(sent, vec![payload(0)]);
+        outbox.push(payload(2), || b"recheck all".to_vec());
+        outbox.published(last);
+        let (_, left) = outbox.front(ACCESS_BATCH).expect("queued");
+        assert_eq!(left, vec![payload(1), payload(2)]);
+
+        // Full: everything waiting is replaced by one event that stands for all of it.
+        let mut overflows = 0;
+        for n in 3..=ACCESS_OUTBOX_CAPACITY + 1 {
+            overflows += usize::from(outbox.push(payload(n), || b"recheck all".to_vec()));
+        }
+        assert_eq!(overflows, 1);
+        let (last, left) = outbox.front(ACCESS_BATCH).expect("queued");
+        assert_eq!(left, vec![b"recheck all".to_vec()]);
+        // Later events queue behind it as usual.
+        outbox.push(payload(9999), || b"recheck all".to_vec());
+        outbox.published(last);
+        let (_, left) = outbox.front(ACCESS_BATCH).expect("queued");
+        assert_eq!(left, vec![payload(9999)]);
     }
 }

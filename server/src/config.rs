@@ -113,6 +113,15 @@ pub struct ServeArgs {
     /// A connection silent for this long (no message, no pong) is closed.
     #[arg(long, env = "TANDEM_PING_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     pub ping_timeout: Duration,
+    /// Every open socket re-reads its credential and role at least this often (at a random
+    /// point in the second half of each period), whatever events it heard: the backstop for
+    /// access changes a node never heard of.
+    #[arg(long, env = "TANDEM_ACCESS_RECHECK_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub access_recheck_interval: Duration,
+    /// Re-checks of every socket at once (Redis came back, events were missed) are spread at
+    /// random over this long, so they do not reach the database together.
+    #[arg(long, env = "TANDEM_ACCESS_RECHECK_SPREAD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub access_recheck_spread: Duration,
     /// A room with no connection for this long is flushed and evicted from memory.
     #[arg(long, env = "TANDEM_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -288,6 +297,10 @@ pub struct SessionConfig {
     pub ping_interval: Duration,
     /// Silence after which a connection is closed.
     pub ping_timeout: Duration,
+    /// Longest time a socket goes without re-checking its access.
+    pub access_recheck_interval: Duration,
+    /// Window over which re-checks of every socket at once are spread.
+    pub access_recheck_spread: Duration,
 }
 
 /// Everything the server runs with, resolved.
@@ -383,6 +396,11 @@ impl ServeArgs {
                 max_message_size: self.max_message_size,
                 ping_interval: self.ping_interval,
                 ping_timeout: self.ping_timeout,
+                // A zero interval would re-check in a busy loop.
+                access_recheck_interval: self
+                    .access_recheck_interval
+                    .max(Duration::from_millis(100)),
+                access_recheck_spread: self.access_recheck_spread,
             },
             workers: self
                 .workers

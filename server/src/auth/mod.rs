@@ -24,6 +24,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::access::{AccessEvent, AccessEvents};
 use crate::entity::{
     api_key, login_throttle, rotated_refresh_token, server_setting, session, share_link, user,
 };
@@ -185,6 +186,24 @@ struct AuthInner {
     decoding: DecodingKey,
     config: AuthConfig,
     clock: Clock,
+    /// Where revocations this service makes on its own (a reused refresh token) are
+    /// announced, so open sockets re-check; set once at start-up.
+    revocations: std::sync::OnceLock<AccessEvents>,
+}
+
+/// Whether the credential a socket was opened with still holds, read from the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialStatus {
+    /// Usable until `expires_at` (milliseconds since the epoch, by [`Auth::now`]); `None`
+    /// when it never expires.
+    Live {
+        /// When it stops being usable, unless renewed (a session's refresh moves it).
+        expires_at: Option<i64>,
+    },
+    /// Revoked, deleted, or never existed.
+    Revoked,
+    /// Its lifetime is over.
+    Expired,
 }
 
 /// Authentication service. Cheap to clone.
@@ -243,8 +262,15 @@ impl Auth {
                 db,
                 config,
                 clock,
+                revocations: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Announces on `events` the revocations this service decides by itself (a rotated
+    /// refresh token presented again), as the routes do for logout and password changes.
+    pub fn announce_revocations_on(&self, events: AccessEvents) {
+        let _ = self.inner.revocations.set(events);
     }
 
     /// Now, by this service's clock.
@@ -434,6 +460,16 @@ impl Auth {
                 .await?
             {
                 self.logout(&rotated.session_id).await?;
+                // The thief's open sockets must end too, on every node, not only their
+                // next REST call.
+                let owner = session::Entity::find_by_id(&rotated.session_id)
+                    .one(self.db())
+                    .await?;
+                if let (Some(owner), Some(events)) = (owner, self.inner.revocations.get()) {
+                    events.publish(AccessEvent::SessionsRevoked {
+                        user_id: owner.user_id,
+                    });
+                }
             }
             return Err(AuthError::InvalidToken);
         };
@@ -563,12 +599,15 @@ impl Auth {
         if claims.exp.saturating_mul(1000) <= now {
             return Err(AuthError::Expired);
         }
-        let live = session::Entity::find_by_id(&claims.sid)
+        let session = session::Entity::find_by_id(&claims.sid)
             .one(self.db())
             .await?
-            .is_some_and(|s| s.revoked_at.is_none() && s.user_id == claims.sub);
-        if !live {
-            return Err(AuthError::InvalidToken);
+            .filter(|s| s.revoked_at.is_none() && s.user_id == claims.sub)
+            .ok_or(AuthError::InvalidToken)?;
+        // A session not refreshed within its lifetime has ended, even if an access token
+        // it issued has not.
+        if session.expires_at <= now {
+            return Err(AuthError::Expired);
         }
         Ok(Principal::User {
             user_id: claims.sub,
@@ -576,11 +615,48 @@ impl Auth {
         })
     }
 
-    /// Whether a session is still usable (for open sockets re-checking after a revocation).
-    pub async fn session_live(&self, session_id: &str) -> Result<bool, DbErr> {
-        Ok(session::Entity::find_by_id(session_id)
-            .one(self.db())
-            .await?
-            .is_some_and(|s| s.revoked_at.is_none()))
+    /// Whether the credential behind `principal` still holds, and until when: what an open
+    /// socket re-reads after an access event, at its credential's expiry, and periodically.
+    /// Read-only (unlike [`Auth::authenticate`], which records an API key's last use).
+    pub async fn credential_status(
+        &self,
+        principal: &Principal,
+    ) -> Result<CredentialStatus, DbErr> {
+        let now = self.now();
+        let lifetime = |revoked: bool, expires_at: Option<i64>| match expires_at {
+            _ if revoked => CredentialStatus::Revoked,
+            Some(at) if at <= now => CredentialStatus::Expired,
+            expires_at => CredentialStatus::Live { expires_at },
+        };
+        Ok(match principal {
+            Principal::User {
+                user_id,
+                session_id,
+            } => match session::Entity::find_by_id(session_id)
+                .one(self.db())
+                .await?
+            {
+                Some(s) if &s.user_id == user_id => {
+                    lifetime(s.revoked_at.is_some(), Some(s.expires_at))
+                }
+                _ => CredentialStatus::Revoked,
+            },
+            // API keys have no lifetime: they hold until revoked.
+            Principal::ApiKey { key_id, .. } => {
+                match api_key::Entity::find_by_id(key_id).one(self.db()).await? {
+                    Some(k) => lifetime(k.revoked_at.is_some(), None),
+                    None => CredentialStatus::Revoked,
+                }
+            }
+            Principal::Share { link_id, .. } => {
+                match share_link::Entity::find_by_id(link_id)
+                    .one(self.db())
+                    .await?
+                {
+                    Some(l) => lifetime(l.revoked_at.is_some(), l.expires_at),
+                    None => CredentialStatus::Revoked,
+                }
+            }
+        })
     }
 }

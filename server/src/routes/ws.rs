@@ -14,7 +14,7 @@
 //! | 1013 | the connection fell too far behind; the client reconnects and resyncs |
 //! | 1000 | no message or pong within `--ping-timeout` |
 //! | 4205 | a viewer was made an editor: reconnect to write (`y-websocket` does) |
-//! | 4401 | the session, API key or share link was revoked (or the link expired) |
+//! | 4401 | the session, API key or share link was revoked, or has expired |
 //! | 4403 | the participant was removed from the room |
 //! | 4404 | the room was deleted |
 //!
@@ -24,6 +24,15 @@
 //! session's role at once. A demotion keeps the socket (the next update is refused); a
 //! promotion to editor closes it with 4205, so a client that opened read-only reconnects and
 //! learns it may write.
+//!
+//! Events are not the only trigger, because an event can be missed (a node cut off from
+//! Redis) and an expiry has no event at all. Each session also keeps two timers in its
+//! loop: one at its credential's expiry (the session's end unless refreshed, a share link's
+//! `expires_at`), which re-reads the credential and closes with 4401 "credentials expired"
+//! if it was not renewed; and one that re-checks everything at a random point in the second
+//! half of every `--access-recheck-interval`, so rechecks of many sockets spread out.
+//! [`AccessEvent::RecheckAll`] (Redis came back, events were dropped) moves the latter to a
+//! random point within `--access-recheck-spread`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
@@ -33,12 +42,12 @@ use futures_util::StreamExt;
 use protocol::{DecodeError, Message, decode_message};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::access::{AccessEvent, Identity, RoomAccess, room_access};
 use crate::app::AppState;
-use crate::auth::{AuthError, Principal, Role};
+use crate::auth::{AuthError, CredentialStatus, Principal, Role};
 use crate::error::ApiError;
 use crate::routes::caller::{bearer_token, require_role};
 use crate::telemetry::refused;
@@ -54,9 +63,10 @@ const CLOSE_ROOM_DELETED: u16 = 4404;
 
 /// What a session is allowed to do, kept current by access events.
 struct SessionAccess {
-    token: String,
     principal: Principal,
     role: Role,
+    /// When the credential ends, in milliseconds by the auth clock; `None` for never.
+    expires_at: Option<i64>,
     /// Written into (and stripped from) every awareness state this connection sends.
     stamp: AwarenessStamp,
 }
@@ -97,11 +107,21 @@ pub async fn connect(
     let events = state.events.subscribe();
     let token = bearer_token(&req).ok_or(AuthError::Missing)?;
     let principal = state.auth.authenticate(&token).await?;
+    let expires_at = match state
+        .auth
+        .credential_status(&principal)
+        .await
+        .map_err(AuthError::from)?
+    {
+        CredentialStatus::Live { expires_at } => expires_at,
+        CredentialStatus::Revoked => return Err(AuthError::InvalidToken.into()),
+        CredentialStatus::Expired => return Err(AuthError::Expired.into()),
+    };
     let (role, identity) = require_role(&state, &principal, room_id.as_str(), Role::Viewer).await?;
     let access = SessionAccess {
-        token,
         principal,
         role,
+        expires_at,
         stamp: stamp(&identity),
     };
     let connection = state.registry.connect(&room_id).await?;
@@ -215,6 +235,7 @@ async fn session_loop(
     let mut ping = tokio::time::interval(config.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut timers = AccessTimers::new(state, access);
     loop {
         tokio::select! {
             biased;
@@ -231,7 +252,13 @@ async fn session_loop(
                         // An access change announced before this frame was read (say, the
                         // demotion whose HTTP answer the client saw before editing) applies
                         // to it.
-                        if let Err(end) = apply_pending_events(state, access, events, connection.room().id()).await {
+                        if let Err(end) = apply_pending_events(state, access, events, &mut timers, connection.room().id()).await {
+                            return end;
+                        }
+                        // A client that never stops sending keeps this branch ready, and the
+                        // biased `select!` would never reach the timers below: an expiry (or
+                        // re-check) already due is honoured before its frame.
+                        if let Err(end) = timers.recheck_if_elapsed(state, access, connection.room().id()).await {
                             return end;
                         }
                         if let Err(end) = handle_frame(session, connection, access, frame).await {
@@ -265,9 +292,18 @@ async fn session_loop(
                 None => return close(CloseCode::Away, "room closed"),
             },
             event = events.recv() => {
-                if concerns_session(event, access, connection.room().id())
-                    && let Err(end) = recheck_access(state, access, connection.room().id()).await
-                {
+                let due = recheck_due(event, access, connection.room().id());
+                if let Err(end) = timers.recheck_if(due, state, access, connection.room().id()).await {
+                    return end;
+                }
+            }
+            () = &mut timers.expiry, if access.expires_at.is_some() => {
+                if let Err(end) = timers.recheck(state, access, connection.room().id(), Trigger::Expiry).await {
+                    return end;
+                }
+            }
+            () = &mut timers.periodic => {
+                if let Err(end) = timers.recheck(state, access, connection.room().id(), Trigger::Scheduled).await {
                     return end;
                 }
             }
@@ -304,17 +340,30 @@ fn protocol_error(err: actix_ws::ProtocolError, max: usize) -> End {
     }
 }
 
-/// Whether an access event (or a gap in them) calls for a re-check of this session.
-fn concerns_session(
+/// How soon an access event (or a gap in them) calls for a re-check of this session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// Not at all.
+    Never,
+    /// At a random point within `--access-recheck-spread`: every socket of the node was
+    /// asked at once, and they must not reach the database together.
+    Soon,
+    /// At once: something that concerns this very session changed.
+    Now,
+}
+
+fn recheck_due(
     event: Result<AccessEvent, broadcast::error::RecvError>,
     access: &SessionAccess,
     room: &RoomId,
-) -> bool {
+) -> Due {
     match event {
-        Ok(event) => event.concerns(&access.principal, room.as_str()),
-        // Missed events: re-check to be safe.
-        Err(broadcast::error::RecvError::Lagged(_)) => true,
-        Err(broadcast::error::RecvError::Closed) => false,
+        Ok(AccessEvent::RecheckAll) => Due::Soon,
+        Ok(event) if event.concerns(&access.principal, room.as_str()) => Due::Now,
+        Ok(_) => Due::Never,
+        // Missed events on this node's own channel: re-check to be safe.
+        Err(broadcast::error::RecvError::Lagged(_)) => Due::Now,
+        Err(broadcast::error::RecvError::Closed) => Due::Never,
     }
 }
 
@@ -323,50 +372,161 @@ async fn apply_pending_events(
     state: &AppState,
     access: &mut SessionAccess,
     events: &mut broadcast::Receiver<AccessEvent>,
+    timers: &mut AccessTimers,
     room: &RoomId,
 ) -> Result<(), End> {
-    let mut recheck = false;
+    let mut due = Due::Never;
     loop {
-        match events.try_recv() {
-            Ok(event) => recheck |= event.concerns(&access.principal, room.as_str()),
-            Err(broadcast::error::TryRecvError::Lagged(_)) => recheck = true,
+        let event = match events.try_recv() {
+            Ok(event) => Ok(event),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                Err(broadcast::error::RecvError::Lagged(n))
+            }
             Err(_) => break,
-        }
+        };
+        due = due.max(recheck_due(event, access, room));
     }
-    if recheck {
-        recheck_access(state, access, room).await?;
-    }
-    Ok(())
+    timers.recheck_if(due, state, access, room).await
 }
 
-/// Re-reads what the session may do after an access change; ends it if nothing.
+/// What made a session re-check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// An access event, or the periodic backstop.
+    Scheduled,
+    /// The credential's lifetime ran out by the last reading.
+    Expiry,
+}
+
+/// The two deadlines of a session's access: its credential's expiry and its next re-check.
+/// Both are tokio timers polled by the session loop's `select!`, so they cost nothing
+/// until they fire.
+struct AccessTimers {
+    /// Fires when the credential ends (only polled while it has an expiry).
+    expiry: std::pin::Pin<Box<Sleep>>,
+    /// Fires at the next periodic (or requested) re-check.
+    periodic: std::pin::Pin<Box<Sleep>>,
+    interval: std::time::Duration,
+    spread: std::time::Duration,
+}
+
+impl AccessTimers {
+    fn new(state: &AppState, access: &SessionAccess) -> Self {
+        let mut timers = Self {
+            expiry: Box::pin(tokio::time::sleep_until(far_future())),
+            periodic: Box::pin(tokio::time::sleep_until(far_future())),
+            interval: state.session.access_recheck_interval,
+            spread: state.session.access_recheck_spread,
+        };
+        timers.rearm(state, access);
+        timers
+    }
+
+    /// After a re-check: the next periodic one in the second half of the interval (so at
+    /// least once per interval, and sockets opened or re-checked together drift apart), and
+    /// the expiry where the credential now ends.
+    fn rearm(&mut self, state: &AppState, access: &SessionAccess) {
+        let next = self.interval.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        self.periodic.as_mut().reset(Instant::now() + next);
+        let expiry = access
+            .expires_at
+            .and_then(|at| {
+                let left = u64::try_from(at.saturating_sub(state.auth.now())).unwrap_or(0);
+                Instant::now().checked_add(std::time::Duration::from_millis(left))
+            })
+            .unwrap_or_else(far_future);
+        self.expiry.as_mut().reset(expiry);
+    }
+
+    /// Re-checks now, soon, or not at all.
+    async fn recheck_if(
+        &mut self,
+        due: Due,
+        state: &AppState,
+        access: &mut SessionAccess,
+        room: &RoomId,
+    ) -> Result<(), End> {
+        match due {
+            Due::Never => Ok(()),
+            Due::Soon => {
+                let soon = Instant::now() + self.spread.mul_f64(rand::random::<f64>());
+                if soon < self.periodic.deadline() {
+                    self.periodic.as_mut().reset(soon);
+                }
+                Ok(())
+            }
+            Due::Now => self.recheck(state, access, room, Trigger::Scheduled).await,
+        }
+    }
+
+    /// Re-checks now if the expiry or the periodic re-check is already past.
+    async fn recheck_if_elapsed(
+        &mut self,
+        state: &AppState,
+        access: &mut SessionAccess,
+        room: &RoomId,
+    ) -> Result<(), End> {
+        let now = Instant::now();
+        if access.expires_at.is_some() && self.expiry.deadline() <= now {
+            self.recheck(state, access, room, Trigger::Expiry).await
+        } else if self.periodic.deadline() <= now {
+            self.recheck(state, access, room, Trigger::Scheduled).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn recheck(
+        &mut self,
+        state: &AppState,
+        access: &mut SessionAccess,
+        room: &RoomId,
+        trigger: Trigger,
+    ) -> Result<(), End> {
+        recheck_access(state, access, room, trigger).await?;
+        self.rearm(state, access);
+        Ok(())
+    }
+}
+
+/// A deadline that never comes in practice (tokio's own choice for "no timeout").
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// Re-reads what the session may do; ends it if nothing.
 async fn recheck_access(
     state: &AppState,
     access: &mut SessionAccess,
     room: &RoomId,
+    trigger: Trigger,
 ) -> Result<(), End> {
-    let credentials_live = match &access.principal {
-        Principal::User { session_id, .. } => state
-            .auth
-            .session_live(session_id)
-            .await
-            .map_err(AuthError::from),
-        _ => match state.auth.authenticate(&access.token).await {
-            Ok(_) => Ok(true),
-            Err(AuthError::InvalidToken | AuthError::Expired | AuthError::Missing) => Ok(false),
-            Err(other) => Err(other),
-        },
-    };
-    match credentials_live {
-        Ok(true) => {}
-        Ok(false) => {
+    // Bounded per node, so re-checking every socket at once queues here, not in the pool.
+    let _turn = state.events.recheck_turn().await;
+    match state.auth.credential_status(&access.principal).await {
+        Ok(CredentialStatus::Live { expires_at }) => access.expires_at = expires_at,
+        Ok(CredentialStatus::Revoked) => {
             return Err(close(
                 CloseCode::Other(CLOSE_REVOKED),
                 "credentials revoked",
             ));
         }
+        Ok(CredentialStatus::Expired) => {
+            return Err(close(
+                CloseCode::Other(CLOSE_REVOKED),
+                "credentials expired",
+            ));
+        }
+        // By the last reading the credential ends now; without a newer one, it has ended.
+        Err(err) if trigger == Trigger::Expiry => {
+            warn!(error = %err, "credential re-check at expiry failed; closing");
+            return Err(close(
+                CloseCode::Other(CLOSE_REVOKED),
+                "credentials expired",
+            ));
+        }
         Err(err) => {
-            // A database hiccup must not cut everyone off; the next event re-checks.
+            // A database hiccup must not cut everyone off; the next re-check reads again.
             warn!(error = %err, "access re-check failed; keeping the current role");
             return Ok(());
         }
