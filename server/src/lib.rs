@@ -10,6 +10,8 @@
 //! - [`access`]: who may do what in a room; access changes pushed to open sockets; presence.
 //! - `entity`: sea-orm entities of the tables this crate owns (accounts and access).
 //! - [`error`]: the one JSON error shape every REST failure uses.
+//! - [`limits`]: per-client rate limits and WebSocket caps; `head_deadline`: the
+//!   slow-loris guard on every HTTP connection.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //!
 //! This is the only crate that knows HTTP and actix; rooms live in `crdt-store`, the wire
@@ -24,6 +26,8 @@ pub mod cluster;
 pub mod config;
 mod entity;
 pub mod error;
+mod head_deadline;
+pub mod limits;
 pub mod notifications;
 mod routes;
 pub mod telemetry;
