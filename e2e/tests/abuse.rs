@@ -143,7 +143,10 @@ async fn parallel_wrong_passwords_check_no_more_passwords_than_the_limit() -> Re
     let right = login(&http, &server, &victim.email, &victim.password).await?;
     assert_eq!((right.status, right.code()), (429, "login_locked"));
     let retry_after = right.assert_retry_after();
-    assert!(retry_after > 14 * 60 && retry_after <= 15 * 60, "{retry_after}");
+    assert!(
+        retry_after > 14 * 60 && retry_after <= 15 * 60,
+        "{retry_after}"
+    );
     assert_eq!(
         server.metric("tandem_password_hashes_total").await?,
         hashes_before
@@ -224,12 +227,21 @@ async fn a_flood_of_unknown_email_logins_keeps_memory_bounded() -> Result {
 
 #[tokio::test]
 async fn logins_registrations_and_refreshes_are_rate_limited_per_address() -> Result {
-    let server =
-        TandemServer::start(&["--auth-rate-per-minute", "6", "--auth-burst", "3"]).await?;
+    let server = TandemServer::start(&["--auth-rate-per-minute", "6", "--auth-burst", "3"]).await?;
     let http = http_from(None);
     for i in 0..3 {
-        let answer = login(&http, &server, &format!("guess-{i}@example.test"), "wrong-pw").await?;
-        assert_eq!(answer.status, 401, "request {i} of the burst: {}", answer.body);
+        let answer = login(
+            &http,
+            &server,
+            &format!("guess-{i}@example.test"),
+            "wrong-pw",
+        )
+        .await?;
+        assert_eq!(
+            answer.status, 401,
+            "request {i} of the burst: {}",
+            answer.body
+        );
     }
     let limited = login(&http, &server, "one-more@example.test", "wrong-pw").await?;
     assert_eq!((limited.status, limited.code()), (429, "rate_limited"));
@@ -328,10 +340,16 @@ async fn write_through(
             .error_for_status()?
             .json()
             .await?;
-        if document["text"].as_str().is_some_and(|t| t.contains(content)) {
+        if document["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(content))
+        {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "the write never showed: {document}");
+        ensure!(
+            Instant::now() < deadline,
+            "the write never showed: {document}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -354,7 +372,11 @@ async fn websockets_per_address_are_capped_and_refused_before_the_upgrade() -> R
     // The sockets within the cap keep working, and another address connects.
     write_through(&server, &mut open[0], "capped", &token, "still here").await?;
     let other = upgrade_from(&server, OTHER_CLIENT, "capped", &token).await?;
-    assert!(other.is_ok(), "another address was refused: {:?}", other.err());
+    assert!(
+        other.is_ok(),
+        "another address was refused: {:?}",
+        other.err()
+    );
     assert_healthy(&server).await?;
 
     // Closing one frees its slot.
@@ -379,13 +401,8 @@ async fn websockets_per_address_are_capped_and_refused_before_the_upgrade() -> R
 
 #[tokio::test]
 async fn websocket_upgrades_per_address_are_rate_limited() -> Result {
-    let server = TandemServer::start(&[
-        "--ws-upgrades-per-minute",
-        "6",
-        "--ws-upgrade-burst",
-        "3",
-    ])
-    .await?;
+    let server =
+        TandemServer::start(&["--ws-upgrades-per-minute", "6", "--ws-upgrade-burst", "3"]).await?;
     let token = server.ensure_room("busy").await?;
     let mut first = None;
     for i in 0..3 {
@@ -408,7 +425,11 @@ async fn websocket_upgrades_per_address_are_rate_limited() -> Result {
     let mut first = first.context("three upgrades")?;
     write_through(&server, &mut first, "busy", &token, "unaffected").await?;
     let other = upgrade_from(&server, OTHER_CLIENT, "busy", &token).await?;
-    assert!(other.is_ok(), "another address was refused: {:?}", other.err());
+    assert!(
+        other.is_ok(),
+        "another address was refused: {:?}",
+        other.err()
+    );
     assert_healthy(&server).await?;
     Ok(())
 }
@@ -465,8 +486,13 @@ async fn dribble(
     let elapsed = started.elapsed();
     writer.abort();
     let sent = writer.await.unwrap_or(0);
-    closed.map_err(|_| anyhow::anyhow!("a dribbling client was still connected after {within:?}"))?;
-    Ok((elapsed, sent, String::from_utf8_lossy(&received).into_owned()))
+    closed
+        .map_err(|_| anyhow::anyhow!("a dribbling client was still connected after {within:?}"))?;
+    Ok((
+        elapsed,
+        sent,
+        String::from_utf8_lossy(&received).into_owned(),
+    ))
 }
 
 #[tokio::test]

@@ -243,10 +243,12 @@ impl From<crate::limits::LimitError> for ApiError {
     fn from(err: crate::limits::LimitError) -> Self {
         use crate::limits::LimitError;
         match err {
-            LimitError::RateLimited { retry_after } => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", err.to_string())
-                    .with_retry_after(retry_after)
-            }
+            LimitError::RateLimited { retry_after } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                err.to_string(),
+            )
+            .with_retry_after(retry_after),
             LimitError::TooManyConnections { .. } => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections",

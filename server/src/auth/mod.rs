@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::entity::{
     api_key, login_throttle, rotated_refresh_token, server_setting, session, share_link, user,
 };
-use secrets::{API_KEY_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash};
 pub use hashing::HashingLimits;
 use hashing::HashingPool;
+use secrets::{API_KEY_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash};
 use throttle::LoginPolicy;
 
 /// A source of "now" in milliseconds since the epoch; replaced in tests.
@@ -392,9 +392,10 @@ impl Auth {
             .await?;
         // Unknown emails are verified against a hash with the same parameters, so timing
         // does not tell which emails have accounts.
-        let phc = account
-            .as_ref()
-            .map_or_else(|| self.inner.dummy_hash.clone(), |u| u.password_hash.clone());
+        let phc = account.as_ref().map_or_else(
+            || self.inner.dummy_hash.clone(),
+            |u| u.password_hash.clone(),
+        );
         let password = password.to_owned();
         let valid = turn
             .run(move || secrets::verify_password(&password, &phc))
@@ -431,7 +432,9 @@ impl Auth {
                     email.into(),
                     now.into(),
                     first_lock.into(),
-                    i32::try_from(policy.max_failures).unwrap_or(i32::MAX).into(),
+                    i32::try_from(policy.max_failures)
+                        .unwrap_or(i32::MAX)
+                        .into(),
                     lock_end.into(),
                     ms(policy.window).into(),
                 ],
