@@ -262,6 +262,10 @@ async fn logins_registrations_and_refreshes_are_rate_limited_per_address() -> Re
     )
     .await?;
     assert_eq!((refresh.status, refresh.code()), (429, "rate_limited"));
+    assert_eq!(
+        server.metric("tandem_client_limit_refusals_total").await?,
+        3.0
+    );
 
     // Another address is not limited by this one's requests.
     let other = http_from(Some(OTHER_CLIENT));

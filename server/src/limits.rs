@@ -56,6 +56,11 @@ pub fn client_key(peer: Option<SocketAddr>) -> IpAddr {
     }
 }
 
+/// Counts one refusal by `limit` (`tandem_client_limit_refusals_total`).
+fn refused(limit: &'static str) {
+    metrics::counter!("tandem_client_limit_refusals_total", "limit" => limit).increment(1);
+}
+
 /// A keyed token bucket per client (GCRA, from `governor`).
 struct ClientRate {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
@@ -169,7 +174,10 @@ impl ClientLimits {
         self.inner
             .auth
             .check(client_key(peer))
-            .map_err(|retry_after| LimitError::RateLimited { retry_after })
+            .map_err(|retry_after| {
+                refused("auth_rate");
+                LimitError::RateLimited { retry_after }
+            })
     }
 
     /// Counts one WebSocket upgrade from `peer` and takes one of its connection slots, to be
@@ -179,7 +187,10 @@ impl ClientLimits {
         self.inner
             .ws_upgrades
             .check(client)
-            .map_err(|retry_after| LimitError::RateLimited { retry_after })?;
+            .map_err(|retry_after| {
+                refused("ws_upgrade_rate");
+                LimitError::RateLimited { retry_after }
+            })?;
         let connections = &self.inner.ws_connections;
         let mut open = connections
             .open
@@ -187,6 +198,7 @@ impl ClientLimits {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = open.entry(client).or_insert(0);
         if *count >= connections.max {
+            refused("ws_connections");
             return Err(LimitError::TooManyConnections {
                 max: connections.max,
             });
