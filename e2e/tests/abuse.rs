@@ -572,3 +572,50 @@ async fn a_client_dribbling_its_request_head_is_cut_off() -> Result {
     assert_healthy(&server).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_dribbling_its_request_body_is_answered_408_and_closed() -> Result {
+    let server = TandemServer::start(&["--request-body-timeout", "1s"]).await?;
+    let address = server.address().to_owned();
+    let body = format!(
+        r#"{{"email": "slow@example.test", "password": "{}"}}"#,
+        "p".repeat(100)
+    );
+    let head = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(&address).await?;
+    stream.write_all(head.as_bytes()).await?;
+    let slow = tokio::spawn(dribble(
+        stream,
+        body.clone().into_bytes(),
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+    ));
+
+    // Meanwhile everyone else is served, bodies included.
+    let user = server.register("patient").await?;
+    server.login(&user).await?;
+    assert_healthy(&server).await?;
+
+    let (elapsed, sent, received) = slow.await??;
+    assert!(sent < body.len(), "the whole body got through");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+        "closed after {elapsed:?}"
+    );
+    assert!(
+        received.starts_with("HTTP/1.1 408"),
+        "answered {received:?}"
+    );
+    assert!(
+        received.contains("request_timeout"),
+        "answered {received:?}"
+    );
+    assert_eq!(
+        server.metric("tandem_request_body_timeouts_total").await?,
+        1.0
+    );
+    Ok(())
+}

@@ -55,6 +55,8 @@ pub struct AppState {
     pub webhooks: crate::webhooks::Webhooks,
     /// Per-client rate limits and WebSocket caps.
     pub client_limits: ClientLimits,
+    /// HTTP connection and request timeouts.
+    pub http: crate::config::HttpTimeouts,
 }
 
 impl AppState {
@@ -133,6 +135,7 @@ impl Application {
             file_limits: config.file_limits,
             webhooks,
             client_limits: ClientLimits::new(config.client_limits),
+            http: config.http,
         };
         if let Some(bus) = &state.cluster {
             bus.connect_access_events(&state.events);
@@ -263,6 +266,9 @@ fn serve(
                 .app_data(web_assets)
                 .wrap(routes::security_headers())
                 .wrap(routes::cors(&cors_origins))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::body_deadline::enforce,
+                ))
                 .configure(routes::configure)
                 .into_factory()
                 .map_err(|err| err.error_response());

@@ -274,6 +274,10 @@ pub struct ServeArgs {
     /// first byte, on every request of a connection; slower clients get 408 and are closed.
     #[arg(long, env = "TANDEM_REQUEST_HEAD_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub request_head_timeout: Duration,
+    /// Time limit of receiving one request body, from the end of its head; slower clients
+    /// get 408 `request_timeout` and are closed. WebSockets are not affected.
+    #[arg(long, env = "TANDEM_REQUEST_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_body_timeout: Duration,
     /// How long an idle HTTP connection is kept open for its next request.
     #[arg(long, env = "TANDEM_KEEP_ALIVE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub keep_alive: Duration,
@@ -288,6 +292,8 @@ pub struct ServeArgs {
 pub struct HttpTimeouts {
     /// Limit of receiving one request head, from its first byte.
     pub request_head_timeout: Duration,
+    /// Limit of receiving one request body, from the end of its head.
+    pub request_body_timeout: Duration,
     /// Idle keep-alive.
     pub keep_alive: Duration,
     /// Limit of a closing connection's shutdown.
@@ -394,6 +400,7 @@ impl ServeArgs {
             },
             http: HttpTimeouts {
                 request_head_timeout: self.request_head_timeout,
+                request_body_timeout: self.request_body_timeout,
                 keep_alive: self.keep_alive,
                 client_disconnect_timeout: self.client_disconnect_timeout,
             },
