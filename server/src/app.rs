@@ -288,8 +288,6 @@ fn serve(
                 .h1(actix_service::map_config(app, |()| AppConfig::default()));
             let head_timeout = http.request_head_timeout;
             actix_service::fn_service(move |io: tokio::net::TcpStream| async move {
-                // Small frames (sync messages, keystrokes) go out at once.
-                let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
                 Ok::<_, actix_http::error::DispatchError>((
                     HeadDeadlineStream::new(io, head_timeout),
