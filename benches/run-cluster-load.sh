@@ -26,6 +26,12 @@ for tool in curl jq redis-server redis-cli; do
     command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
 
+# Every loadgen socket comes from 127.0.0.1, so the per-address limits meant for one real
+# client (WebSockets open and upgrades per address) are raised for the run, unless set.
+export TANDEM_WS_CONNECTIONS_PER_IP=${TANDEM_WS_CONNECTIONS_PER_IP:-1000000}
+export TANDEM_WS_UPGRADES_PER_MINUTE=${TANDEM_WS_UPGRADES_PER_MINUTE:-1000000}
+export TANDEM_WS_UPGRADE_BURST=${TANDEM_WS_UPGRADE_BURST:-1000000}
+
 cargo build --release -p server -p benches
 
 work_dir=$(mktemp -d)

@@ -56,6 +56,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Every loadgen socket comes from 127.0.0.1, so the per-address limits meant for one real
+# client (WebSockets open and upgrades per address) are raised for the run, unless set.
+export TANDEM_WS_CONNECTIONS_PER_IP=${TANDEM_WS_CONNECTIONS_PER_IP:-1000000}
+export TANDEM_WS_UPGRADES_PER_MINUTE=${TANDEM_WS_UPGRADES_PER_MINUTE:-1000000}
+export TANDEM_WS_UPGRADE_BURST=${TANDEM_WS_UPGRADE_BURST:-1000000}
+
 target/release/tandem serve --listen 127.0.0.1:0 --data-dir "$work_dir/data" \
     >"$work_dir/server.out" 2>"$work_dir/server.err" &
 server_pid=$!

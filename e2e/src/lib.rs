@@ -170,6 +170,7 @@ impl TandemServer {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(self.data_dir.path().join("data"))
+            .args(self.generous_client_limits())
             .args(&self.extra_args)
             .env("DATABASE_URL", &self.database_url)
             .env("TANDEM_JWT_SECRET", TEST_JWT_SECRET)
@@ -1140,5 +1141,29 @@ impl LocalModel {
     /// `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
+    }
+}
+
+impl TandemServer {
+    /// Per-client limits far above what any test does from its one loopback address, unless
+    /// the test sets the flag itself. Every test's clients share 127.0.0.1, so the defaults
+    /// meant for one real client would refuse the many registrations, logins and sockets a
+    /// test makes; tests of those limits pass small values of their own.
+    fn generous_client_limits(&self) -> Vec<String> {
+        const GENEROUS: [(&str, &str); 6] = [
+            ("--auth-rate-per-minute", "1000000"),
+            ("--auth-burst", "100000"),
+            ("--ws-connections-per-ip", "100000"),
+            ("--ws-upgrades-per-minute", "1000000"),
+            ("--ws-upgrade-burst", "100000"),
+            // Tests register accounts in parallel; they wait for a hashing thread rather
+            // than being told the server is busy.
+            ("--password-hash-wait", "60s"),
+        ];
+        GENEROUS
+            .iter()
+            .filter(|(flag, _)| !self.extra_args.iter().any(|arg| arg == flag))
+            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+            .collect()
     }
 }

@@ -5,8 +5,9 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _};
+use actix_web::dev::{AppConfig, Server, ServerHandle};
+use actix_web::{App, web};
 use anyhow::Context;
 use crdt_store::{RoomRegistry, Storage};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -18,6 +19,8 @@ use crate::activity::Activity;
 use crate::auth::{Auth, system_clock};
 use crate::cluster::RedisBus;
 use crate::config::{Config, SessionConfig};
+use crate::head_deadline::HeadDeadlineStream;
+use crate::limits::ClientLimits;
 use crate::routes;
 use crate::telemetry::{SessionMetrics, install_metrics};
 
@@ -50,6 +53,10 @@ pub struct AppState {
     pub file_limits: routes::FileLimits,
     /// Webhook registrations and deliveries.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Per-client rate limits and WebSocket caps.
+    pub client_limits: ClientLimits,
+    /// HTTP connection and request timeouts.
+    pub http: crate::config::HttpTimeouts,
 }
 
 impl AppState {
@@ -127,6 +134,8 @@ impl Application {
             ai: None,
             file_limits: config.file_limits,
             webhooks,
+            client_limits: ClientLimits::new(config.client_limits),
+            http: config.http,
         };
         state.auth.announce_revocations_on(state.events.clone());
         if let Some(bus) = &state.cluster {
@@ -155,22 +164,12 @@ impl Application {
             ai: Some(ai),
             ..state
         };
-        let shared = state.clone();
-        let cors_origins = config.cors_origins.clone();
-        let web_assets = web::Data::new(routes::web_client::WebAssets::new(config.web_dir.clone()));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(shared.clone()))
-                .app_data(web_assets.clone())
-                .wrap(routes::security_headers())
-                .wrap(routes::cors(&cors_origins))
-                .configure(routes::configure)
-        })
-        .workers(config.workers)
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
-        .listen(listener)?
-        .run();
+        let server = serve(
+            listener,
+            &config,
+            state.clone(),
+            web::Data::new(routes::web_client::WebAssets::new(config.web_dir.clone())),
+        )?;
         Ok(Self {
             server,
             address,
@@ -238,6 +237,68 @@ impl Application {
         info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Runs the HTTP server on `listener`: actix-web's application over actix-http's HTTP/1
+/// service, with every accepted connection wrapped in a [`HeadDeadlineStream`] so each request
+/// head (not only the first of a connection) must arrive within `--request-head-timeout`.
+/// This is what `HttpServer::listen` assembles, plus that wrapper.
+fn serve(
+    listener: TcpListener,
+    config: &Config,
+    shared: AppState,
+    web_assets: web::Data<routes::web_client::WebAssets>,
+) -> anyhow::Result<Server> {
+    let cors_origins = config.cors_origins.clone();
+    let http = config.http;
+    let local_addr = listener.local_addr()?;
+    let builder = actix_server::ServerBuilder::default();
+    let graceful_shutdown = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(config.workers)
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+        .listen("tandem-http", listener, move || {
+            let shared = shared.clone();
+            let web_assets = web_assets.clone();
+            let cors_origins = cors_origins.clone();
+            let app = App::new()
+                .app_data(web::Data::new(shared))
+                .app_data(web_assets)
+                .wrap(routes::security_headers())
+                .wrap(routes::cors(&cors_origins))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::body_deadline::enforce,
+                ))
+                .configure(routes::configure)
+                .into_factory()
+                .map_err(|err| err.error_response());
+            let graceful_shutdown = graceful_shutdown.clone();
+            let h1 = actix_http::HttpService::build()
+                // Idle kept-alive connections close at once when shutdown begins.
+                .graceful_shutdown_signal(move || {
+                    let signal = graceful_shutdown.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(http.keep_alive)
+                .client_request_timeout(http.request_head_timeout)
+                .client_disconnect_timeout(http.client_disconnect_timeout)
+                .local_addr(local_addr)
+                // The app config's host is only a fallback for URL generation when a request
+                // has no `Host` header; nothing here generates URLs.
+                .h1(actix_service::map_config(app, |()| AppConfig::default()));
+            let head_timeout = http.request_head_timeout;
+            actix_service::fn_service(move |io: tokio::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((
+                    HeadDeadlineStream::new(io, head_timeout),
+                    peer,
+                ))
+            })
+            .and_then(h1)
+        })?
+        .run();
+    Ok(server)
 }
 
 async fn stop(shutdown: &CancellationToken, handle: &ServerHandle) {

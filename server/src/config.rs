@@ -276,6 +276,44 @@ pub struct ServeArgs {
     /// directly and `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` are ignored.
     #[arg(long, env = "TANDEM_WEBHOOK_PROXY", hide_env_values = true, value_parser = webhook_proxy)]
     pub webhook_proxy: Option<reqwest::Url>,
+    /// Password hashes (argon2id, 19 MiB of memory each) computed at once; further logins,
+    /// registrations and password changes wait (default: one per CPU core).
+    #[arg(long, env = "TANDEM_PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<usize>,
+    /// How long a request waits for a free password-hashing slot before 503 `server_busy`.
+    #[arg(long, env = "TANDEM_PASSWORD_HASH_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub password_hash_wait: Duration,
+    /// Logins, registrations and refreshes per client address per minute, together (429
+    /// `rate_limited`).
+    #[arg(long, env = "TANDEM_AUTH_RATE_PER_MINUTE", default_value_t = 30)]
+    pub auth_rate_per_minute: u32,
+    /// How many of those a client address may send in a burst.
+    #[arg(long, env = "TANDEM_AUTH_BURST", default_value_t = 10)]
+    pub auth_burst: u32,
+    /// WebSocket connections one client address may hold open (429 `too_many_connections`).
+    #[arg(long, env = "TANDEM_WS_CONNECTIONS_PER_IP", default_value_t = 100)]
+    pub ws_connections_per_ip: usize,
+    /// WebSocket upgrade attempts per client address per minute (429 `rate_limited`).
+    #[arg(long, env = "TANDEM_WS_UPGRADES_PER_MINUTE", default_value_t = 120)]
+    pub ws_upgrades_per_minute: u32,
+    /// How many upgrades a client address may attempt in a burst.
+    #[arg(long, env = "TANDEM_WS_UPGRADE_BURST", default_value_t = 40)]
+    pub ws_upgrade_burst: u32,
+    /// Time limit of receiving one request head (the WebSocket handshake included), from its
+    /// first byte, on every request of a connection; slower clients get 408 and are closed.
+    #[arg(long, env = "TANDEM_REQUEST_HEAD_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_head_timeout: Duration,
+    /// Time limit of receiving one request body, from the end of its head; slower clients
+    /// get 408 `request_timeout` and are closed. WebSockets are not affected.
+    #[arg(long, env = "TANDEM_REQUEST_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_body_timeout: Duration,
+    /// How long an idle HTTP connection is kept open for its next request.
+    #[arg(long, env = "TANDEM_KEEP_ALIVE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub keep_alive: Duration,
+    /// How long a closing HTTP connection waits for the client to acknowledge before the
+    /// socket is dropped.
+    #[arg(long, env = "TANDEM_CLIENT_DISCONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub client_disconnect_timeout: Duration,
 }
 
 /// A proxy URL reqwest accepts: `http` or `https`, with a host.
@@ -286,6 +324,19 @@ fn webhook_proxy(text: &str) -> Result<reqwest::Url, String> {
     }
     reqwest::Proxy::all(url.clone()).map_err(|err| err.to_string())?;
     Ok(url)
+}
+
+/// Timeouts of HTTP connections.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpTimeouts {
+    /// Limit of receiving one request head, from its first byte.
+    pub request_head_timeout: Duration,
+    /// Limit of receiving one request body, from the end of its head.
+    pub request_body_timeout: Duration,
+    /// Idle keep-alive.
+    pub keep_alive: Duration,
+    /// Limit of a closing connection's shutdown.
+    pub client_disconnect_timeout: Duration,
 }
 
 /// Settings of the WebSocket sessions.
@@ -332,6 +383,10 @@ pub struct Config {
     pub file_limits: crate::routes::FileLimits,
     /// Webhook deliveries.
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Per-client limits.
+    pub client_limits: crate::limits::ClientLimitsConfig,
+    /// HTTP connection timeouts.
+    pub http: HttpTimeouts,
 }
 
 impl ServeArgs {
@@ -374,7 +429,29 @@ impl ServeArgs {
                 anyhow::bail!("--ai-peer external needs --ai-peer-secret (TANDEM_AI_PEER_SECRET)")
             }
         };
+        anyhow::ensure!(
+            !self.request_head_timeout.is_zero(),
+            "--request-head-timeout must be positive"
+        );
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Config {
+            client_limits: crate::limits::ClientLimitsConfig {
+                auth_rate: crate::limits::Rate {
+                    per_minute: self.auth_rate_per_minute,
+                    burst: self.auth_burst,
+                },
+                ws_upgrade_rate: crate::limits::Rate {
+                    per_minute: self.ws_upgrades_per_minute,
+                    burst: self.ws_upgrade_burst,
+                },
+                ws_connections_per_client: self.ws_connections_per_ip,
+            },
+            http: HttpTimeouts {
+                request_head_timeout: self.request_head_timeout,
+                request_body_timeout: self.request_body_timeout,
+                keep_alive: self.keep_alive,
+                client_disconnect_timeout: self.client_disconnect_timeout,
+            },
             listen: self.listen,
             database_url,
             store: StoreConfig {
@@ -415,6 +492,10 @@ impl ServeArgs {
                     lockout: self.login_lockout,
                 },
                 jwt_secret: self.jwt_secret,
+                hashing: crate::auth::HashingLimits {
+                    concurrency: self.password_hash_concurrency.unwrap_or(cores).max(1),
+                    wait: self.password_hash_wait,
+                },
             },
             cors_origins: self.cors_origins,
             webhooks: crate::webhooks::WebhookConfig {

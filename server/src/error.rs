@@ -258,7 +258,32 @@ impl From<AuthError> for ApiError {
                 error
             }
             AuthError::EmailTaken => Self::conflict("email_taken", err.to_string()),
+            AuthError::Busy { retry_after } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                err.to_string(),
+            )
+            .with_retry_after(retry_after),
             AuthError::Database(_) | AuthError::Hashing(_) => Self::internal(&err),
+        }
+    }
+}
+
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(err: crate::limits::LimitError) -> Self {
+        use crate::limits::LimitError;
+        match err {
+            LimitError::RateLimited { retry_after } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                err.to_string(),
+            )
+            .with_retry_after(retry_after),
+            LimitError::TooManyConnections { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                err.to_string(),
+            ),
         }
     }
 }

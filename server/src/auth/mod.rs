@@ -1,6 +1,9 @@
 //! Accounts and authentication: who is calling.
 //!
-//! - Passwords are argon2id ([`secrets`]); logins are throttled per email ([`throttle`]).
+//! - Passwords are argon2id ([`secrets`]), computed on a bounded set of threads
+//!   ([`hashing`]); logins are throttled per email ([`throttle`]): each attempt is counted,
+//!   in one atomic statement, before its password is checked, so parallel guesses cannot
+//!   check more passwords than the limit allows.
 //! - A login creates a *session*: a short-lived JWT access token naming the session (`sid`)
 //!   and a rotating refresh token stored hashed. Every use of an access token checks that its
 //!   session is still live, so logout and password changes take effect at once everywhere.
@@ -10,6 +13,7 @@
 //!
 //! What a principal may do in a room is decided in `crate::access`.
 
+pub mod hashing;
 pub mod secrets;
 pub mod throttle;
 
@@ -19,8 +23,8 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, Statement,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +32,10 @@ use crate::access::{AccessEvent, AccessEvents};
 use crate::entity::{
     api_key, login_throttle, rotated_refresh_token, server_setting, session, share_link, user,
 };
+pub use hashing::HashingLimits;
+use hashing::HashingPool;
 use secrets::{API_KEY_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash};
-use throttle::{Attempts, LoginPolicy};
+use throttle::LoginPolicy;
 
 /// A source of "now" in milliseconds since the epoch; replaced in tests.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -50,6 +56,8 @@ pub struct AuthConfig {
     pub login: LoginPolicy,
     /// HS256 signing secret; generated and stored in the database when absent.
     pub jwt_secret: Option<String>,
+    /// Password hashing threads and admission.
+    pub hashing: HashingLimits,
 }
 
 /// A room role. Ordered: `Viewer < Editor < Owner`.
@@ -157,6 +165,12 @@ pub enum AuthError {
     /// Hashing failed (out of memory or a panic).
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// Every password-hashing slot stayed taken for the whole wait.
+    #[error("the server is busy checking passwords; try again in {} seconds", .retry_after.as_secs().max(1))]
+    Busy {
+        /// When to try again.
+        retry_after: Duration,
+    },
 }
 
 /// What a client receives after logging in or refreshing.
@@ -189,6 +203,10 @@ struct AuthInner {
     /// Where revocations this service makes on its own (a reused refresh token) are
     /// announced, so open sockets re-check; set once at start-up.
     revocations: std::sync::OnceLock<AccessEvents>,
+    hashing: HashingPool,
+    /// A hash of a random password with the parameters new hashes get: logins for unknown
+    /// emails verify against it, so they cost what logins for real accounts cost.
+    dummy_hash: String,
 }
 
 /// Whether the credential a socket was opened with still holds, read from the database.
@@ -218,12 +236,40 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AuthError::Hashing(e.to_string()))
+/// Counts one login attempt for an email before its password is checked, in one statement
+/// (so concurrent attempts are serialised by the row): a fresh window starts at 1, an attempt
+/// within the window adds one, and the attempt that reaches the limit sets the lock. A locked
+/// email's row is left alone and no row comes back. Placeholders: `$1` email, `$2` now, `$3`
+/// the lock of a first attempt (when the limit is 1), `$4` the limit, `$5` the end of a lock
+/// set now, `$6` the window in ms. Numbered placeholders work on SQLite and PostgreSQL alike;
+/// columns of the existing row are qualified, as PostgreSQL requires.
+const RESERVE_LOGIN_ATTEMPT: &str = "\
+INSERT INTO login_throttle (email, failures, first_failure_at, locked_until) \
+VALUES ($1, 1, $2, $3) \
+ON CONFLICT (email) DO UPDATE SET \
+  failures = CASE \
+    WHEN login_throttle.locked_until IS NOT NULL OR $2 - login_throttle.first_failure_at >= $6 \
+      THEN 1 \
+    ELSE login_throttle.failures + 1 END, \
+  first_failure_at = CASE \
+    WHEN login_throttle.locked_until IS NOT NULL OR $2 - login_throttle.first_failure_at >= $6 \
+      THEN $2 \
+    ELSE login_throttle.first_failure_at END, \
+  locked_until = CASE \
+    WHEN login_throttle.locked_until IS NOT NULL OR $2 - login_throttle.first_failure_at >= $6 \
+      THEN $3 \
+    WHEN login_throttle.failures + 1 >= $4 THEN $5 \
+    ELSE NULL END \
+WHERE login_throttle.locked_until IS NULL OR login_throttle.locked_until <= $2 \
+RETURNING failures, locked_until";
+
+/// What counting an attempt decided.
+enum Reservation {
+    /// The password may be checked; `locked_until` is set when this attempt used the last
+    /// one the window allows (a failure then answers "locked").
+    Granted { locked_until: Option<i64> },
+    /// The email is locked: its password is not checked at all.
+    Locked { retry_after: Duration },
 }
 
 impl Auth {
@@ -255,6 +301,17 @@ impl Auth {
                     .ok_or_else(|| DbErr::RecordNotFound("jwt secret".into()))?
             }
         };
+        let hashing = HashingPool::start(config.hashing)
+            .map_err(|e| DbErr::Custom(format!("starting the password hashing threads: {e}")))?;
+        let dummy_password = random_token("");
+        let dummy_hash = hashing
+            .admit()
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+            .run(move || secrets::hash_password(&dummy_password))
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+            .map_err(DbErr::Custom)?;
         Ok(Self {
             inner: Arc::new(AuthInner {
                 encoding: EncodingKey::from_secret(secret.as_bytes()),
@@ -263,6 +320,8 @@ impl Auth {
                 config,
                 clock,
                 revocations: std::sync::OnceLock::new(),
+                hashing,
+                dummy_hash,
             }),
         })
     }
@@ -310,7 +369,12 @@ impl Auth {
             return Err(AuthError::EmailTaken);
         }
         let password = password.to_owned();
-        let hash = blocking(move || secrets::hash_password(&password))
+        let hash = self
+            .inner
+            .hashing
+            .admit()
+            .await?
+            .run(move || secrets::hash_password(&password))
             .await?
             .map_err(AuthError::Hashing)?;
         let now = self.now();
@@ -332,37 +396,36 @@ impl Auth {
         Ok((model, tokens))
     }
 
-    /// Checks a password, with throttling per email.
+    /// Checks a password, with throttling per email: the attempt is counted before the
+    /// password is checked, and a locked email's password is not checked at all. A success
+    /// clears the count.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
     ) -> Result<(user::Model, TokenPair), AuthError> {
         let email = email.trim().to_lowercase();
+        // A turn at hashing first: a request turned away busy has not used an attempt.
+        let turn = self.inner.hashing.admit().await?;
         let now = self.now();
-        let policy = self.inner.config.login;
-        let attempts = login_throttle::Entity::find_by_id(&email)
-            .one(self.db())
-            .await?
-            .map(|t| Attempts {
-                failures: t.failures.max(0) as u32,
-                first_failure_at: t.first_failure_at,
-                locked_until: t.locked_until,
-            })
-            .unwrap_or_default();
-        if let Some(retry_after) = policy.locked(&attempts, now) {
-            return Err(AuthError::Locked { retry_after });
-        }
+        let locked_until = match self.reserve_login_attempt(&email, now).await? {
+            Reservation::Granted { locked_until } => locked_until,
+            Reservation::Locked { retry_after } => return Err(AuthError::Locked { retry_after }),
+        };
         let account = user::Entity::find()
             .filter(user::Column::Email.eq(&email))
             .one(self.db())
             .await?;
-        // Verify against a real hash even for unknown emails so timing does not tell.
-        let phc = account.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| {
-            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$yhqqMf3m2uDhbL2RzCEHSPxbQTAFtm7aKzA8D1YlY2s".to_owned()
-        });
+        // Unknown emails are verified against a hash with the same parameters, so timing
+        // does not tell which emails have accounts.
+        let phc = account.as_ref().map_or_else(
+            || self.inner.dummy_hash.clone(),
+            |u| u.password_hash.clone(),
+        );
         let password = password.to_owned();
-        let valid = blocking(move || secrets::verify_password(&password, &phc)).await?;
+        let valid = turn
+            .run(move || secrets::verify_password(&password, &phc))
+            .await?;
         match account {
             Some(account) if valid => {
                 login_throttle::Entity::delete_by_id(&email)
@@ -371,31 +434,52 @@ impl Auth {
                 let tokens = self.start_session(&account.id).await?;
                 Ok((account, tokens))
             }
-            _ => {
-                let next = policy.record_failure(attempts, now);
-                login_throttle::Entity::insert(login_throttle::ActiveModel {
-                    email: Set(email),
-                    failures: Set(next.failures as i32),
-                    first_failure_at: Set(next.first_failure_at),
-                    locked_until: Set(next.locked_until),
-                })
-                .on_conflict(
-                    OnConflict::column(login_throttle::Column::Email)
-                        .update_columns([
-                            login_throttle::Column::Failures,
-                            login_throttle::Column::FirstFailureAt,
-                            login_throttle::Column::LockedUntil,
-                        ])
-                        .to_owned(),
-                )
-                .exec(self.db())
-                .await?;
-                match policy.locked(&next, now) {
-                    Some(retry_after) => Err(AuthError::Locked { retry_after }),
-                    None => Err(AuthError::InvalidCredentials),
-                }
-            }
+            _ => match locked_until {
+                Some(until) if until > now => Err(AuthError::Locked {
+                    retry_after: Duration::from_millis((until - now) as u64),
+                }),
+                _ => Err(AuthError::InvalidCredentials),
+            },
         }
+    }
+
+    /// Counts one login attempt for `email` at `now` (see [`RESERVE_LOGIN_ATTEMPT`]).
+    async fn reserve_login_attempt(&self, email: &str, now: i64) -> Result<Reservation, AuthError> {
+        let policy: LoginPolicy = self.inner.config.login;
+        let lock_end = now.saturating_add(ms(policy.lockout));
+        let first_lock = (policy.max_failures <= 1).then_some(lock_end);
+        let backend = self.db().get_database_backend();
+        let row = self
+            .db()
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                RESERVE_LOGIN_ATTEMPT,
+                [
+                    email.into(),
+                    now.into(),
+                    first_lock.into(),
+                    i32::try_from(policy.max_failures)
+                        .unwrap_or(i32::MAX)
+                        .into(),
+                    lock_end.into(),
+                    ms(policy.window).into(),
+                ],
+            ))
+            .await?;
+        if let Some(row) = row {
+            return Ok(Reservation::Granted {
+                locked_until: row.try_get::<Option<i64>>("", "locked_until")?,
+            });
+        }
+        // No row came back: the email is locked. Read until when, for `Retry-After`.
+        let until = login_throttle::Entity::find_by_id(email)
+            .one(self.db())
+            .await?
+            .and_then(|t| t.locked_until)
+            .unwrap_or(lock_end);
+        Ok(Reservation::Locked {
+            retry_after: Duration::from_millis(until.saturating_sub(now).max(1) as u64),
+        })
     }
 
     async fn start_session(&self, user_id: &str) -> Result<TokenPair, AuthError> {
@@ -528,12 +612,18 @@ impl Auth {
             .await?
             .ok_or(AuthError::InvalidToken)?;
         let (current, phc) = (current.to_owned(), account.password_hash.clone());
-        if !blocking(move || secrets::verify_password(&current, &phc)).await? {
-            return Err(AuthError::InvalidCredentials);
-        }
         let new = new.to_owned();
-        let hash = blocking(move || secrets::hash_password(&new))
+        // One turn for both: check the current password, and only then hash the new one.
+        let hash = self
+            .inner
+            .hashing
+            .admit()
             .await?
+            .run(move || {
+                secrets::verify_password(&current, &phc).then(|| secrets::hash_password(&new))
+            })
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?
             .map_err(AuthError::Hashing)?;
         let now = self.now();
         user::Entity::update_many()

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpResponse, web};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -85,6 +86,28 @@ pub struct ChangePasswordRequest {
     new_password: String,
 }
 
+/// Counts a login, registration or refresh against the caller's address; extracted before
+/// the body, so a client over its rate is answered 429 `rate_limited` (with `Retry-After`)
+/// before anything else is read or computed.
+pub struct AuthRateLimited;
+
+impl FromRequest for AuthRateLimited {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let admitted = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => state
+                .client_limits
+                .check_auth(req.peer_addr())
+                .map(|()| AuthRateLimited)
+                .map_err(ApiError::from),
+            None => Err(ApiError::internal(&"application state missing")),
+        };
+        std::future::ready(admitted)
+    }
+}
+
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 256;
 
@@ -140,8 +163,9 @@ fn validated(fields: BTreeMap<&'static str, String>) -> Result<(), ApiError> {
 
 /// Creates an account and logs in.
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = SessionView), (status = 409), (status = 422)))]
+    responses((status = 201, body = SessionView), (status = 409), (status = 422), (status = 429), (status = 503)))]
 pub async fn register(
+    _rate: AuthRateLimited,
     state: web::Data<AppState>,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -160,11 +184,13 @@ pub async fn register(
     }))
 }
 
-/// Logs in with email and password. Repeated failures lock the email for a while (429 with
-/// `Retry-After`).
+/// Logs in with email and password. Repeated failures lock the email for a while (429
+/// `login_locked` with `Retry-After`); too many requests from one address answer 429
+/// `rate_limited`, and a server busy checking passwords 503 `server_busy`.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = SessionView), (status = 401), (status = 429)))]
+    responses((status = 200, body = SessionView), (status = 401), (status = 429), (status = 503)))]
 pub async fn login(
+    _rate: AuthRateLimited,
     state: web::Data<AppState>,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -177,8 +203,9 @@ pub async fn login(
 
 /// Exchanges a refresh token for new tokens (the refresh token rotates).
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = SessionView), (status = 401)))]
+    responses((status = 200, body = SessionView), (status = 401), (status = 429)))]
 pub async fn refresh(
+    _rate: AuthRateLimited,
     state: web::Data<AppState>,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {

@@ -95,7 +95,8 @@ fn stamp(identity: &Identity) -> AwarenessStamp {
 
 /// The y-protocols WebSocket of a room. Token as `?token=` or `Authorization: Bearer`.
 #[utoipa::path(get, path = "/ws/{room}", tag = "sync",
-    responses((status = 101, description = "upgraded"), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 101, description = "upgraded"), (status = 401), (status = 403), (status = 404),
+        (status = 429, description = "`rate_limited` (upgrades from this address) or `too_many_connections`")))]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
@@ -117,6 +118,13 @@ pub async fn connect(
         CredentialStatus::Revoked => return Err(AuthError::InvalidToken.into()),
         CredentialStatus::Expired => return Err(AuthError::Expired.into()),
     };
+    // Per-address upgrade rate and connection cap (429 before the upgrade). The assistant's
+    // peers connect from the server's own address, one per room it works in; they are the
+    // server's, not a client's, and are not counted.
+    let client_slot = match &principal {
+        Principal::User { user_id, .. } if user_id == crate::ai::ASSISTANT_USER_ID => None,
+        _ => Some(state.client_limits.admit_websocket(req.peer_addr())?),
+    };
     let (role, identity) = require_role(&state, &principal, room_id.as_str(), Role::Viewer).await?;
     let access = SessionAccess {
         principal,
@@ -137,6 +145,7 @@ pub async fn connect(
     actix_web::rt::spawn(
         async move {
             let _presence = presence;
+            let _client_slot = client_slot;
             run_session(
                 session,
                 stream,
