@@ -138,6 +138,47 @@ fn codec(c: &mut Criterion) {
         )
     });
 
+    // What the server does with each client update: validate (bounded counts and nesting),
+    // then decode and apply. Compare with `apply_remote_updates` for the cost of validation.
+    let limits = protocol::UpdateLimits::default();
+    group.bench_function("validate_updates", |b| {
+        b.iter(|| {
+            for update in &fixture.updates {
+                black_box(
+                    protocol::update::inspect(black_box(update), &limits)
+                        .expect("a captured update is valid"),
+                );
+            }
+        })
+    });
+
+    group.bench_function("apply_client_updates", |b| {
+        b.iter_batched(
+            new_doc,
+            |doc| {
+                for update in &fixture.updates {
+                    crdt_store::guard::apply_client_update(
+                        &mut doc.transact_mut(),
+                        update,
+                        &limits,
+                    )
+                    .expect("a captured update applies");
+                }
+                doc
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    group.bench_function("validate_b4", |b| {
+        b.iter(|| {
+            black_box(
+                protocol::update::inspect(black_box(&fixture.b4_update), &limits)
+                    .expect("b4-update.bin is valid"),
+            )
+        })
+    });
+
     group.bench_function("decode_b4_into_doc", |b| {
         b.iter_batched(
             new_doc,

@@ -41,7 +41,6 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use yrs::sync::awareness::AwarenessUpdate;
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 
 use crate::access::{AccessEvent, AccessEvents};
@@ -591,7 +590,7 @@ impl RedisBus {
                 }
             },
             ClusterMessage::Awareness(bytes) => {
-                let Ok(update) = AwarenessUpdate::decode_v1(&bytes) else {
+                let Ok(update) = protocol::decode_awareness(&bytes) else {
                     return;
                 };
                 match room {
