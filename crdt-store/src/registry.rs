@@ -28,7 +28,7 @@ use crate::bus::RoomBus;
 use crate::config::{Durability, StoreConfig};
 use crate::ids::{ConnectionId, RoomId};
 use crate::metrics::StoreMetrics;
-use crate::persist::{PersistCommand, PersistQueue, run_writer};
+use crate::persist::{BatchLimits, PersistCommand, PersistQueue, run_writer};
 use crate::room::{JoinRefused, Room, RoomConnection, RoomLease};
 use crate::storage::{Storage, StorageError, rebuild_doc};
 use crate::version::VersionKind;
@@ -107,7 +107,10 @@ impl RoomRegistry {
         tasks.spawn(run_writer(
             storage.clone(),
             queue,
-            config.max_batch,
+            BatchLimits {
+                max_rows: config.max_batch.max(1),
+                max_bytes: config.max_batch_bytes.max(1),
+            },
             metrics.clone(),
         ));
         let registry = Self {
@@ -205,7 +208,7 @@ impl RoomRegistry {
             let logged = stored.updates.len() as u64;
             let room_id = id.clone();
             let doc = tokio::task::spawn_blocking(move || {
-                rebuild_doc(&room_id, stored.snapshot.as_deref(), &stored.updates)
+                rebuild_doc(&room_id, None, stored.pieces())
             })
             .await??;
             // Peers may hold edits not yet in storage (relaxed durability, or in flight).
@@ -365,30 +368,57 @@ impl RoomRegistry {
         info!(room = %room.id(), "idle room evicted");
     }
 
-    /// Deletes a room: it is closed to new joiners, its pending writes are committed, it
-    /// leaves memory, and everything stored for it is deleted. Callers close its sockets first.
+    /// Deletes a room and everything stored for it (see [`RoomRegistry::begin_delete`]),
+    /// with the store's tables only; a server deleting its own rows too uses
+    /// `begin_delete` and [`Storage::delete_room_in`] inside its own transaction.
     pub async fn delete_room(&self, id: &RoomId) -> Result<(), StorageError> {
-        let loaded = self
-            .inner
-            .rooms
-            .get(id)
-            .and_then(|slot| slot.get().cloned());
-        if let Some(room) = &loaded {
-            room.activity().closed = true;
-            self.flush().await;
-            self.inner.rooms.remove_if(id, |_, slot| {
-                slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
-            });
-        }
+        let deletion = self.begin_delete(id).await;
         let deleted = self.inner.shared.storage.delete_room(id).await;
-        if let Some(bus) = &self.inner.shared.bus {
-            bus.leave(id);
-        }
-        if let Some(room) = loaded {
-            room.0.evicted.cancel();
-            self.inner.shared.metrics.rooms_in_memory.decrement(1.0);
-        }
+        deletion.finish();
         deleted
+    }
+
+    /// Starts deleting room `id`: answers once no write of the room can reach the database
+    /// any more, with a guard that holds every join and lease of `id` back until it is
+    /// finished (or dropped). In between, the caller deletes the room's rows.
+    ///
+    /// The room in memory (if any; otherwise an empty stand-in, so that a load racing the
+    /// deletion cannot read the rows about to go) is closed and marked deleted: its edits are
+    /// refused from then on, the writer drops what it still has queued of it, and the
+    /// versions or compaction in flight finish first. Everything queued before the mark is
+    /// committed before this returns, so the rows the caller deletes are all there are.
+    /// Joiners arriving meanwhile wait and then load the id afresh from what is left: an
+    /// empty document, which is what a re-created room starts from.
+    pub async fn begin_delete(&self, id: &RoomId) -> RoomDeletion {
+        let shared = &self.inner.shared;
+        loop {
+            let stand_in = Room::new(id.clone(), crate::room::new_doc(), 0, shared.clone());
+            stand_in.activity().closed = true;
+            stand_in.0.deleted.store(true, Ordering::Release);
+            let slot = self.inner.rooms.entry(id.clone()).or_default().clone();
+            let room = slot.get_or_init(|| async { stand_in.clone() }).await.clone();
+            let loaded = !Arc::ptr_eq(&room.0, &stand_in.0);
+            if loaded {
+                let mut activity = room.activity();
+                if activity.closed {
+                    // Being evicted (or deleted) already: once that is done, start over.
+                    drop(activity);
+                    room.0.evicted.cancelled().await;
+                    continue;
+                }
+                activity.closed = true;
+            }
+            {
+                let _no_writes_in_flight = room.0.storage_writes.write().await;
+                room.0.deleted.store(true, Ordering::Release);
+            }
+            self.flush().await;
+            return RoomDeletion {
+                registry: self.clone(),
+                room,
+                loaded,
+            };
+        }
     }
 
     /// Stops background work and makes everything durable: pending writes are committed and
@@ -407,6 +437,40 @@ impl RoomRegistry {
         }
         self.inner.shared.tasks.close();
         // Compactions finish on their own; the writer only stops when the process does.
+    }
+}
+
+/// A deletion in progress (see [`RoomRegistry::begin_delete`]). Finishing it, or dropping it
+/// (the deletion failed), takes the deleted room out of memory and lets joiners load the id
+/// afresh from the database.
+pub struct RoomDeletion {
+    registry: RoomRegistry,
+    room: Room,
+    /// Whether `room` was a loaded room (rather than the stand-in for one not in memory).
+    loaded: bool,
+}
+
+impl RoomDeletion {
+    /// The room's rows are deleted: releases the id.
+    pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for RoomDeletion {
+    fn drop(&mut self) {
+        let inner = &self.registry.inner;
+        let id = self.room.id();
+        inner.rooms.remove_if(id, |_, slot| {
+            slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &self.room.0))
+        });
+        if self.loaded {
+            if let Some(bus) = &inner.shared.bus {
+                bus.leave(id);
+            }
+            inner.shared.metrics.rooms_in_memory.decrement(1.0);
+        }
+        self.room.0.evicted.cancel();
     }
 }
 

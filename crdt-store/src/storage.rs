@@ -38,14 +38,61 @@ pub enum StorageError {
     /// A blocking task died (it panicked).
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The room was deleted; nothing more is stored for it.
+    #[error("the room was deleted")]
+    RoomDeleted,
+}
+
+impl StorageError {
+    /// Whether the database refused the statement for what it holds, so sending it again
+    /// cannot succeed: a value too large or of the wrong type, a violated constraint or
+    /// trigger, a program limit (PostgreSQL's 1 GiB message among them), or bytes the
+    /// driver could not encode. Connection failures, timeouts, lock contention, a full disk
+    /// and anything unrecognised count as transient: they are retried.
+    pub fn is_permanent(&self) -> bool {
+        use sea_orm::RuntimeErr;
+        use sea_orm::sqlx::Error as SqlxError;
+        let Self::Database(DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err))) = self else {
+            return false;
+        };
+        match err.as_ref() {
+            SqlxError::Encode(_) => true,
+            SqlxError::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // SQLite's primary result code is the low byte of the extended one.
+                if let Ok(sqlite) = code.parse::<i32>() {
+                    // SQLITE_TOOBIG, SQLITE_CONSTRAINT (triggers included), SQLITE_MISMATCH.
+                    return matches!(sqlite & 0xff, 18..=20);
+                }
+                // PostgreSQL SQLSTATE classes: data exception, integrity constraint
+                // violation, program limit exceeded.
+                matches!(code.get(..2), Some("22" | "23" | "54"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What is stored for one room, in the order it must be applied.
 pub struct StoredRoom {
-    /// The compacted snapshot, if the room was ever compacted.
+    /// The compacted snapshot, if the room was ever compacted: what the folded rows show.
     pub snapshot: Option<Vec<u8>>,
+    /// What of the folded rows still waits for a dependency (one v1 update), applied after
+    /// the snapshot.
+    pub pending: Option<Vec<u8>>,
     /// Updates logged after the snapshot, oldest first.
     pub updates: Vec<Vec<u8>>,
+}
+
+impl StoredRoom {
+    /// Every stored piece in the order it must be applied: snapshot, pending part, log.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.snapshot
+            .iter()
+            .chain(self.pending.iter())
+            .chain(self.updates.iter())
+            .map(Vec::as_slice)
+    }
 }
 
 /// One update to append to a room's log.
@@ -125,8 +172,13 @@ impl Storage {
                 .await?
                 .unwrap_or(0);
             if marker_now == after {
+                let (snapshot, pending) = match snapshot {
+                    Some(s) => (Some(s.data), s.pending),
+                    None => (None, None),
+                };
                 return Ok(StoredRoom {
-                    snapshot: snapshot.map(|s| s.data),
+                    snapshot,
+                    pending,
                     updates: updates.into_iter().map(|u| u.data).collect(),
                 });
             }
@@ -167,11 +219,15 @@ impl Storage {
             .await?)
     }
 
-    /// Merges the snapshot and the logged updates into a new snapshot and deletes the merged
-    /// rows, all in one transaction: a crash at any point leaves either the old snapshot with
-    /// the full log or the new snapshot with the rest of the log. The merge stops before an
-    /// update that cannot be integrated yet (see [`fold_complete_prefix`]); it and the rows
-    /// after it stay in the log.
+    /// Merges the snapshot, its pending part and the logged updates into a new snapshot and
+    /// deletes the merged rows, all in one transaction: a crash at any point leaves either the
+    /// old snapshot with the full log or the new snapshot with the rest of the log.
+    ///
+    /// Every logged row is folded, even one whose dependency has not been logged yet (e.g. an
+    /// edit built on one another node has not committed): what integrates goes into the
+    /// snapshot, and what yrs holds back is kept beside it as the snapshot's pending part
+    /// (see [`fold_log`]). So a dependency that never arrives cannot stop compaction, the log
+    /// stays bounded by `compact_after`, and no compaction reads a row twice.
     ///
     /// Safe against a concurrent compaction of the same room (another node): the snapshot is
     /// only replaced if its marker is still the one this merge started from; otherwise this
@@ -199,39 +255,44 @@ impl Storage {
             .order_by_asc(room_update::Column::Id)
             .all(&txn)
             .await?;
-        if rows.is_empty() {
-            return Ok(false);
-        }
-        let base_was_missing = snapshot.is_none();
-        let base = snapshot.map(|s| s.data);
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let updates: Vec<Vec<u8>> = rows.into_iter().map(|r| r.data).collect();
-        let room_for_merge = room.clone();
-        let folded = tokio::task::spawn_blocking(move || {
-            fold_complete_prefix(&room_for_merge, base.as_deref(), &updates)
-        })
-        .await??;
-        let Some((merged, count)) = folded else {
-            tracing::debug!(room = %room, rows = ids.len(), "compaction waits: the log's first update depends on one not logged yet");
+        let Some(last_id) = rows.last().map(|r| r.id) else {
             return Ok(false);
         };
-        if count < ids.len() {
-            tracing::debug!(room = %room, folded = count, rows = ids.len(), "compaction stops before an update whose dependency is not logged yet");
+        let base_was_missing = snapshot.is_none();
+        let (base, base_pending) = match snapshot {
+            Some(s) => (Some(s.data), s.pending),
+            None => (None, None),
+        };
+        let updates: Vec<Vec<u8>> = rows.into_iter().map(|r| r.data).collect();
+        let folded_rows = updates.len();
+        let room_for_merge = room.clone();
+        let folded = tokio::task::spawn_blocking(move || {
+            fold_log(
+                &room_for_merge,
+                base.as_deref(),
+                base_pending.as_deref(),
+                &updates,
+            )
+        })
+        .await??;
+        if let Some(pending) = &folded.pending {
+            tracing::debug!(room = %room, rows = folded_rows, pending_bytes = pending.len(), "compaction keeps updates waiting for a dependency beside the snapshot");
         }
-        let last_id = ids[count - 1];
         let now = now_millis();
         if base_was_missing {
             room_snapshot::Entity::insert(room_snapshot::ActiveModel {
                 room_id: Set(room.as_str().to_owned()),
-                data: Set(merged),
+                data: Set(folded.snapshot),
                 last_update_id: Set(last_id),
                 updated_at: Set(now),
+                pending: Set(folded.pending),
             })
             .exec(&txn)
             .await?;
         } else {
             let result = room_snapshot::Entity::update_many()
-                .col_expr(room_snapshot::Column::Data, Expr::value(merged))
+                .col_expr(room_snapshot::Column::Data, Expr::value(folded.snapshot))
+                .col_expr(room_snapshot::Column::Pending, Expr::value(folded.pending))
                 .col_expr(room_snapshot::Column::LastUpdateId, Expr::value(last_id))
                 .col_expr(room_snapshot::Column::UpdatedAt, Expr::value(now))
                 .filter(room_snapshot::Column::RoomId.eq(room.as_str()))
@@ -255,19 +316,30 @@ impl Storage {
     /// Deletes everything stored for a room (log, snapshot, versions) in one transaction.
     pub async fn delete_room(&self, room: &RoomId) -> Result<(), StorageError> {
         let txn = self.db.begin().await?;
+        Self::delete_room_in(&txn, room).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes everything stored for a room (log, snapshot, versions) through `db`: a
+    /// transaction of the caller's that deletes the room's other rows too, so the room goes
+    /// whole or not at all.
+    pub async fn delete_room_in(
+        db: &impl sea_orm::ConnectionTrait,
+        room: &RoomId,
+    ) -> Result<(), StorageError> {
         room_update::Entity::delete_many()
             .filter(room_update::Column::RoomId.eq(room.as_str()))
-            .exec(&txn)
+            .exec(db)
             .await?;
         room_snapshot::Entity::delete_many()
             .filter(room_snapshot::Column::RoomId.eq(room.as_str()))
-            .exec(&txn)
+            .exec(db)
             .await?;
         room_version::Entity::delete_many()
             .filter(room_version::Column::RoomId.eq(room.as_str()))
-            .exec(&txn)
+            .exec(db)
             .await?;
-        txn.commit().await?;
         Ok(())
     }
 
@@ -372,41 +444,64 @@ impl Storage {
     }
 }
 
-/// Builds a document from stored bytes. Any byte that does not decode or apply makes the
-/// whole load fail: a partial document must never be served (and later saved over the real
-/// one).
-/// Merges `snapshot` and the longest prefix of `updates` after which nothing is left pending
-/// (an update whose dependencies are not logged yet, e.g. one built on an edit another node
-/// has not committed yet) into one v1 update; answers it with the prefix's length, or `None`
-/// when not even the first update completes.
+/// The result of folding a log: what the document shows, and what waits for a dependency.
+struct Folded {
+    /// Everything that integrated, as one v1 update (see [`crate::room::encode_integrated`]).
+    snapshot: Vec<u8>,
+    /// The structs and deletions yrs holds back until their dependencies arrive, as one v1
+    /// update; `None` when nothing waits.
+    pending: Option<Vec<u8>>,
+}
+
+/// Merges `snapshot`, its `pending` part and `updates` into a new snapshot and pending part.
 ///
-/// A snapshot never carries pending structs (see [`crate::room::encode_integrated`]): their
-/// rows stay in the log until their dependencies arrive.
-fn fold_complete_prefix(
+/// The two are kept apart because a snapshot must never carry pending structs: integrating
+/// an encoding that mixes them does not always give back the same document (see
+/// [`crate::room::encode_integrated`]). The pending part is exactly what yrs keeps aside, so
+/// applying snapshot, then pending part, then later rows gives the document the rows give.
+fn fold_log(
     room: &RoomId,
     snapshot: Option<&[u8]>,
+    pending: Option<&[u8]>,
     updates: &[Vec<u8>],
-) -> Result<Option<(Vec<u8>, usize)>, StorageError> {
-    let doc = crate::room::new_doc();
-    let mut complete = 0;
-    {
-        let mut txn = doc.transact_mut();
-        if let Some(snapshot) = snapshot {
-            apply_stored(room, &mut txn, snapshot)?;
-        }
-        for (i, bytes) in updates.iter().enumerate() {
-            apply_stored(room, &mut txn, bytes)?;
-            if !txn.has_missing_updates() {
-                complete = i + 1;
-            }
-        }
+) -> Result<Folded, StorageError> {
+    let doc = rebuild_doc(
+        room,
+        snapshot,
+        pending
+            .into_iter()
+            .chain(updates.iter().map(Vec::as_slice)),
+    )?;
+    let snapshot = crate::room::encode_integrated(&doc);
+    let pending = pending_part(&doc).map_err(|e| StorageError::Corrupt {
+        room: room.clone(),
+        detail: format!("pending updates do not merge: {e}"),
+    })?;
+    Ok(Folded { snapshot, pending })
+}
+
+/// What `doc` holds back for missing dependencies, as one v1 update.
+fn pending_part(doc: &Doc) -> Result<Option<Vec<u8>>, yrs::encoding::read::Error> {
+    use yrs::encoding::write::Write;
+    use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
+    let txn = doc.transact();
+    let store = txn.store();
+    let mut parts = Vec::new();
+    if let Some(pending) = store.pending_update() {
+        parts.push(pending.update.encode_v1());
     }
-    let doc = match complete {
-        0 => return Ok(None),
-        n if n == updates.len() => doc,
-        n => rebuild_doc(room, snapshot, &updates[..n])?,
-    };
-    Ok(Some((crate::room::encode_integrated(&doc), complete)))
+    if let Some(deletions) = store.pending_ds() {
+        // An update with no structs (a zero client count) and only this delete set.
+        let mut encoder = EncoderV1::new();
+        encoder.write_var(0u32);
+        deletions.encode(&mut encoder);
+        parts.push(encoder.to_vec());
+    }
+    match parts.len() {
+        0 => Ok(None),
+        1 => Ok(parts.pop()),
+        _ => yrs::merge_updates_v1(parts).map(Some),
+    }
 }
 
 fn apply_stored(
@@ -422,18 +517,18 @@ fn apply_stored(
     txn.apply_update(update).map_err(|e| corrupt(e.to_string()))
 }
 
-pub(crate) fn rebuild_doc(
+/// Builds a document from stored bytes: the snapshot, then `rest` in order. Any byte that
+/// does not decode or apply makes the whole load fail: a partial document must never be
+/// served (and later saved over the real one).
+pub(crate) fn rebuild_doc<'a>(
     room: &RoomId,
-    snapshot: Option<&[u8]>,
-    updates: &[Vec<u8>],
+    snapshot: Option<&'a [u8]>,
+    rest: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Doc, StorageError> {
     let doc = crate::room::new_doc();
     {
         let mut txn = doc.transact_mut();
-        for bytes in snapshot
-            .into_iter()
-            .chain(updates.iter().map(Vec::as_slice))
-        {
+        for bytes in snapshot.into_iter().chain(rest) {
             apply_stored(room, &mut txn, bytes)?;
         }
     }

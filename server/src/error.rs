@@ -180,7 +180,10 @@ impl From<JoinError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
-        Self::internal(&err)
+        match err {
+            StorageError::RoomDeleted => Self::not_found("the room was deleted"),
+            other => Self::internal(&other),
+        }
     }
 }
 
@@ -192,6 +195,15 @@ impl From<ApplyError> for ApiError {
                 "shutting_down",
                 err.to_string(),
             ),
+            ApplyError::RoomDeleted => Self::not_found("the room was deleted"),
+            ApplyError::NotPersisted(_) => {
+                error!(error = %err, "an edit could not be stored");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "not_persisted",
+                    "the database refused to store this change; nothing was changed for others",
+                )
+            }
             other => Self::internal(&other),
         }
     }

@@ -7,10 +7,14 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub room_id: String,
+    /// What the merged updates show: everything that integrated, as one v1 update.
     pub data: Vec<u8>,
     pub last_update_id: i64,
     /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
+    /// What of the merged updates still waits for a dependency, as one v1 update: applied
+    /// after `data` and before the log, it gives back exactly what the merged rows held.
+    pub pending: Option<Vec<u8>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,7 +9,7 @@ use crdt_store::storage::LogEntry;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,8 +22,8 @@ use crate::auth::secrets::{
 };
 use crate::auth::{Principal, Role};
 use crate::entity::{
-    activity, comment, comment_thread, invite, notification, room, room_member, share_link, user,
-    webhook, webhook_delivery,
+    activity, ai_conversation, ai_message, comment, comment_thread, invite, notification, room,
+    room_member, share_link, user, webhook, webhook_delivery,
 };
 use crate::error::ApiError;
 use crate::notifications::{NotificationKind, notify};
@@ -314,8 +314,16 @@ pub async fn rename_room(
     }))
 }
 
-/// Deletes a room with its document, versions, participants, invites and links (owners).
-/// Open sockets are closed with 4404.
+/// Deletes a room with everything of it (owners): its document (log, snapshot, versions),
+/// participants, invites and links, comments, notifications, activity, webhooks with their
+/// deliveries, and AI conversations with their messages, in one transaction. Open sockets
+/// are closed with 4404.
+///
+/// Nothing racing the deletion survives it: the room in memory is closed and marked deleted
+/// first (its edits are refused from then on, and what was queued is committed before the
+/// rows go), joins of the id wait until the rows are gone, and activity is only recorded for
+/// a room that exists (see `activity::record`). A room created again under the id starts
+/// empty.
 #[utoipa::path(delete, path = "/api/rooms/{room}", tag = "rooms", responses((status = 204), (status = 403), (status = 404)))]
 pub async fn delete_room(
     state: web::Data<AppState>,
@@ -324,50 +332,79 @@ pub async fn delete_room(
 ) -> Result<HttpResponse, ApiError> {
     require_role(&state, &caller.0, &room_id, Role::Owner).await?;
     let id = parse_room(&room_id)?;
-    let txn = state.db().begin().await?;
-    room_member::Entity::delete_many()
-        .filter(room_member::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    invite::Entity::delete_many()
-        .filter(invite::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    share_link::Entity::delete_many()
-        .filter(share_link::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    activity::Entity::delete_many()
-        .filter(activity::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    comment::Entity::delete_many()
-        .filter(comment::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    comment_thread::Entity::delete_many()
-        .filter(comment_thread::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    notification::Entity::delete_many()
-        .filter(notification::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    webhook_delivery::Entity::delete_many()
-        .filter(webhook_delivery::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    webhook::Entity::delete_many()
-        .filter(webhook::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    room::Entity::delete_by_id(id.as_str()).exec(&txn).await?;
-    txn.commit().await?;
+    let deletion = state.registry.begin_delete(&id).await;
+    // Sockets are told now: their writes are refused already, and a client reconnecting
+    // waits for the deletion and is then refused (404) at its access check.
     state.events.publish(AccessEvent::RoomDeleted {
         room_id: id.as_str().to_owned(),
     });
-    state.registry.delete_room(&id).await?;
+    delete_room_rows(&state, &id).await?;
+    deletion.finish();
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Deletes every row of room `id`, in every table that has them, in one transaction.
+async fn delete_room_rows(state: &AppState, id: &RoomId) -> Result<(), ApiError> {
+    let room_id = id.as_str();
+    let txn = state.db().begin().await?;
+    // Write first (see `insert_room`): the room row goes before anything is read.
+    room::Entity::delete_by_id(room_id).exec(&txn).await?;
+    let conversations = ai_conversation::Entity::find()
+        .select_only()
+        .column(ai_conversation::Column::Id)
+        .filter(ai_conversation::Column::RoomId.eq(room_id))
+        .into_tuple::<String>()
+        .all(&txn)
+        .await?;
+    for chunk in conversations.chunks(500) {
+        ai_message::Entity::delete_many()
+            .filter(ai_message::Column::ConversationId.is_in(chunk.iter().cloned()))
+            .exec(&txn)
+            .await?;
+    }
+    ai_conversation::Entity::delete_many()
+        .filter(ai_conversation::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    room_member::Entity::delete_many()
+        .filter(room_member::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    invite::Entity::delete_many()
+        .filter(invite::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    share_link::Entity::delete_many()
+        .filter(share_link::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    activity::Entity::delete_many()
+        .filter(activity::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    comment::Entity::delete_many()
+        .filter(comment::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    comment_thread::Entity::delete_many()
+        .filter(comment_thread::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    notification::Entity::delete_many()
+        .filter(notification::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    webhook_delivery::Entity::delete_many()
+        .filter(webhook_delivery::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    webhook::Entity::delete_many()
+        .filter(webhook::Column::RoomId.eq(room_id))
+        .exec(&txn)
+        .await?;
+    crdt_store::Storage::delete_room_in(&txn, id).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// A new room starting from the current content of one the caller can read; the caller owns
