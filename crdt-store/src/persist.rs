@@ -249,7 +249,11 @@ mod tests {
     #[test]
     fn runs_are_capped_by_bytes_and_an_oversized_update_goes_alone() {
         let check = |sizes: &[usize], max: usize, expected: &[usize]| {
-            assert_eq!(byte_capped_runs(sizes, max), expected, "{sizes:?} under {max}");
+            assert_eq!(
+                byte_capped_runs(sizes, max),
+                expected,
+                "{sizes:?} under {max}"
+            );
         };
         check(&[], 10, &[]);
         check(&[3, 3, 3], 10, &[3]);

@@ -207,10 +207,9 @@ impl RoomRegistry {
             let stored = shared.storage.load(id).await?;
             let logged = stored.updates.len() as u64;
             let room_id = id.clone();
-            let doc = tokio::task::spawn_blocking(move || {
-                rebuild_doc(&room_id, None, stored.pieces())
-            })
-            .await??;
+            let doc =
+                tokio::task::spawn_blocking(move || rebuild_doc(&room_id, None, stored.pieces()))
+                    .await??;
             // Peers may hold edits not yet in storage (relaxed durability, or in flight).
             let catch_up = match &shared.bus {
                 Some(bus) => {
@@ -396,7 +395,10 @@ impl RoomRegistry {
             stand_in.activity().closed = true;
             stand_in.0.deleted.store(true, Ordering::Release);
             let slot = self.inner.rooms.entry(id.clone()).or_default().clone();
-            let room = slot.get_or_init(|| async { stand_in.clone() }).await.clone();
+            let room = slot
+                .get_or_init(|| async { stand_in.clone() })
+                .await
+                .clone();
             let loaded = !Arc::ptr_eq(&room.0, &stand_in.0);
             if loaded {
                 let mut activity = room.activity();

@@ -52,7 +52,10 @@ impl StorageError {
     pub fn is_permanent(&self) -> bool {
         use sea_orm::RuntimeErr;
         use sea_orm::sqlx::Error as SqlxError;
-        let Self::Database(DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err))) = self else {
+        let Self::Database(
+            DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
+        ) = self
+        else {
             return false;
         };
         match err.as_ref() {
@@ -77,15 +80,15 @@ impl StorageError {
 pub struct StoredRoom {
     /// The compacted snapshot, if the room was ever compacted: what the folded rows show.
     pub snapshot: Option<Vec<u8>>,
-    /// What of the folded rows still waits for a dependency (one v1 update), applied after
-    /// the snapshot.
-    pub pending: Option<Vec<u8>>,
+    /// The folded rows still waiting for a dependency, as they were logged, applied after the
+    /// snapshot.
+    pub pending: Vec<Vec<u8>>,
     /// Updates logged after the snapshot, oldest first.
     pub updates: Vec<Vec<u8>>,
 }
 
 impl StoredRoom {
-    /// Every stored piece in the order it must be applied: snapshot, pending part, log.
+    /// Every stored update in the order it must be applied: snapshot, waiting rows, log.
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
         self.snapshot
             .iter()
@@ -175,6 +178,13 @@ impl Storage {
                 let (snapshot, pending) = match snapshot {
                     Some(s) => (Some(s.data), s.pending),
                     None => (None, None),
+                };
+                let pending = match pending {
+                    Some(bytes) => decode_waiting(&bytes).map_err(|e| StorageError::Corrupt {
+                        room: room.clone(),
+                        detail: format!("waiting rows: {e}"),
+                    })?,
+                    None => Vec::new(),
                 };
                 return Ok(StoredRoom {
                     snapshot,
@@ -448,60 +458,91 @@ impl Storage {
 struct Folded {
     /// Everything that integrated, as one v1 update (see [`crate::room::encode_integrated`]).
     snapshot: Vec<u8>,
-    /// The structs and deletions yrs holds back until their dependencies arrive, as one v1
-    /// update; `None` when nothing waits.
+    /// The rows holding something yrs keeps back until its dependency arrives, verbatim and
+    /// in log order ([`encode_waiting`]); `None` when nothing waits.
     pending: Option<Vec<u8>>,
 }
 
-/// Merges `snapshot`, its `pending` part and `updates` into a new snapshot and pending part.
+/// Merges `snapshot`, the rows waiting beside it (`pending`) and `updates` into a new
+/// snapshot and the rows still waiting.
 ///
-/// The two are kept apart because a snapshot must never carry pending structs: integrating
-/// an encoding that mixes them does not always give back the same document (see
-/// [`crate::room::encode_integrated`]). The pending part is exactly what yrs keeps aside, so
-/// applying snapshot, then pending part, then later rows gives the document the rows give.
+/// The waiting rows are kept as they were logged, not re-encoded: yrs integrates a waiting
+/// struct only when what it lacks arrives, and a re-encoding of its pending structs does not
+/// always integrate into the same text later. A row waits when any struct it inserts or any
+/// deletion it carries is among what yrs holds back; every other row is in the snapshot, and
+/// what a waiting row already integrated is there too (applying it again changes nothing).
 fn fold_log(
     room: &RoomId,
     snapshot: Option<&[u8]>,
     pending: Option<&[u8]>,
     updates: &[Vec<u8>],
 ) -> Result<Folded, StorageError> {
-    let doc = rebuild_doc(
-        room,
-        snapshot,
-        pending
-            .into_iter()
-            .chain(updates.iter().map(Vec::as_slice)),
-    )?;
-    let snapshot = crate::room::encode_integrated(&doc);
-    let pending = pending_part(&doc).map_err(|e| StorageError::Corrupt {
+    let corrupt = |detail: String| StorageError::Corrupt {
         room: room.clone(),
-        detail: format!("pending updates do not merge: {e}"),
-    })?;
-    Ok(Folded { snapshot, pending })
+        detail,
+    };
+    let mut rows = match pending {
+        Some(pending) => decode_waiting(pending).map_err(|e| corrupt(e.to_string()))?,
+        None => Vec::new(),
+    };
+    rows.extend(updates.iter().cloned());
+    let doc = rebuild_doc(room, snapshot, rows.iter().map(Vec::as_slice))?;
+    let snapshot = crate::room::encode_integrated(&doc);
+    let held_back = {
+        let txn = doc.transact();
+        let store = txn.store();
+        let mut held_back = store
+            .pending_update()
+            .map(|p| p.update.insertions(true))
+            .unwrap_or_default();
+        if let Some(deletions) = store.pending_ds() {
+            held_back.merge_with(deletions.clone());
+        }
+        held_back
+    };
+    if held_back.is_empty() {
+        return Ok(Folded {
+            snapshot,
+            pending: None,
+        });
+    }
+    let mut waiting = Vec::new();
+    for row in rows {
+        let update = Update::decode_v1(&row).map_err(|e| corrupt(e.to_string()))?;
+        let touched = update.insertions(true).merge(update.delete_set());
+        if !touched.intersect(&held_back).is_empty() {
+            waiting.push(row);
+        }
+    }
+    Ok(Folded {
+        snapshot,
+        pending: Some(encode_waiting(&waiting)),
+    })
 }
 
-/// What `doc` holds back for missing dependencies, as one v1 update.
-fn pending_part(doc: &Doc) -> Result<Option<Vec<u8>>, yrs::encoding::read::Error> {
+/// The waiting rows as one value: their count, then each as a length-prefixed byte string
+/// (lib0 encoding, as in Yjs messages).
+fn encode_waiting(rows: &[Vec<u8>]) -> Vec<u8> {
     use yrs::encoding::write::Write;
-    use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
-    let txn = doc.transact();
-    let store = txn.store();
-    let mut parts = Vec::new();
-    if let Some(pending) = store.pending_update() {
-        parts.push(pending.update.encode_v1());
+    let mut out = Vec::new();
+    out.write_var(rows.len());
+    for row in rows {
+        out.write_buf(row);
     }
-    if let Some(deletions) = store.pending_ds() {
-        // An update with no structs (a zero client count) and only this delete set.
-        let mut encoder = EncoderV1::new();
-        encoder.write_var(0u32);
-        deletions.encode(&mut encoder);
-        parts.push(encoder.to_vec());
+    out
+}
+
+/// Reads what [`encode_waiting`] wrote; every length is checked against what remains.
+fn decode_waiting(bytes: &[u8]) -> Result<Vec<Vec<u8>>, yrs::encoding::read::Error> {
+    use yrs::encoding::read::{Cursor, Read};
+    let mut cursor = Cursor::new(bytes);
+    let count: usize = cursor.read_var()?;
+    // Each row takes at least its length byte: a count beyond that is a lie.
+    let mut rows = Vec::with_capacity(count.min(bytes.len()));
+    for _ in 0..count {
+        rows.push(cursor.read_buf()?.to_vec());
     }
-    match parts.len() {
-        0 => Ok(None),
-        1 => Ok(parts.pop()),
-        _ => yrs::merge_updates_v1(parts).map(Some),
-    }
+    Ok(rows)
 }
 
 fn apply_stored(

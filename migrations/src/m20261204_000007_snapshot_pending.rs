@@ -1,9 +1,10 @@
 //! The part of a room's history still waiting for a dependency, kept beside its snapshot.
 //!
-//! Compaction folds every update that integrates into the snapshot and keeps what yrs holds
-//! back (structs and deletions whose dependencies have not been logged yet) in `pending`, one
-//! v1 update, instead of leaving the log unfolded from the first such update on: a dependency
-//! that never arrives then costs the size of what waits for it, not an unbounded log.
+//! Compaction folds every logged row into the snapshot and keeps the rows holding something
+//! yrs holds back (structs and deletions whose dependencies have not been logged yet) in
+//! `pending`, verbatim, instead of leaving the log unfolded from the first such row on: a
+//! dependency that never arrives then costs the size of what waits for it, not an unbounded
+//! log that every compaction reads again.
 
 use sea_orm_migration::prelude::*;
 

@@ -12,8 +12,8 @@ pub struct Model {
     pub last_update_id: i64,
     /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
-    /// What of the merged updates still waits for a dependency, as one v1 update: applied
-    /// after `data` and before the log, it gives back exactly what the merged rows held.
+    /// The merged rows still waiting for a dependency, verbatim (a count, then each row
+    /// length-prefixed, lib0 encoding): applied after `data` and before the log.
     pub pending: Option<Vec<u8>>,
 }
 
