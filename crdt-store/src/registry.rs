@@ -377,6 +377,19 @@ impl RoomRegistry {
         deleted
     }
 
+    /// Waits until no deletion of room `id` is in progress (see [`RoomRegistry::begin_delete`]).
+    pub async fn wait_for_deletion(&self, id: &RoomId) {
+        loop {
+            let Some(room) = self.loaded_room(id) else {
+                return;
+            };
+            if !room.is_deleted() {
+                return;
+            }
+            room.0.evicted.cancelled().await;
+        }
+    }
+
     /// Starts deleting room `id`: answers once no write of the room can reach the database
     /// any more, with a guard that holds every join and lease of `id` back until it is
     /// finished (or dropped). In between, the caller deletes the room's rows.

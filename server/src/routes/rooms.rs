@@ -125,6 +125,9 @@ async fn insert_room(
     name: &str,
     owner: &str,
 ) -> Result<room::Model, ApiError> {
+    // A deletion of a room under this id may still be finishing: what it leaves behind as
+    // it ends (its sockets' "left" events) must not land in the new room.
+    state.registry.wait_for_deletion(id).await;
     let now = state.auth.now();
     // Write first: on SQLite a transaction that reads before writing can fail to upgrade
     // when another writer committed meanwhile; a first write just waits for the lock.
@@ -333,15 +336,25 @@ pub async fn delete_room(
     require_role(&state, &caller.0, &room_id, Role::Owner).await?;
     let id = parse_room(&room_id)?;
     let deletion = state.registry.begin_delete(&id).await;
-    // Sockets are told now: their writes are refused already, and a client reconnecting
-    // waits for the deletion and is then refused (404) at its access check.
+    delete_room_rows(&state, &id).await?;
+    // Sockets re-check their access on this event, find no room and close with 4404.
     state.events.publish(AccessEvent::RoomDeleted {
         room_id: id.as_str().to_owned(),
     });
-    delete_room_rows(&state, &id).await?;
+    // Their "left" events are handled (and dropped for want of a room) before the id is
+    // released: a room created again under it waits for that (see `insert_room`). A socket
+    // slower to close than this wait leaves a "left" event that may land in that room.
+    let deadline = tokio::time::Instant::now() + SOCKETS_CLOSE_WITHIN;
+    while state.presence.connections(id.as_str()) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    state.activity.sync().await;
     deletion.finish();
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// How long a deletion waits for the room's sockets to close after telling them (4404).
+const SOCKETS_CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Deletes every row of room `id`, in every table that has them, in one transaction.
 async fn delete_room_rows(state: &AppState, id: &RoomId) -> Result<(), ApiError> {
