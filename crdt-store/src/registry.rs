@@ -414,14 +414,15 @@ impl RoomRegistry {
                 .clone();
             let loaded = !Arc::ptr_eq(&room.0, &stand_in.0);
             if loaded {
-                let mut activity = room.activity();
-                if activity.closed {
+                let closed_already = {
+                    let mut activity = room.activity();
+                    std::mem::replace(&mut activity.closed, true)
+                };
+                if closed_already {
                     // Being evicted (or deleted) already: once that is done, start over.
-                    drop(activity);
                     room.0.evicted.cancelled().await;
                     continue;
                 }
-                activity.closed = true;
             }
             {
                 let _no_writes_in_flight = room.0.storage_writes.write().await;
