@@ -151,10 +151,15 @@ impl Storage {
         Ok(self.db.ping().await?)
     }
 
-    /// Reads a room's snapshot and the log after it, consistently even while another node
-    /// compacts the same room: compaction moves `last_update_id` forward in the same
-    /// transaction that deletes the merged rows, so if the snapshot's marker is unchanged after
-    /// reading the log, no rows were deleted between the two reads.
+    /// Reads a room's snapshot and its log, consistently even while another node compacts
+    /// the same room: compaction moves `last_update_id` forward in the same transaction that
+    /// deletes the merged rows, so if the snapshot's marker is unchanged after reading the
+    /// log, no rows were deleted between the two reads.
+    ///
+    /// The log is every row of the room still there, not only those with ids above the
+    /// marker: on PostgreSQL a row can commit after one with a higher id (two nodes' group
+    /// commits interleave), so a compaction may have merged ids above a row it never saw.
+    /// Compaction deletes exactly the rows it merged; whatever remains is unmerged.
     pub async fn load(&self, room: &RoomId) -> Result<StoredRoom, StorageError> {
         loop {
             let snapshot = room_snapshot::Entity::find_by_id(room.as_str())
@@ -163,7 +168,6 @@ impl Storage {
             let after = snapshot.as_ref().map_or(0, |s| s.last_update_id);
             let updates = room_update::Entity::find()
                 .filter(room_update::Column::RoomId.eq(room.as_str()))
-                .filter(room_update::Column::Id.gt(after))
                 .order_by_asc(room_update::Column::Id)
                 .all(&self.db)
                 .await?;
@@ -213,18 +217,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Number of log rows after the snapshot.
+    /// Number of log rows not merged into the snapshot.
     pub async fn log_len(&self, room: &RoomId) -> Result<u64, StorageError> {
-        let after = room_snapshot::Entity::find_by_id(room.as_str())
-            .select_only()
-            .column(room_snapshot::Column::LastUpdateId)
-            .into_tuple::<i64>()
-            .one(&self.db)
-            .await?
-            .unwrap_or(0);
         Ok(room_update::Entity::find()
             .filter(room_update::Column::RoomId.eq(room.as_str()))
-            .filter(room_update::Column::Id.gt(after))
             .count(&self.db)
             .await?)
     }
@@ -261,13 +257,16 @@ impl Storage {
         let after = snapshot.as_ref().map_or(0, |s| s.last_update_id);
         let rows = room_update::Entity::find()
             .filter(room_update::Column::RoomId.eq(room.as_str()))
-            .filter(room_update::Column::Id.gt(after))
             .order_by_asc(room_update::Column::Id)
             .all(&txn)
             .await?;
-        let Some(last_id) = rows.last().map(|r| r.id) else {
+        let Some(highest) = rows.last().map(|r| r.id) else {
             return Ok(false);
         };
+        // Strictly increasing, so readers notice every compaction (see `load`), even one that
+        // only merged rows which committed late under lower ids.
+        let marker = highest.max(after + 1);
+        let merged_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let base_was_missing = snapshot.is_none();
         let (base, base_pending) = match snapshot {
             Some(s) => (Some(s.data), s.pending),
@@ -293,7 +292,7 @@ impl Storage {
             room_snapshot::Entity::insert(room_snapshot::ActiveModel {
                 room_id: Set(room.as_str().to_owned()),
                 data: Set(folded.snapshot),
-                last_update_id: Set(last_id),
+                last_update_id: Set(marker),
                 updated_at: Set(now),
                 pending: Set(folded.pending),
             })
@@ -303,7 +302,7 @@ impl Storage {
             let result = room_snapshot::Entity::update_many()
                 .col_expr(room_snapshot::Column::Data, Expr::value(folded.snapshot))
                 .col_expr(room_snapshot::Column::Pending, Expr::value(folded.pending))
-                .col_expr(room_snapshot::Column::LastUpdateId, Expr::value(last_id))
+                .col_expr(room_snapshot::Column::LastUpdateId, Expr::value(marker))
                 .col_expr(room_snapshot::Column::UpdatedAt, Expr::value(now))
                 .filter(room_snapshot::Column::RoomId.eq(room.as_str()))
                 .filter(room_snapshot::Column::LastUpdateId.eq(after))
@@ -314,11 +313,14 @@ impl Storage {
                 return Ok(false);
             }
         }
-        room_update::Entity::delete_many()
-            .filter(room_update::Column::RoomId.eq(room.as_str()))
-            .filter(room_update::Column::Id.lte(last_id))
-            .exec(&txn)
-            .await?;
+        // Exactly the rows merged: one committed meanwhile under a lower id stays in the log.
+        for ids in merged_ids.chunks(1000) {
+            room_update::Entity::delete_many()
+                .filter(room_update::Column::RoomId.eq(room.as_str()))
+                .filter(room_update::Column::Id.is_in(ids.iter().copied()))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
         Ok(true)
     }
