@@ -8,8 +8,8 @@ use crdt_store::RoomId;
 use crdt_store::storage::LogEntry;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -132,6 +132,20 @@ async fn insert_room(
     // Write first: on SQLite a transaction that reads before writing can fail to upgrade
     // when another writer committed meanwhile; a first write just waits for the lock.
     let txn = state.db().begin().await?;
+    // Anything a write that lost its race with a deletion of an earlier room under this id
+    // left behind (a comment, an AI conversation, an event) goes before the room exists.
+    // A room row here means the id is taken: nothing is deleted, as the insert then fails.
+    // (A no-op update of that row is the first write, and tells whether it is there.)
+    let taken = room::Entity::update_many()
+        .col_expr(room::Column::Name, Expr::col(room::Column::Name))
+        .filter(room::Column::Id.eq(id.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        > 0;
+    if !taken {
+        delete_room_rows_in(&txn, id).await?;
+    }
     let model = room::ActiveModel {
         id: Set(id.as_str().to_owned()),
         name: Set(name.trim().to_owned()),
@@ -358,65 +372,71 @@ const SOCKETS_CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Deletes every row of room `id`, in every table that has them, in one transaction.
 async fn delete_room_rows(state: &AppState, id: &RoomId) -> Result<(), ApiError> {
-    let room_id = id.as_str();
     let txn = state.db().begin().await?;
+    delete_room_rows_in(&txn, id).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Deletes every row of room `id` (the room's own row first) through `txn`.
+async fn delete_room_rows_in(txn: &DatabaseTransaction, id: &RoomId) -> Result<(), ApiError> {
+    let room_id = id.as_str();
     // Write first (see `insert_room`): the room row goes before anything is read.
-    room::Entity::delete_by_id(room_id).exec(&txn).await?;
+    room::Entity::delete_by_id(room_id).exec(txn).await?;
     let conversations = ai_conversation::Entity::find()
         .select_only()
         .column(ai_conversation::Column::Id)
         .filter(ai_conversation::Column::RoomId.eq(room_id))
         .into_tuple::<String>()
-        .all(&txn)
+        .all(txn)
         .await?;
     for chunk in conversations.chunks(500) {
         ai_message::Entity::delete_many()
             .filter(ai_message::Column::ConversationId.is_in(chunk.iter().cloned()))
-            .exec(&txn)
+            .exec(txn)
             .await?;
     }
     ai_conversation::Entity::delete_many()
         .filter(ai_conversation::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     room_member::Entity::delete_many()
         .filter(room_member::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     invite::Entity::delete_many()
         .filter(invite::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     share_link::Entity::delete_many()
         .filter(share_link::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     activity::Entity::delete_many()
         .filter(activity::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     comment::Entity::delete_many()
         .filter(comment::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     comment_thread::Entity::delete_many()
         .filter(comment_thread::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     notification::Entity::delete_many()
         .filter(notification::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     webhook_delivery::Entity::delete_many()
         .filter(webhook_delivery::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     webhook::Entity::delete_many()
         .filter(webhook::Column::RoomId.eq(room_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
-    crdt_store::Storage::delete_room_in(&txn, id).await?;
-    txn.commit().await?;
+    crdt_store::Storage::delete_room_in(txn, id).await?;
     Ok(())
 }
 
