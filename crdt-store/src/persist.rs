@@ -157,6 +157,9 @@ async fn commit_run(
                     Err(err) => {
                         metrics.persist_refused.increment(1);
                         error!(room = %single[0].room, bytes = single[0].update.len(), error = %err, "the database refused an update; it is dropped and its sender told");
+                        if let PersistCommand::Append { room, .. } = &run[i] {
+                            crate::registry::discard(room);
+                        }
                         Outcome::Refused(err.to_string())
                     }
                 });

@@ -47,7 +47,36 @@ pub(crate) struct Shared {
     pub(crate) bus: Option<Arc<dyn RoomBus>>,
     /// Announces [`StoreEvent`]s.
     pub(crate) events: tokio::sync::broadcast::Sender<StoreEvent>,
+    /// The registry's rooms (the same map as [`RegistryInner::rooms`]), so the writer can
+    /// take out a room whose memory no longer matches its storage (see [`discard`]).
+    rooms: Arc<DashMap<RoomId, Slot>>,
     next_connection: AtomicU64,
+}
+
+/// Takes `room` out of memory because it holds an update its storage refused: from now on
+/// it refuses edits, every connection is told to resync ([`crate::Delivery::Lagged`]), and
+/// the next joiner loads the room afresh from what is stored, without that update.
+pub(crate) fn discard(room: &Room) {
+    let shared = &room.0.shared;
+    if room.0.discarded.is_cancelled() || room.is_deleted() {
+        return;
+    }
+    room.0.discarded.cancel();
+    room.activity().closed = true;
+    let removed = shared
+        .rooms
+        .remove_if(room.id(), |_, slot| {
+            slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
+        })
+        .is_some();
+    if removed {
+        if let Some(bus) = &shared.bus {
+            bus.leave(room.id());
+        }
+        shared.metrics.rooms_in_memory.decrement(1.0);
+    }
+    room.0.evicted.cancel();
+    warn!(room = %room.id(), "room reloads from storage: it held an update the database refused");
 }
 
 impl Shared {
@@ -77,7 +106,7 @@ type Slot = Arc<OnceCell<Room>>;
 pub const REMOTE_AWARENESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct RegistryInner {
-    rooms: DashMap<RoomId, Slot>,
+    rooms: Arc<DashMap<RoomId, Slot>>,
     shared: Arc<Shared>,
     stop_maintenance: CancellationToken,
 }
@@ -113,10 +142,12 @@ impl RoomRegistry {
             },
             metrics.clone(),
         ));
+        let rooms = Arc::new(DashMap::new());
         let registry = Self {
             inner: Arc::new(RegistryInner {
-                rooms: DashMap::new(),
+                rooms: rooms.clone(),
                 shared: Arc::new(Shared {
+                    rooms,
                     config,
                     storage,
                     persist,

@@ -160,6 +160,10 @@ pub(crate) struct RoomInner {
     /// compaction) for as long as they run; a deletion takes it exclusively before setting
     /// `deleted`, so none of them is still in flight when the room's rows are deleted.
     pub(crate) storage_writes: tokio::sync::RwLock<()>,
+    /// Cancelled when the writer took the room out of memory because the database refused
+    /// one of its updates (see `registry::discard`): the document here holds that update,
+    /// storage does not, so edits are refused and every connection resyncs elsewhere.
+    pub(crate) discarded: CancellationToken,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -191,6 +195,7 @@ impl Room {
             evicted: CancellationToken::new(),
             deleted: AtomicBool::new(false),
             storage_writes: tokio::sync::RwLock::new(()),
+            discarded: CancellationToken::new(),
             shared,
         }))
     }
@@ -381,6 +386,11 @@ impl Room {
     ) -> Result<(), ApplyError> {
         if self.is_deleted() {
             return Err(ApplyError::RoomDeleted);
+        }
+        if self.0.discarded.is_cancelled() {
+            return Err(ApplyError::NotPersisted(
+                "the room is reloading from storage; resync".to_owned(),
+            ));
         }
         {
             let mut activity = self.activity();
@@ -736,7 +746,13 @@ impl RoomConnection {
     /// gone (never while this connection holds it).
     pub async fn recv(&mut self) -> Option<Delivery> {
         loop {
-            match self.receiver.recv().await {
+            let received = tokio::select! {
+                biased;
+                // This copy of the room is no longer the stored one: resync from a fresh load.
+                _ = self.lease.room.0.discarded.cancelled() => return Some(Delivery::Lagged),
+                received = self.receiver.recv() => received,
+            };
+            match received {
                 Ok(out) if out.origin == self.id => continue,
                 Ok(out) => return Some(Delivery::Frame(out.frame)),
                 Err(broadcast::error::RecvError::Lagged(_)) => return Some(Delivery::Lagged),

@@ -291,3 +291,192 @@ async fn an_upload_in_flight_when_its_room_is_deleted_plants_nothing() -> Result
     assert!(!after.to_string().contains("planted by"), "{after}");
     assert_healthy(&server).await
 }
+
+/// `[sync, update, update]`: one y-protocols update message (lib0 varuint length prefix).
+fn update_frame(update: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8, 2];
+    let mut len = update.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            frame.push(byte);
+            break;
+        }
+        frame.push(byte | 0x80);
+    }
+    frame.extend_from_slice(update);
+    frame
+}
+
+/// A client's document: each edit answers the v1 update it made.
+struct Author(yrs::Doc);
+
+impl Author {
+    fn new(client: u64) -> Self {
+        Self(yrs::Doc::with_client_id(client))
+    }
+
+    fn append(&self, text: &str, content: &str) -> Vec<u8> {
+        use yrs::{GetString, Text, Transact};
+        let root = self.0.get_or_insert_text(text);
+        let mut txn = self.0.transact_mut();
+        let at = root.get_string(&txn).encode_utf16().count() as u32;
+        root.insert(&mut txn, at, content);
+        txn.encode_update_v1()
+    }
+
+    fn apply(&self, update: &[u8]) {
+        use yrs::Transact;
+        use yrs::updates::decoder::Decode;
+        let update = yrs::Update::decode_v1(update).expect("an update this test made");
+        self.0.transact_mut().apply_update(update).expect("applies");
+    }
+}
+
+/// The server's JSON of `room`'s document.
+async fn document(server: &TandemServer, token: &str, room: &str) -> anyhow::Result<Value> {
+    get(server, token, &format!("/api/rooms/{room}/document")).await
+}
+
+/// Polls `room`'s document until `text` reads `expected`.
+async fn wait_document_text(
+    server: &TandemServer,
+    token: &str,
+    room: &str,
+    text: &str,
+    expected: &str,
+) -> Result {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let doc = document(server, token, room).await?;
+        if doc[text] == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{room}.{text} never read {expected:?}: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An update whose dependency never arrives does not stop compaction: the room's log is
+/// still folded (today's rule stopped at that update for good), everything survives a
+/// restart, and the waiting update shows once its dependency comes.
+#[tokio::test]
+async fn a_room_with_an_update_waiting_for_a_dependency_is_still_compacted() -> Result {
+    let mut server = TandemServer::start(&["--compact-after", "5"]).await?;
+    let token = server.ensure_room("waiting").await?;
+    let lost = Author::new(1);
+    let builder = Author::new(2);
+    let missing = lost.append("other", "missing ");
+    builder.apply(&missing);
+    let dependent = builder.append("other", "dependent");
+    let writer = Author::new(3);
+
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{}/waiting?token={token}", server.ws_url()))
+            .await?;
+    use futures_util::SinkExt;
+    socket
+        .send(WsMessage::Binary(update_frame(&dependent).into()))
+        .await?;
+    let mut expected = String::new();
+    for i in 0..30 {
+        let piece = format!("<{i}>");
+        expected.push_str(&piece);
+        socket
+            .send(WsMessage::Binary(
+                update_frame(&writer.append("t", &piece)).into(),
+            ))
+            .await?;
+    }
+    wait_document_text(&server, &token, "waiting", "t", &expected).await?;
+    wait_metric(&server, "tandem_compactions_total", 1.0).await?;
+    let _ = socket.close(None).await;
+
+    server.stop().await?;
+    server.restart().await?;
+    wait_document_text(&server, &token, "waiting", "t", &expected).await?;
+    server
+        .write_text("waiting", &token, "unrelated", "x")
+        .await?;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{}/waiting?token={token}", server.ws_url()))
+            .await?;
+    socket
+        .send(WsMessage::Binary(update_frame(&missing).into()))
+        .await?;
+    wait_document_text(&server, &token, "waiting", "other", "missing dependent").await?;
+    assert_healthy(&server).await
+}
+
+/// Makes the server's database refuse, for good, every logged update whose bytes contain
+/// `marker`: a trigger stands for a value the database cannot take.
+async fn refuse_updates_containing(server: &TandemServer, marker: &str) -> Result {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(server.database_url()).await?;
+    if server.database_url().starts_with("postgres") {
+        db.execute_unprepared(&format!(
+            "CREATE FUNCTION refuse_marked() RETURNS trigger AS $$ BEGIN \
+             IF position(convert_to('{marker}', 'UTF8') IN NEW.data) > 0 THEN \
+             RAISE EXCEPTION 'this update cannot be stored' USING ERRCODE = '22000'; \
+             END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse_marked BEFORE INSERT ON room_updates \
+             FOR EACH ROW EXECUTE FUNCTION refuse_marked();"
+        ))
+        .await?;
+    } else {
+        db.execute_unprepared(&format!(
+            "CREATE TRIGGER refuse_marked BEFORE INSERT ON room_updates \
+             WHEN instr(NEW.data, CAST('{marker}' AS BLOB)) > 0 \
+             BEGIN SELECT RAISE(ABORT, 'this update cannot be stored'); END"
+        ))
+        .await?;
+    }
+    db.close().await?;
+    Ok(())
+}
+
+/// An update the database refuses for good closes its sender's socket with 1007 (its
+/// client resyncs) and is counted; the writer does not retry it forever, so the same room's
+/// other clients and every other room keep getting their edits.
+#[tokio::test]
+async fn an_update_the_database_refuses_closes_its_sender_and_stalls_nobody() -> Result {
+    let server = TandemServer::start(&[]).await?;
+    let token = server.ensure_room("poisoned").await?;
+    server.ensure_room("healthy").await?;
+    refuse_updates_containing(&server, "POISON").await?;
+
+    let (mut hostile, _) =
+        tokio_tungstenite::connect_async(format!("{}/poisoned?token={token}", server.ws_url()))
+            .await?;
+    use futures_util::SinkExt;
+    let poison = Author::new(7).append("t", "POISON");
+    hostile
+        .send(WsMessage::Binary(update_frame(&poison).into()))
+        .await?;
+    let (code, reason) = tokio::time::timeout(LIMIT, async {
+        while let Some(message) = hostile.next().await {
+            if let WsMessage::Close(Some(CloseFrame { code, reason })) = message? {
+                return Ok((u16::from(code), reason.to_string()));
+            }
+        }
+        anyhow::bail!("socket ended without a close frame")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the refused update's socket stayed open"))??;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(reason.contains("could not be stored"), "{reason}");
+    assert_eq!(server.metric("tandem_persist_refused_total").await?, 1.0);
+
+    // Durable fan-out goes on: in that room and in another one.
+    server.write_text("poisoned", &token, "t", "fine").await?;
+    server
+        .write_text("healthy", &token, "t", "also fine")
+        .await?;
+    let doc = document(&server, &token, "poisoned").await?;
+    assert!(!doc.to_string().contains("POISON"), "{doc}");
+    assert_healthy(&server).await
+}

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crdt_store::storage::LogEntry;
-use crdt_store::{ApplyError, ConnectionId, Durability, RoomId, Storage, StoreConfig};
+use crdt_store::{ApplyError, ConnectionId, Delivery, Durability, RoomId, Storage, StoreConfig};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::json;
 
 use crate::support::{
-    ClientDoc, EVENT_LIMIT, TestDb, delivered_already, hold_write_lock, let_other_tasks_run,
-    log_rows, logged_updates, next_update, room_id, snapshot_row, stored_text, test_config,
+    ClientDoc, EVENT_LIMIT, TestDb, hold_write_lock, let_other_tasks_run, log_rows, logged_updates,
+    next_delivery, next_update, room_id, snapshot_row, stored_text, test_config,
 };
 
 /// Appends `updates` to `room` in one transaction, in order.
@@ -265,9 +265,11 @@ async fn an_update_the_database_refuses_is_isolated_and_refused_to_its_sender() 
     }
     assert_eq!(next_update(&mut healthy_reader).await, first);
     assert_eq!(next_update(&mut healthy_reader).await, second);
+    // The poisoned room's copy in memory holds what storage refused: its connections are
+    // told to resync, and nobody receives the update.
     assert!(
-        delivered_already(&mut poisoned_reader).is_none(),
-        "nobody receives an update that was not stored"
+        matches!(next_delivery(&mut poisoned_reader).await, Delivery::Lagged),
+        "the poisoned room's connections resync"
     );
     assert_eq!(metrics.counter("tandem_persist_refused_total"), 1);
     assert_eq!(
@@ -276,13 +278,24 @@ async fn an_update_the_database_refuses_is_isolated_and_refused_to_its_sender() 
     );
     assert!(logged_updates(&db.storage, &poisoned).await.is_empty());
 
-    // The writer is not stuck: the poisoned room's next good update goes through.
+    // The writer is not stuck: the room, loaded again from storage, shows nothing of the
+    // refused update and takes the next good one.
+    assert!(
+        poisoned_author
+            .apply_update(poison.clone(), None)
+            .await
+            .is_err()
+    );
+    let author = registry.connect(&poisoned).await.expect("connect again");
+    let mut reader = registry.connect(&poisoned).await.expect("connect again");
+    assert_eq!(author.room().to_json(), json!({}));
     let fine = ClientDoc::new().append("t", "fine");
-    poisoned_author
+    author
         .apply_update(fine.clone(), None)
         .await
         .expect("a later update commits");
-    assert_eq!(next_update(&mut poisoned_reader).await, fine);
+    assert_eq!(next_update(&mut reader).await, fine);
+    drop(poisoned_reader);
 }
 
 /// Deleting a room: the open connection's later edits are refused and never stored, what it
