@@ -62,10 +62,15 @@ impl StorageError {
             SqlxError::Encode(_) => true,
             SqlxError::Database(db) => {
                 let code = db.code().unwrap_or_default();
-                // SQLite's primary result code is the low byte of the extended one.
-                if let Ok(sqlite) = code.parse::<i32>() {
+                if db
+                    .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                    .is_some()
+                {
+                    // SQLite's primary result code is the low byte of the extended one:
                     // SQLITE_TOOBIG, SQLITE_CONSTRAINT (triggers included), SQLITE_MISMATCH.
-                    return matches!(sqlite & 0xff, 18..=20);
+                    return code
+                        .parse::<i32>()
+                        .is_ok_and(|extended| matches!(extended & 0xff, 18..=20));
                 }
                 // PostgreSQL SQLSTATE classes: data exception, integrity constraint
                 // violation, program limit exceeded.
