@@ -21,6 +21,10 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Most updates written by one group commit.
     pub max_batch: usize,
+    /// Most bytes of update data written by one group commit; an update larger than this is
+    /// written alone. Keeps every statement far below the database's message limit
+    /// (PostgreSQL's is 1 GiB).
+    pub max_batch_bytes: usize,
     /// Capacity of the queue in front of the writer; senders wait when it is full.
     pub persist_queue: usize,
     /// Frames a subscriber may be behind before it is disconnected to resync.
@@ -48,6 +52,7 @@ impl Default for StoreConfig {
         Self {
             durability: Durability::Durable,
             max_batch: 512,
+            max_batch_bytes: 64 * 1024 * 1024,
             persist_queue: 16 * 1024,
             subscriber_queue: 1024,
             compact_after_updates: 1000,

@@ -37,7 +37,7 @@ pub use bus::{RoomBus, document_digest};
 pub use config::{Durability, StoreConfig};
 pub use events::StoreEvent;
 pub use ids::{ConnectionId, InvalidRoomId, RoomId};
-pub use registry::{JoinError, RoomRegistry};
+pub use registry::{JoinError, RoomDeletion, RoomRegistry};
 pub use room::{
     ApplyError, AwarenessRefused, AwarenessStamp, Delivery, JoinRefused, Outbound, RestoreError,
     Room, RoomConnection, RoomLease, doc_options, new_doc,

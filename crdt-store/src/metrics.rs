@@ -24,6 +24,9 @@ pub struct StoreMetrics {
     pub persist_backlog: Gauge,
     /// `tandem_persist_failures_total`
     pub persist_failures: Counter,
+    /// `tandem_persist_refused_total`: updates the database refused for good, dropped and
+    /// refused to their senders.
+    pub persist_refused: Counter,
     /// `tandem_compactions_total`
     pub compactions: Counter,
     /// `tandem_versions_created_total`
@@ -43,6 +46,7 @@ impl StoreMetrics {
             persist_batch_updates: histogram!("tandem_persist_batch_updates"),
             persist_backlog: gauge!("tandem_persist_backlog"),
             persist_failures: counter!("tandem_persist_failures_total"),
+            persist_refused: counter!("tandem_persist_refused_total"),
             compactions: counter!("tandem_compactions_total"),
             versions_created: counter!("tandem_versions_created_total"),
         }

@@ -28,7 +28,7 @@ use crate::bus::RoomBus;
 use crate::config::{Durability, StoreConfig};
 use crate::ids::{ConnectionId, RoomId};
 use crate::metrics::StoreMetrics;
-use crate::persist::{PersistCommand, PersistQueue, run_writer};
+use crate::persist::{BatchLimits, PersistCommand, PersistQueue, run_writer};
 use crate::room::{JoinRefused, Room, RoomConnection, RoomLease};
 use crate::storage::{Storage, StorageError, rebuild_doc};
 use crate::version::VersionKind;
@@ -47,7 +47,36 @@ pub(crate) struct Shared {
     pub(crate) bus: Option<Arc<dyn RoomBus>>,
     /// Announces [`StoreEvent`]s.
     pub(crate) events: tokio::sync::broadcast::Sender<StoreEvent>,
+    /// The registry's rooms (the same map as [`RegistryInner::rooms`]), so the writer can
+    /// take out a room whose memory no longer matches its storage (see [`discard`]).
+    rooms: Arc<DashMap<RoomId, Slot>>,
     next_connection: AtomicU64,
+}
+
+/// Takes `room` out of memory because it holds an update its storage refused: from now on
+/// it refuses edits, every connection is told to resync ([`crate::Delivery::Lagged`]), and
+/// the next joiner loads the room afresh from what is stored, without that update.
+pub(crate) fn discard(room: &Room) {
+    let shared = &room.0.shared;
+    if room.0.discarded.is_cancelled() || room.is_deleted() {
+        return;
+    }
+    room.0.discarded.cancel();
+    room.activity().closed = true;
+    let removed = shared
+        .rooms
+        .remove_if(room.id(), |_, slot| {
+            slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
+        })
+        .is_some();
+    if removed {
+        if let Some(bus) = &shared.bus {
+            bus.leave(room.id());
+        }
+        shared.metrics.rooms_in_memory.decrement(1.0);
+    }
+    room.0.evicted.cancel();
+    warn!(room = %room.id(), "room reloads from storage: it held an update the database refused");
 }
 
 impl Shared {
@@ -77,7 +106,7 @@ type Slot = Arc<OnceCell<Room>>;
 pub const REMOTE_AWARENESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct RegistryInner {
-    rooms: DashMap<RoomId, Slot>,
+    rooms: Arc<DashMap<RoomId, Slot>>,
     shared: Arc<Shared>,
     stop_maintenance: CancellationToken,
 }
@@ -107,13 +136,18 @@ impl RoomRegistry {
         tasks.spawn(run_writer(
             storage.clone(),
             queue,
-            config.max_batch,
+            BatchLimits {
+                max_rows: config.max_batch.max(1),
+                max_bytes: config.max_batch_bytes.max(1),
+            },
             metrics.clone(),
         ));
+        let rooms = Arc::new(DashMap::new());
         let registry = Self {
             inner: Arc::new(RegistryInner {
-                rooms: DashMap::new(),
+                rooms: rooms.clone(),
                 shared: Arc::new(Shared {
+                    rooms,
                     config,
                     storage,
                     persist,
@@ -206,7 +240,7 @@ impl RoomRegistry {
             let room_id = id.clone();
             let limit = shared.config.update_limits.max_depth;
             let doc = tokio::task::spawn_blocking(move || {
-                let doc = rebuild_doc(&room_id, stored.snapshot.as_deref(), &stored.updates)?;
+                let doc = rebuild_doc(&room_id, None, stored.pieces())?;
                 // Stored before the limit existed (or under a higher one): not served, since
                 // reading it could overflow the stack.
                 crate::document::check_nesting(&doc, limit).map_err(|cause| {
@@ -375,30 +409,74 @@ impl RoomRegistry {
         info!(room = %room.id(), "idle room evicted");
     }
 
-    /// Deletes a room: it is closed to new joiners, its pending writes are committed, it
-    /// leaves memory, and everything stored for it is deleted. Callers close its sockets first.
+    /// Deletes a room and everything stored for it (see [`RoomRegistry::begin_delete`]),
+    /// with the store's tables only; a server deleting its own rows too uses
+    /// `begin_delete` and [`Storage::delete_room_in`] inside its own transaction.
     pub async fn delete_room(&self, id: &RoomId) -> Result<(), StorageError> {
-        let loaded = self
-            .inner
-            .rooms
-            .get(id)
-            .and_then(|slot| slot.get().cloned());
-        if let Some(room) = &loaded {
-            room.activity().closed = true;
-            self.flush().await;
-            self.inner.rooms.remove_if(id, |_, slot| {
-                slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
-            });
-        }
+        let deletion = self.begin_delete(id).await;
         let deleted = self.inner.shared.storage.delete_room(id).await;
-        if let Some(bus) = &self.inner.shared.bus {
-            bus.leave(id);
-        }
-        if let Some(room) = loaded {
-            room.0.evicted.cancel();
-            self.inner.shared.metrics.rooms_in_memory.decrement(1.0);
-        }
+        deletion.finish();
         deleted
+    }
+
+    /// Waits until no deletion of room `id` is in progress (see [`RoomRegistry::begin_delete`]).
+    pub async fn wait_for_deletion(&self, id: &RoomId) {
+        loop {
+            let Some(room) = self.loaded_room(id) else {
+                return;
+            };
+            if !room.is_deleted() {
+                return;
+            }
+            room.0.evicted.cancelled().await;
+        }
+    }
+
+    /// Starts deleting room `id`: answers once no write of the room can reach the database
+    /// any more, with a guard that holds every join and lease of `id` back until it is
+    /// finished (or dropped). In between, the caller deletes the room's rows.
+    ///
+    /// The room in memory (if any; otherwise an empty stand-in, so that a load racing the
+    /// deletion cannot read the rows about to go) is closed and marked deleted: its edits are
+    /// refused from then on, the writer drops what it still has queued of it, and the
+    /// versions or compaction in flight finish first. Everything queued before the mark is
+    /// committed before this returns, so the rows the caller deletes are all there are.
+    /// Joiners arriving meanwhile wait and then load the id afresh from what is left: an
+    /// empty document, which is what a re-created room starts from.
+    pub async fn begin_delete(&self, id: &RoomId) -> RoomDeletion {
+        let shared = &self.inner.shared;
+        loop {
+            let stand_in = Room::new(id.clone(), crate::room::new_doc(), 0, shared.clone());
+            stand_in.activity().closed = true;
+            stand_in.0.deleted.store(true, Ordering::Release);
+            let slot = self.inner.rooms.entry(id.clone()).or_default().clone();
+            let room = slot
+                .get_or_init(|| async { stand_in.clone() })
+                .await
+                .clone();
+            let loaded = !Arc::ptr_eq(&room.0, &stand_in.0);
+            if loaded {
+                let closed_already = {
+                    let mut activity = room.activity();
+                    std::mem::replace(&mut activity.closed, true)
+                };
+                if closed_already {
+                    // Being evicted (or deleted) already: once that is done, start over.
+                    room.0.evicted.cancelled().await;
+                    continue;
+                }
+            }
+            {
+                let _no_writes_in_flight = room.0.storage_writes.write().await;
+                room.0.deleted.store(true, Ordering::Release);
+            }
+            self.flush().await;
+            return RoomDeletion {
+                registry: self.clone(),
+                room,
+                loaded,
+            };
+        }
     }
 
     /// Stops background work and makes everything durable: pending writes are committed and
@@ -417,6 +495,40 @@ impl RoomRegistry {
         }
         self.inner.shared.tasks.close();
         // Compactions finish on their own; the writer only stops when the process does.
+    }
+}
+
+/// A deletion in progress (see [`RoomRegistry::begin_delete`]). Finishing it, or dropping it
+/// (the deletion failed), takes the deleted room out of memory and lets joiners load the id
+/// afresh from the database.
+pub struct RoomDeletion {
+    registry: RoomRegistry,
+    room: Room,
+    /// Whether `room` was a loaded room (rather than the stand-in for one not in memory).
+    loaded: bool,
+}
+
+impl RoomDeletion {
+    /// The room's rows are deleted: releases the id.
+    pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for RoomDeletion {
+    fn drop(&mut self) {
+        let inner = &self.registry.inner;
+        let id = self.room.id();
+        inner.rooms.remove_if(id, |_, slot| {
+            slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &self.room.0))
+        });
+        if self.loaded {
+            if let Some(bus) = &inner.shared.bus {
+                bus.leave(id);
+            }
+            inner.shared.metrics.rooms_in_memory.decrement(1.0);
+        }
+        self.room.0.evicted.cancel();
     }
 }
 

@@ -12,7 +12,7 @@
 //!   idleness, pending versions and compaction).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -89,6 +89,13 @@ pub enum ApplyError {
     /// The persistence writer has stopped (the server is shutting down).
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The room was deleted: nothing more is written to it.
+    #[error("the room was deleted")]
+    RoomDeleted,
+    /// The database refused to store the update, for a reason retrying cannot fix (see
+    /// [`StorageError::is_permanent`]); nobody else received it.
+    #[error("the update could not be stored: {0}")]
+    NotPersisted(String),
 }
 
 /// Why a connection could not join a room.
@@ -149,6 +156,18 @@ pub(crate) struct RoomInner {
     /// Cancelled once the room is evicted and its writes flushed: joiners that found it
     /// closed wait for this before loading a fresh copy.
     pub(crate) evicted: CancellationToken,
+    /// Set once, by a deletion: from then on nothing of this room reaches the database (the
+    /// writer drops its queued updates, edits are refused with [`ApplyError::RoomDeleted`]),
+    /// so no write racing the deletion can land after it.
+    pub(crate) deleted: AtomicBool,
+    /// Held (shared) by the writes to storage made outside the writer task (versions,
+    /// compaction) for as long as they run; a deletion takes it exclusively before setting
+    /// `deleted`, so none of them is still in flight when the room's rows are deleted.
+    pub(crate) storage_writes: tokio::sync::RwLock<()>,
+    /// Cancelled when the writer took the room out of memory because the database refused
+    /// one of its updates (see `registry::discard`): the document here holds that update,
+    /// storage does not, so edits are refused and every connection resyncs elsewhere.
+    pub(crate) discarded: CancellationToken,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -178,6 +197,9 @@ impl Room {
             }),
             logged_updates: AtomicU64::new(logged_updates),
             evicted: CancellationToken::new(),
+            deleted: AtomicBool::new(false),
+            storage_writes: tokio::sync::RwLock::new(()),
+            discarded: CancellationToken::new(),
             shared,
         }))
     }
@@ -185,6 +207,11 @@ impl Room {
     /// The room's name.
     pub fn id(&self) -> &RoomId {
         &self.0.id
+    }
+
+    /// Whether the room was deleted (see [`RoomInner::deleted`]).
+    pub fn is_deleted(&self) -> bool {
+        self.0.deleted.load(Ordering::Acquire)
     }
 
     pub(crate) fn activity(&self) -> MutexGuard<'_, Activity> {
@@ -349,12 +376,25 @@ impl Room {
 
     /// Logs an applied update and fans it out to `reach`: after the commit in durable mode,
     /// at once in relaxed mode.
+    ///
+    /// In durable mode this answers once the update is committed, with the writer's verdict:
+    /// an update the database refuses for good, or one of a room deleted meanwhile, is an
+    /// error (its sender's socket closes and its client resyncs), and nobody else got it.
+    /// In relaxed mode it answers once the update is queued; a refusal is only logged.
     async fn log_and_deliver(
         &self,
         outbound: Outbound,
         update: Bytes,
         reach: Reach,
     ) -> Result<(), ApplyError> {
+        if self.is_deleted() {
+            return Err(ApplyError::RoomDeleted);
+        }
+        if self.0.discarded.is_cancelled() {
+            return Err(ApplyError::NotPersisted(
+                "the room is reloading from storage; resync".to_owned(),
+            ));
+        }
         {
             let mut activity = self.activity();
             activity.last_used = Instant::now();
@@ -364,11 +404,14 @@ impl Room {
             }
         }
         self.0.shared.metrics.updates_applied.increment(1);
-        let fanout_after_commit = match self.0.shared.config.durability {
-            Durability::Durable => Some((outbound, reach)),
+        let (fanout_after_commit, ack, committed) = match self.0.shared.config.durability {
+            Durability::Durable => {
+                let (ack, committed) = tokio::sync::oneshot::channel();
+                (Some((outbound, reach)), Some(ack), Some(committed))
+            }
             Durability::Relaxed => {
                 self.deliver(outbound, &update, reach);
-                None
+                (None, None, None)
             }
         };
         self.0
@@ -378,9 +421,15 @@ impl Room {
                 room: self.clone(),
                 update,
                 fanout: fanout_after_commit,
+                ack,
             })
             .await
-            .map_err(|_| ApplyError::ShuttingDown)
+            .map_err(|_| ApplyError::ShuttingDown)?;
+        match committed {
+            // The writer answers every append it takes; a dropped answer means it stopped.
+            Some(committed) => committed.await.map_err(|_| ApplyError::ShuttingDown)?,
+            None => Ok(()),
+        }
     }
 
     /// Fans out a committed update: to this node's subscribers and, for [`Reach::Cluster`],
@@ -553,7 +602,15 @@ impl Room {
         }
         let room = self.clone();
         self.0.shared.tasks.spawn(async move {
-            match room.0.shared.storage.compact(&room.0.id).await {
+            // A deletion waits for this guard; a deleted room is not compacted back to life.
+            let writes = room.0.storage_writes.read().await;
+            let result = if room.is_deleted() {
+                Ok(false)
+            } else {
+                room.0.shared.storage.compact(&room.0.id).await
+            };
+            drop(writes);
+            match result {
                 Ok(compacted) => {
                     if compacted {
                         room.0.shared.metrics.compactions.increment(1);
@@ -581,6 +638,11 @@ impl Room {
         // covered; a concurrent edit re-arms the timer after this point. The version is dated
         // before the encode, so an edit it lacks never looks older than it.
         let captured_at_ms = crate::storage::now_millis();
+        // A deletion waits for this guard, and a deleted room takes no version.
+        let writes = self.0.storage_writes.read().await;
+        if self.is_deleted() {
+            return Err(StorageError::RoomDeleted);
+        }
         self.activity().unversioned_since = None;
         let doc = self.0.doc.clone();
         let data = tokio::task::spawn_blocking(move || encode_integrated(&doc)).await?;
@@ -590,6 +652,7 @@ impl Room {
             .storage
             .insert_version(&self.0.id, kind, label, data, captured_at_ms)
             .await?;
+        drop(writes);
         self.0.shared.metrics.versions_created.increment(1);
         let _ = self
             .0
@@ -679,7 +742,13 @@ impl RoomConnection {
     /// gone (never while this connection holds it).
     pub async fn recv(&mut self) -> Option<Delivery> {
         loop {
-            match self.receiver.recv().await {
+            let received = tokio::select! {
+                biased;
+                // This copy of the room is no longer the stored one: resync from a fresh load.
+                _ = self.lease.room.0.discarded.cancelled() => return Some(Delivery::Lagged),
+                received = self.receiver.recv() => received,
+            };
+            match received {
                 Ok(out) if out.origin == self.id => continue,
                 Ok(out) => return Some(Delivery::Frame(out.frame)),
                 Err(broadcast::error::RecvError::Lagged(_)) => return Some(Delivery::Lagged),

@@ -46,14 +46,69 @@ pub enum StorageError {
         /// The limit it exceeds.
         cause: crate::document::TooDeep,
     },
+    /// The room was deleted; nothing more is stored for it.
+    #[error("the room was deleted")]
+    RoomDeleted,
+}
+
+impl StorageError {
+    /// Whether the database refused the statement for what it holds, so sending it again
+    /// cannot succeed: a value too large or of the wrong type, a violated constraint or
+    /// trigger, a program limit (PostgreSQL's 1 GiB message among them), or bytes the
+    /// driver could not encode. Connection failures, timeouts, lock contention, a full disk
+    /// and anything unrecognised count as transient: they are retried.
+    pub fn is_permanent(&self) -> bool {
+        use sea_orm::RuntimeErr;
+        use sea_orm::sqlx::Error as SqlxError;
+        let Self::Database(
+            DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
+        ) = self
+        else {
+            return false;
+        };
+        match err.as_ref() {
+            SqlxError::Encode(_) => true,
+            SqlxError::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                if db
+                    .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                    .is_some()
+                {
+                    // SQLite's primary result code is the low byte of the extended one:
+                    // SQLITE_TOOBIG, SQLITE_CONSTRAINT (triggers included), SQLITE_MISMATCH.
+                    return code
+                        .parse::<i32>()
+                        .is_ok_and(|extended| matches!(extended & 0xff, 18..=20));
+                }
+                // PostgreSQL SQLSTATE classes: data exception, integrity constraint
+                // violation, program limit exceeded.
+                matches!(code.get(..2), Some("22" | "23" | "54"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What is stored for one room, in the order it must be applied.
 pub struct StoredRoom {
-    /// The compacted snapshot, if the room was ever compacted.
+    /// The compacted snapshot, if the room was ever compacted: what the folded rows show.
     pub snapshot: Option<Vec<u8>>,
+    /// The folded rows still waiting for a dependency, as they were logged, applied after the
+    /// snapshot.
+    pub pending: Vec<Vec<u8>>,
     /// Updates logged after the snapshot, oldest first.
     pub updates: Vec<Vec<u8>>,
+}
+
+impl StoredRoom {
+    /// Every stored update in the order it must be applied: snapshot, waiting rows, log.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.snapshot
+            .iter()
+            .chain(self.pending.iter())
+            .chain(self.updates.iter())
+            .map(Vec::as_slice)
+    }
 }
 
 /// One update to append to a room's log.
@@ -109,10 +164,15 @@ impl Storage {
         Ok(self.db.ping().await?)
     }
 
-    /// Reads a room's snapshot and the log after it, consistently even while another node
-    /// compacts the same room: compaction moves `last_update_id` forward in the same
-    /// transaction that deletes the merged rows, so if the snapshot's marker is unchanged after
-    /// reading the log, no rows were deleted between the two reads.
+    /// Reads a room's snapshot and its log, consistently even while another node compacts
+    /// the same room: compaction moves `last_update_id` forward in the same transaction that
+    /// deletes the merged rows, so if the snapshot's marker is unchanged after reading the
+    /// log, no rows were deleted between the two reads.
+    ///
+    /// The log is every row of the room still there, not only those with ids above the
+    /// marker: on PostgreSQL a row can commit after one with a higher id (two nodes' group
+    /// commits interleave), so a compaction may have merged ids above a row it never saw.
+    /// Compaction deletes exactly the rows it merged; whatever remains is unmerged.
     pub async fn load(&self, room: &RoomId) -> Result<StoredRoom, StorageError> {
         loop {
             let snapshot = room_snapshot::Entity::find_by_id(room.as_str())
@@ -121,7 +181,6 @@ impl Storage {
             let after = snapshot.as_ref().map_or(0, |s| s.last_update_id);
             let updates = room_update::Entity::find()
                 .filter(room_update::Column::RoomId.eq(room.as_str()))
-                .filter(room_update::Column::Id.gt(after))
                 .order_by_asc(room_update::Column::Id)
                 .all(&self.db)
                 .await?;
@@ -133,8 +192,20 @@ impl Storage {
                 .await?
                 .unwrap_or(0);
             if marker_now == after {
+                let (snapshot, pending) = match snapshot {
+                    Some(s) => (Some(s.data), s.pending),
+                    None => (None, None),
+                };
+                let pending = match pending {
+                    Some(bytes) => decode_waiting(&bytes).map_err(|e| StorageError::Corrupt {
+                        room: room.clone(),
+                        detail: format!("waiting rows: {e}"),
+                    })?,
+                    None => Vec::new(),
+                };
                 return Ok(StoredRoom {
-                    snapshot: snapshot.map(|s| s.data),
+                    snapshot,
+                    pending,
                     updates: updates.into_iter().map(|u| u.data).collect(),
                 });
             }
@@ -159,27 +230,23 @@ impl Storage {
         Ok(())
     }
 
-    /// Number of log rows after the snapshot.
+    /// Number of log rows not merged into the snapshot.
     pub async fn log_len(&self, room: &RoomId) -> Result<u64, StorageError> {
-        let after = room_snapshot::Entity::find_by_id(room.as_str())
-            .select_only()
-            .column(room_snapshot::Column::LastUpdateId)
-            .into_tuple::<i64>()
-            .one(&self.db)
-            .await?
-            .unwrap_or(0);
         Ok(room_update::Entity::find()
             .filter(room_update::Column::RoomId.eq(room.as_str()))
-            .filter(room_update::Column::Id.gt(after))
             .count(&self.db)
             .await?)
     }
 
-    /// Merges the snapshot and the logged updates into a new snapshot and deletes the merged
-    /// rows, all in one transaction: a crash at any point leaves either the old snapshot with
-    /// the full log or the new snapshot with the rest of the log. The merge stops before an
-    /// update that cannot be integrated yet (see [`fold_complete_prefix`]); it and the rows
-    /// after it stay in the log.
+    /// Merges the snapshot, its pending part and the logged updates into a new snapshot and
+    /// deletes the merged rows, all in one transaction: a crash at any point leaves either the
+    /// old snapshot with the full log or the new snapshot with the rest of the log.
+    ///
+    /// Every logged row is folded, even one whose dependency has not been logged yet (e.g. an
+    /// edit built on one another node has not committed): what integrates goes into the
+    /// snapshot, and what yrs holds back is kept beside it as the snapshot's pending part
+    /// (see [`fold_log`]). So a dependency that never arrives cannot stop compaction, the log
+    /// stays bounded by `compact_after`, and no compaction reads a row twice.
     ///
     /// Safe against a concurrent compaction of the same room (another node): the snapshot is
     /// only replaced if its marker is still the one this merge started from; otherwise this
@@ -203,44 +270,52 @@ impl Storage {
         let after = snapshot.as_ref().map_or(0, |s| s.last_update_id);
         let rows = room_update::Entity::find()
             .filter(room_update::Column::RoomId.eq(room.as_str()))
-            .filter(room_update::Column::Id.gt(after))
             .order_by_asc(room_update::Column::Id)
             .all(&txn)
             .await?;
-        if rows.is_empty() {
-            return Ok(false);
-        }
-        let base_was_missing = snapshot.is_none();
-        let base = snapshot.map(|s| s.data);
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let updates: Vec<Vec<u8>> = rows.into_iter().map(|r| r.data).collect();
-        let room_for_merge = room.clone();
-        let folded = tokio::task::spawn_blocking(move || {
-            fold_complete_prefix(&room_for_merge, base.as_deref(), &updates)
-        })
-        .await??;
-        let Some((merged, count)) = folded else {
-            tracing::debug!(room = %room, rows = ids.len(), "compaction waits: the log's first update depends on one not logged yet");
+        let Some(highest) = rows.last().map(|r| r.id) else {
             return Ok(false);
         };
-        if count < ids.len() {
-            tracing::debug!(room = %room, folded = count, rows = ids.len(), "compaction stops before an update whose dependency is not logged yet");
+        // Strictly increasing, so readers notice every compaction (see `load`), even one that
+        // only merged rows which committed late under lower ids.
+        let marker = highest.max(after + 1);
+        let merged_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let base_was_missing = snapshot.is_none();
+        let (base, base_pending) = match snapshot {
+            Some(s) => (Some(s.data), s.pending),
+            None => (None, None),
+        };
+        let updates: Vec<Vec<u8>> = rows.into_iter().map(|r| r.data).collect();
+        let folded_rows = updates.len();
+        let room_for_merge = room.clone();
+        let folded = tokio::task::spawn_blocking(move || {
+            fold_log(
+                &room_for_merge,
+                base.as_deref(),
+                base_pending.as_deref(),
+                &updates,
+            )
+        })
+        .await??;
+        if let Some(pending) = &folded.pending {
+            tracing::debug!(room = %room, rows = folded_rows, pending_bytes = pending.len(), "compaction keeps updates waiting for a dependency beside the snapshot");
         }
-        let last_id = ids[count - 1];
         let now = now_millis();
         if base_was_missing {
             room_snapshot::Entity::insert(room_snapshot::ActiveModel {
                 room_id: Set(room.as_str().to_owned()),
-                data: Set(merged),
-                last_update_id: Set(last_id),
+                data: Set(folded.snapshot),
+                last_update_id: Set(marker),
                 updated_at: Set(now),
+                pending: Set(folded.pending),
             })
             .exec(&txn)
             .await?;
         } else {
             let result = room_snapshot::Entity::update_many()
-                .col_expr(room_snapshot::Column::Data, Expr::value(merged))
-                .col_expr(room_snapshot::Column::LastUpdateId, Expr::value(last_id))
+                .col_expr(room_snapshot::Column::Data, Expr::value(folded.snapshot))
+                .col_expr(room_snapshot::Column::Pending, Expr::value(folded.pending))
+                .col_expr(room_snapshot::Column::LastUpdateId, Expr::value(marker))
                 .col_expr(room_snapshot::Column::UpdatedAt, Expr::value(now))
                 .filter(room_snapshot::Column::RoomId.eq(room.as_str()))
                 .filter(room_snapshot::Column::LastUpdateId.eq(after))
@@ -251,11 +326,14 @@ impl Storage {
                 return Ok(false);
             }
         }
-        room_update::Entity::delete_many()
-            .filter(room_update::Column::RoomId.eq(room.as_str()))
-            .filter(room_update::Column::Id.lte(last_id))
-            .exec(&txn)
-            .await?;
+        // Exactly the rows merged: one committed meanwhile under a lower id stays in the log.
+        for ids in merged_ids.chunks(1000) {
+            room_update::Entity::delete_many()
+                .filter(room_update::Column::RoomId.eq(room.as_str()))
+                .filter(room_update::Column::Id.is_in(ids.iter().copied()))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
         Ok(true)
     }
@@ -263,19 +341,30 @@ impl Storage {
     /// Deletes everything stored for a room (log, snapshot, versions) in one transaction.
     pub async fn delete_room(&self, room: &RoomId) -> Result<(), StorageError> {
         let txn = self.db.begin().await?;
+        Self::delete_room_in(&txn, room).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes everything stored for a room (log, snapshot, versions) through `db`: a
+    /// transaction of the caller's that deletes the room's other rows too, so the room goes
+    /// whole or not at all.
+    pub async fn delete_room_in(
+        db: &impl sea_orm::ConnectionTrait,
+        room: &RoomId,
+    ) -> Result<(), StorageError> {
         room_update::Entity::delete_many()
             .filter(room_update::Column::RoomId.eq(room.as_str()))
-            .exec(&txn)
+            .exec(db)
             .await?;
         room_snapshot::Entity::delete_many()
             .filter(room_snapshot::Column::RoomId.eq(room.as_str()))
-            .exec(&txn)
+            .exec(db)
             .await?;
         room_version::Entity::delete_many()
             .filter(room_version::Column::RoomId.eq(room.as_str()))
-            .exec(&txn)
+            .exec(db)
             .await?;
-        txn.commit().await?;
         Ok(())
     }
 
@@ -380,41 +469,95 @@ impl Storage {
     }
 }
 
-/// Builds a document from stored bytes. Any byte that does not decode or apply makes the
-/// whole load fail: a partial document must never be served (and later saved over the real
-/// one).
-/// Merges `snapshot` and the longest prefix of `updates` after which nothing is left pending
-/// (an update whose dependencies are not logged yet, e.g. one built on an edit another node
-/// has not committed yet) into one v1 update; answers it with the prefix's length, or `None`
-/// when not even the first update completes.
+/// The result of folding a log: what the document shows, and what waits for a dependency.
+struct Folded {
+    /// Everything that integrated, as one v1 update (see [`crate::room::encode_integrated`]).
+    snapshot: Vec<u8>,
+    /// The rows holding something yrs keeps back until its dependency arrives, verbatim and
+    /// in log order ([`encode_waiting`]); `None` when nothing waits.
+    pending: Option<Vec<u8>>,
+}
+
+/// Merges `snapshot`, the rows waiting beside it (`pending`) and `updates` into a new
+/// snapshot and the rows still waiting.
 ///
-/// A snapshot never carries pending structs (see [`crate::room::encode_integrated`]): their
-/// rows stay in the log until their dependencies arrive.
-fn fold_complete_prefix(
+/// The waiting rows are kept as they were logged, not re-encoded: yrs integrates a waiting
+/// struct only when what it lacks arrives, and a re-encoding of its pending structs does not
+/// always integrate into the same text later. A row waits when any struct it inserts or any
+/// deletion it carries is among what yrs holds back; every other row is in the snapshot, and
+/// what a waiting row already integrated is there too (applying it again changes nothing).
+fn fold_log(
     room: &RoomId,
     snapshot: Option<&[u8]>,
+    pending: Option<&[u8]>,
     updates: &[Vec<u8>],
-) -> Result<Option<(Vec<u8>, usize)>, StorageError> {
-    let doc = crate::room::new_doc();
-    let mut complete = 0;
-    {
-        let mut txn = doc.transact_mut();
-        if let Some(snapshot) = snapshot {
-            apply_stored(room, &mut txn, snapshot)?;
+) -> Result<Folded, StorageError> {
+    let corrupt = |detail: String| StorageError::Corrupt {
+        room: room.clone(),
+        detail,
+    };
+    let mut rows = match pending {
+        Some(pending) => decode_waiting(pending).map_err(|e| corrupt(e.to_string()))?,
+        None => Vec::new(),
+    };
+    rows.extend(updates.iter().cloned());
+    let doc = rebuild_doc(room, snapshot, rows.iter().map(Vec::as_slice))?;
+    let snapshot = crate::room::encode_integrated(&doc);
+    let held_back = {
+        let txn = doc.transact();
+        let store = txn.store();
+        let mut held_back = store
+            .pending_update()
+            .map(|p| p.update.insertions(true))
+            .unwrap_or_default();
+        if let Some(deletions) = store.pending_ds() {
+            held_back.merge_with(deletions.clone());
         }
-        for (i, bytes) in updates.iter().enumerate() {
-            apply_stored(room, &mut txn, bytes)?;
-            if !txn.has_missing_updates() {
-                complete = i + 1;
-            }
+        held_back
+    };
+    if held_back.is_empty() {
+        return Ok(Folded {
+            snapshot,
+            pending: None,
+        });
+    }
+    let mut waiting = Vec::new();
+    for row in rows {
+        let update = Update::decode_v1(&row).map_err(|e| corrupt(e.to_string()))?;
+        let touched = update.insertions(true).merge(update.delete_set());
+        if !touched.intersect(&held_back).is_empty() {
+            waiting.push(row);
         }
     }
-    let doc = match complete {
-        0 => return Ok(None),
-        n if n == updates.len() => doc,
-        n => rebuild_doc(room, snapshot, &updates[..n])?,
-    };
-    Ok(Some((crate::room::encode_integrated(&doc), complete)))
+    Ok(Folded {
+        snapshot,
+        pending: Some(encode_waiting(&waiting)),
+    })
+}
+
+/// The waiting rows as one value: their count, then each as a length-prefixed byte string
+/// (lib0 encoding, as in Yjs messages).
+fn encode_waiting(rows: &[Vec<u8>]) -> Vec<u8> {
+    use yrs::encoding::write::Write;
+    let mut out = Vec::new();
+    out.write_var(rows.len());
+    for row in rows {
+        out.write_buf(row);
+    }
+    out
+}
+
+/// Reads what [`encode_waiting`] wrote; every length is checked against what remains.
+fn decode_waiting(bytes: &[u8]) -> Result<Vec<Vec<u8>>, yrs::encoding::read::Error> {
+    use yrs::encoding::read::{Cursor, Read};
+    let mut cursor = Cursor::new(bytes);
+    let count: usize = cursor.read_var()?;
+    // Each row takes at least its length byte: a count beyond that is a lie.
+    let mut rows = Vec::with_capacity(count.min(bytes.len()));
+    for _ in 0..count {
+        rows.push(cursor.read_buf()?.to_vec());
+    }
+    Ok(rows)
 }
 
 fn apply_stored(
@@ -435,18 +578,18 @@ fn apply_stored(
     txn.apply_update(update).map_err(|e| corrupt(e.to_string()))
 }
 
-pub(crate) fn rebuild_doc(
+/// Builds a document from stored bytes: the snapshot, then `rest` in order. Any byte that
+/// does not decode or apply makes the whole load fail: a partial document must never be
+/// served (and later saved over the real one).
+pub(crate) fn rebuild_doc<'a>(
     room: &RoomId,
-    snapshot: Option<&[u8]>,
-    updates: &[Vec<u8>],
+    snapshot: Option<&'a [u8]>,
+    rest: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Doc, StorageError> {
     let doc = crate::room::new_doc();
     {
         let mut txn = doc.transact_mut();
-        for bytes in snapshot
-            .into_iter()
-            .chain(updates.iter().map(Vec::as_slice))
-        {
+        for bytes in snapshot.into_iter().chain(rest) {
             apply_stored(room, &mut txn, bytes)?;
         }
     }

@@ -11,6 +11,7 @@ mod m20261122_000003_rotated_refresh_tokens;
 mod m20261122_000004_ai_conversations;
 mod m20261122_000005_collaboration;
 mod m20261201_000006_webhooks;
+mod m20261204_000007_snapshot_pending;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_ai_conversations::Migration),
             Box::new(m20261122_000005_collaboration::Migration),
             Box::new(m20261201_000006_webhooks::Migration),
+            Box::new(m20261204_000007_snapshot_pending::Migration),
         ]
     }
 }

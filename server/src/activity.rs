@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 
-use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::access::Identity;
-use crate::entity::activity;
+use crate::entity::{activity, room};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -208,10 +209,16 @@ async fn run(
                 None => break,
             },
         };
-        if event.kind.in_feed()
-            && let Err(err) = record(&db, &event).await
-        {
-            warn!(room = %event.room, error = %err, "recording activity failed");
+        if event.kind.in_feed() {
+            match record(&db, &event).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // The room is gone: nobody is told about it either.
+                    debug!(room = %event.room, kind = event.kind.as_str(), "event of a deleted room dropped");
+                    continue;
+                }
+                Err(err) => warn!(room = %event.room, error = %err, "recording activity failed"),
+            }
         }
         // Nobody listening is not an error.
         let _ = listeners.send(Arc::new(event));
@@ -251,17 +258,40 @@ pub fn version_data(version: &crdt_store::VersionInfo) -> serde_json::Value {
     })
 }
 
-async fn record(db: &DatabaseConnection, event: &RoomEvent) -> Result<(), sea_orm::DbErr> {
-    activity::ActiveModel {
-        room_id: Set(event.room.clone()),
-        kind: Set(event.kind.as_str().to_owned()),
-        actor_id: Set(event.actor.as_ref().and_then(|a| a.user_id.clone())),
-        actor_name: Set(event.actor.as_ref().map(|a| a.name.clone())),
-        data: Set(event.data.to_string()),
-        created_at: Set(event.at_ms),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .map(drop)
+/// Records a feed event, in one statement and only while its room exists: an event of a
+/// deleted room (a socket's "left" as the deletion closes it, a write that lost the race)
+/// must not be left behind for whoever creates a room under the same id. Answers whether it
+/// was recorded.
+async fn record(db: &DatabaseConnection, event: &RoomEvent) -> Result<bool, sea_orm::DbErr> {
+    let room_exists = Query::select()
+        .expr(Expr::val(1))
+        .from(room::Entity)
+        .and_where(Expr::col((room::Entity, room::Column::Id)).eq(event.room.as_str()))
+        .to_owned();
+    let values = Query::select()
+        .exprs([
+            Expr::val(event.room.as_str()),
+            Expr::val(event.kind.as_str()),
+            Expr::val(event.actor.as_ref().and_then(|a| a.user_id.clone())),
+            Expr::val(event.actor.as_ref().map(|a| a.name.clone())),
+            Expr::val(event.data.to_string()),
+            Expr::val(event.at_ms),
+        ])
+        .and_where(Expr::exists(room_exists))
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(activity::Entity)
+        .columns([
+            activity::Column::RoomId,
+            activity::Column::Kind,
+            activity::Column::ActorId,
+            activity::Column::ActorName,
+            activity::Column::Data,
+            activity::Column::CreatedAt,
+        ])
+        .select_from(values)
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+        .to_owned();
+    let result = db.execute(&insert).await?;
+    Ok(result.rows_affected() == 1)
 }

@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// Most updates per group commit.
     #[arg(long, env = "TANDEM_MAX_BATCH", default_value_t = 512)]
     pub max_batch: usize,
+    /// Most bytes of update data per group commit; a larger update is written alone.
+    #[arg(long, env = "TANDEM_MAX_BATCH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
     /// Most rooms in memory at once.
     #[arg(long, env = "TANDEM_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,
@@ -416,6 +419,10 @@ impl ServeArgs {
             crdt_store::document::STORED_DEPTH_GUARD
         );
         anyhow::ensure!(
+            self.max_batch_bytes > 0,
+            "--max-batch-bytes must be positive"
+        );
+        anyhow::ensure!(
             self.ping_timeout > self.ping_interval,
             "--ping-timeout must be longer than --ping-interval"
         );
@@ -457,6 +464,7 @@ impl ServeArgs {
             store: StoreConfig {
                 durability,
                 max_batch: self.max_batch,
+                max_batch_bytes: self.max_batch_bytes,
                 subscriber_queue: self.subscriber_queue,
                 compact_after_updates: self.compact_after.max(1),
                 idle_timeout: self.idle_timeout,

@@ -184,6 +184,7 @@ impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         match err {
             StorageError::TooDeep { cause, .. } => cause.into(),
+            StorageError::RoomDeleted => Self::not_found("the room was deleted"),
             other => Self::internal(&other),
         }
     }
@@ -197,6 +198,15 @@ impl From<ApplyError> for ApiError {
                 "shutting_down",
                 err.to_string(),
             ),
+            ApplyError::RoomDeleted => Self::not_found("the room was deleted"),
+            ApplyError::NotPersisted(_) => {
+                error!(error = %err, "an edit could not be stored");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "not_persisted",
+                    "the database refused to store this change; nothing was changed for others",
+                )
+            }
             other => Self::internal(&other),
         }
     }

@@ -160,9 +160,10 @@ async fn racing_compactions_lose_nothing() {
 
 /// An update can reach the log before one it builds on: a node answers a peer's sync request
 /// from memory, and the peer's client may edit on top before the first node commits. The
-/// dependent row is not folded into the snapshot until what it needs is logged.
+/// dependent row is folded all the same: what waits for its dependency is kept beside the
+/// snapshot, not shown, and integrated once what it needs is logged.
 #[tokio::test]
-async fn an_update_logged_before_its_dependency_waits_in_the_log() {
+async fn an_update_logged_before_its_dependency_waits_beside_the_snapshot() {
     let db = TestDb::new().await;
     let room = room_id("gap");
     let first = ClientDoc::new();
@@ -172,11 +173,13 @@ async fn an_update_logged_before_its_dependency_waits_in_the_log() {
     let world = second.append("t", " world");
 
     append_rows(&db.storage, &room, &[&world]).await;
-    assert!(
-        !db.storage.compact(&room).await.expect("compact"),
-        "nothing can be folded yet"
+    assert!(db.storage.compact(&room).await.expect("compact"));
+    assert_eq!(db.storage.log_len(&room).await.expect("len"), 0);
+    assert_eq!(
+        stored_text(&db.storage, &room, "t").await,
+        "",
+        "nothing shows yet"
     );
-    assert_eq!(db.storage.log_len(&room).await.expect("len"), 1);
 
     let more = second.append("t", "!");
     append_rows(&db.storage, &room, &[&hello, &more]).await;
@@ -189,6 +192,12 @@ async fn an_update_logged_before_its_dependency_waits_in_the_log() {
 /// often puts an update before the ones it builds on, then appended in random chunks with a
 /// compaction after each: what is stored always rebuilds the clients' converged text. (Among
 /// these histories is one where folding a pending update into the snapshot changed the text.)
+///
+/// Whenever the rows applied one by one leave nothing waiting, what is stored shows what they
+/// show. While something waits, the text may differ: yrs integrates a waiting update only
+/// when what it lacks arrives in a later one, so which waiting structs show depends on the
+/// order they are applied in (Yjs differs again), and the part kept beside the snapshot is
+/// applied as one update. What must converge is the end.
 #[tokio::test]
 async fn compacting_a_log_written_out_of_causal_order_loses_nothing() {
     for seed in 1..=30u64 {
@@ -239,11 +248,13 @@ async fn compacting_a_log_written_out_of_causal_order_loses_nothing() {
             append_rows(&db.storage, &room, &chunk).await;
             appended = end;
             db.storage.compact(&room).await.expect("compact");
-            assert_eq!(
-                stored_text(&db.storage, &room, "t").await,
-                stored_text_of(&log[..appended]),
-                "seed {seed}, {appended} rows appended"
-            );
+            if let Some(expected) = complete_text_of(&log[..appended]) {
+                assert_eq!(
+                    stored_text(&db.storage, &room, "t").await,
+                    expected,
+                    "seed {seed}, {appended} rows appended"
+                );
+            }
         }
         assert_eq!(
             db.storage.log_len(&room).await.expect("len"),
@@ -258,13 +269,19 @@ async fn compacting_a_log_written_out_of_causal_order_loses_nothing() {
     }
 }
 
-/// The text a document holding exactly `updates` shows.
-fn stored_text_of(updates: &[Bytes]) -> String {
+/// The text a document holding exactly `updates` shows, when applying them one by one
+/// leaves nothing waiting (every struct integrated, so no order can show another text).
+fn complete_text_of(updates: &[Bytes]) -> Option<String> {
     let doc = ClientDoc::new();
     for update in updates {
         doc.apply(update);
     }
-    doc.text("t")
+    let waits = {
+        let txn = yrs::Transact::transact(&doc.doc);
+        let store = yrs::ReadTxn::store(&txn);
+        store.pending_update().is_some() || store.pending_ds().is_some()
+    };
+    (!waits).then(|| doc.text("t"))
 }
 
 /// Appends `updates` to `room` in one transaction, in order.

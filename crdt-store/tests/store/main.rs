@@ -6,8 +6,11 @@
 //! - `rooms`: loading once, refusing corrupt data and malformed updates, lagging subscribers,
 //!   awareness clean-up, idle eviction.
 //! - `versions`: named, automatic and restore versions.
+//! - `lifetime`: storage that cannot stall (compaction past a missing dependency, byte-capped
+//!   group commits, a refused update isolated) and deletion nothing racing it survives.
 
 mod compaction;
+mod lifetime;
 mod persistence;
 mod rooms;
 mod support;

@@ -111,20 +111,28 @@ async fn durable_mode_delivers_an_update_only_after_its_commit() {
 
     let lock = hold_write_lock(&raw).await;
     let blocked = client.append("t", "<held>");
-    author
-        .apply_update(blocked.clone(), None)
-        .await
-        .expect("apply");
+    // The author's apply answers once the update is committed, so it waits too.
+    let author_room = author.room().clone();
+    let applying = {
+        let blocked = blocked.clone();
+        tokio::spawn(async move {
+            author_room
+                .apply_update(crdt_store::ConnectionId::SERVER, blocked, None)
+                .await
+        })
+    };
     let_other_tasks_run().await;
     assert!(
         delivered_already(&mut reader).is_none(),
         "delivered while the commit could not happen"
     );
+    assert!(!applying.is_finished(), "answered before the commit");
     let stored = logged_updates(&db.storage, &room).await;
     assert!(!stored.contains(&blocked.to_vec()));
 
     lock.rollback().await.expect("release the lock");
     assert_eq!(next_update(&mut reader).await, blocked);
+    applying.await.expect("task").expect("apply");
     let stored = logged_updates(&db.storage, &room).await;
     assert_eq!(stored.last(), Some(&blocked.to_vec()));
 }

@@ -94,10 +94,21 @@ pub fn room_id(name: &str) -> RoomId {
     RoomId::parse(name).expect("valid room name")
 }
 
-/// Counters and gauges reported through the `metrics` facade, by name.
+/// Counters, gauges and histograms reported through the `metrics` facade, by name.
 #[derive(Clone, Default)]
 pub struct MetricsProbe {
     values: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
+    samples: Arc<Mutex<HashMap<String, Arc<Samples>>>>,
+}
+
+/// Every value a histogram recorded, in order.
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl metrics::HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(value);
+    }
 }
 
 impl MetricsProbe {
@@ -120,6 +131,14 @@ impl MetricsProbe {
     pub fn gauge(&self, name: &str) -> f64 {
         self.read(name).map_or(0.0, f64::from_bits)
     }
+
+    /// Every value a histogram recorded so far, in order.
+    pub fn histogram(&self, name: &str) -> Vec<f64> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.get(name).map_or_else(Vec::new, |s| {
+            s.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        })
+    }
 }
 
 impl Recorder for MetricsProbe {
@@ -135,8 +154,9 @@ impl Recorder for MetricsProbe {
         Gauge::from_arc(self.cell(key))
     }
 
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        Histogram::from_arc(samples.entry(key.name().to_owned()).or_default().clone())
     }
 }
 
@@ -335,12 +355,12 @@ pub async fn logged_updates(storage: &Storage, room: &RoomId) -> Vec<Vec<u8>> {
     storage.load(room).await.expect("load").updates
 }
 
-/// The text of root `root` of what `storage` holds for `room`, rebuilt from the snapshot and
-/// log exactly as a load would.
+/// The text of root `root` of what `storage` holds for `room`, rebuilt from the snapshot, its
+/// pending part and the log exactly as a load would.
 pub async fn stored_text(storage: &Storage, room: &RoomId, root: &str) -> String {
     let stored = storage.load(room).await.expect("load");
     let doc = new_doc();
-    for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+    for bytes in stored.pieces() {
         apply_to(&doc, bytes);
     }
     let text = doc.get_or_insert_text(root);

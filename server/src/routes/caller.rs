@@ -147,8 +147,12 @@ pub async fn authorized_room(
     min: Role,
 ) -> Result<AuthorizedRoom, ApiError> {
     let id = crdt_store::RoomId::parse(room)?;
-    let (_, identity) = require_role(state, principal, id.as_str(), min).await?;
+    require_role(state, principal, id.as_str(), min).await?;
     let lease = state.registry.lease(&id).await?;
+    // Checked again with the room held: a deletion between the first check and the lease
+    // would otherwise hand this caller a room created afresh under the id, by someone else.
+    // Held, the room is the one checked; if it is deleted later, its writes are refused.
+    let (_, identity) = require_role(state, principal, id.as_str(), min).await?;
     Ok(AuthorizedRoom {
         id,
         lease,

@@ -8,8 +8,8 @@ use crdt_store::RoomId;
 use crdt_store::storage::LogEntry;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,8 +22,8 @@ use crate::auth::secrets::{
 };
 use crate::auth::{Principal, Role};
 use crate::entity::{
-    activity, comment, comment_thread, invite, notification, room, room_member, share_link, user,
-    webhook, webhook_delivery,
+    activity, ai_conversation, ai_message, comment, comment_thread, invite, notification, room,
+    room_member, share_link, user, webhook, webhook_delivery,
 };
 use crate::error::ApiError;
 use crate::notifications::{NotificationKind, notify};
@@ -125,10 +125,27 @@ async fn insert_room(
     name: &str,
     owner: &str,
 ) -> Result<room::Model, ApiError> {
+    // A deletion of a room under this id may still be finishing: what it leaves behind as
+    // it ends (its sockets' "left" events) must not land in the new room.
+    state.registry.wait_for_deletion(id).await;
     let now = state.auth.now();
     // Write first: on SQLite a transaction that reads before writing can fail to upgrade
     // when another writer committed meanwhile; a first write just waits for the lock.
     let txn = state.db().begin().await?;
+    // Anything a write that lost its race with a deletion of an earlier room under this id
+    // left behind (a comment, an AI conversation, an event) goes before the room exists.
+    // A room row here means the id is taken: nothing is deleted, as the insert then fails.
+    // (A no-op update of that row is the first write, and tells whether it is there.)
+    let taken = room::Entity::update_many()
+        .col_expr(room::Column::Name, Expr::col(room::Column::Name))
+        .filter(room::Column::Id.eq(id.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        > 0;
+    if !taken {
+        delete_room_rows_in(&txn, id).await?;
+    }
     let model = room::ActiveModel {
         id: Set(id.as_str().to_owned()),
         name: Set(name.trim().to_owned()),
@@ -314,8 +331,16 @@ pub async fn rename_room(
     }))
 }
 
-/// Deletes a room with its document, versions, participants, invites and links (owners).
-/// Open sockets are closed with 4404.
+/// Deletes a room with everything of it (owners): its document (log, snapshot, versions),
+/// participants, invites and links, comments, notifications, activity, webhooks with their
+/// deliveries, and AI conversations with their messages, in one transaction. Open sockets
+/// are closed with 4404.
+///
+/// Nothing racing the deletion survives it: the room in memory is closed and marked deleted
+/// first (its edits are refused from then on, and what was queued is committed before the
+/// rows go), joins of the id wait until the rows are gone, and activity is only recorded for
+/// a room that exists (see `activity::record`). A room created again under the id starts
+/// empty.
 #[utoipa::path(delete, path = "/api/rooms/{room}", tag = "rooms", responses((status = 204), (status = 403), (status = 404)))]
 pub async fn delete_room(
     state: web::Data<AppState>,
@@ -324,50 +349,95 @@ pub async fn delete_room(
 ) -> Result<HttpResponse, ApiError> {
     require_role(&state, &caller.0, &room_id, Role::Owner).await?;
     let id = parse_room(&room_id)?;
-    let txn = state.db().begin().await?;
-    room_member::Entity::delete_many()
-        .filter(room_member::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    invite::Entity::delete_many()
-        .filter(invite::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    share_link::Entity::delete_many()
-        .filter(share_link::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    activity::Entity::delete_many()
-        .filter(activity::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    comment::Entity::delete_many()
-        .filter(comment::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    comment_thread::Entity::delete_many()
-        .filter(comment_thread::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    notification::Entity::delete_many()
-        .filter(notification::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    webhook_delivery::Entity::delete_many()
-        .filter(webhook_delivery::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    webhook::Entity::delete_many()
-        .filter(webhook::Column::RoomId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    room::Entity::delete_by_id(id.as_str()).exec(&txn).await?;
-    txn.commit().await?;
+    let deletion = state.registry.begin_delete(&id).await;
+    delete_room_rows(&state, &id).await?;
+    // Sockets re-check their access on this event, find no room and close with 4404.
     state.events.publish(AccessEvent::RoomDeleted {
         room_id: id.as_str().to_owned(),
     });
-    state.registry.delete_room(&id).await?;
+    // Their "left" events are handled (and dropped for want of a room) before the id is
+    // released: a room created again under it waits for that (see `insert_room`). A socket
+    // slower to close than this wait leaves a "left" event that may land in that room.
+    let deadline = tokio::time::Instant::now() + SOCKETS_CLOSE_WITHIN;
+    while state.presence.connections(id.as_str()) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    state.activity.sync().await;
+    deletion.finish();
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// How long a deletion waits for the room's sockets to close after telling them (4404).
+const SOCKETS_CLOSE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Deletes every row of room `id`, in every table that has them, in one transaction.
+async fn delete_room_rows(state: &AppState, id: &RoomId) -> Result<(), ApiError> {
+    let txn = state.db().begin().await?;
+    delete_room_rows_in(&txn, id).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Deletes every row of room `id` (the room's own row first) through `txn`.
+async fn delete_room_rows_in(txn: &DatabaseTransaction, id: &RoomId) -> Result<(), ApiError> {
+    let room_id = id.as_str();
+    // Write first (see `insert_room`): the room row goes before anything is read.
+    room::Entity::delete_by_id(room_id).exec(txn).await?;
+    let conversations = ai_conversation::Entity::find()
+        .select_only()
+        .column(ai_conversation::Column::Id)
+        .filter(ai_conversation::Column::RoomId.eq(room_id))
+        .into_tuple::<String>()
+        .all(txn)
+        .await?;
+    for chunk in conversations.chunks(500) {
+        ai_message::Entity::delete_many()
+            .filter(ai_message::Column::ConversationId.is_in(chunk.iter().cloned()))
+            .exec(txn)
+            .await?;
+    }
+    ai_conversation::Entity::delete_many()
+        .filter(ai_conversation::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    room_member::Entity::delete_many()
+        .filter(room_member::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    invite::Entity::delete_many()
+        .filter(invite::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    share_link::Entity::delete_many()
+        .filter(share_link::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    activity::Entity::delete_many()
+        .filter(activity::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    comment::Entity::delete_many()
+        .filter(comment::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    comment_thread::Entity::delete_many()
+        .filter(comment_thread::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    notification::Entity::delete_many()
+        .filter(notification::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    webhook_delivery::Entity::delete_many()
+        .filter(webhook_delivery::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    webhook::Entity::delete_many()
+        .filter(webhook::Column::RoomId.eq(room_id))
+        .exec(txn)
+        .await?;
+    crdt_store::Storage::delete_room_in(txn, id).await?;
+    Ok(())
 }
 
 /// A new room starting from the current content of one the caller can read; the caller owns

@@ -133,6 +133,9 @@ pub async fn connect(
         stamp: stamp(&identity),
     };
     let connection = state.registry.connect(&room_id).await?;
+    // Checked again with the room joined (see `authorized_room`): a deletion that finished
+    // in between must not leave this socket in a room created afresh under the id.
+    require_role(&state, &access.principal, room_id.as_str(), Role::Viewer).await?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::invalid(e.to_string()))?;
     let max = state.session.max_message_size;
