@@ -30,6 +30,7 @@ const MESSAGE_SYNC: u8 = 0;
 const MESSAGE_AWARENESS: u8 = 1;
 const MESSAGE_QUERY_AWARENESS: u8 = 3;
 const SYNC_STEP_1: u8 = 0;
+const SYNC_STEP_2: u8 = 1;
 const SYNC_UPDATE: u8 = 2;
 
 /// The v1 item layout: content references and info bits (`yrs::block`).
@@ -299,7 +300,10 @@ async fn share_link(server: &TandemServer, room: &str) -> anyhow::Result<String>
         .error_for_status()?
         .json()
         .await?;
-    Ok(link["token"].as_str().context("share link token")?.to_owned())
+    Ok(link["token"]
+        .as_str()
+        .context("share link token")?
+        .to_owned())
 }
 
 /// A registered account that is a member of `room` with `role`.
@@ -335,19 +339,25 @@ async fn deeply_nested_values_are_refused_and_the_room_keeps_working() -> Result
     driver.connect("b", &server, "nested").await?;
     driver.insert("a", "text", 0, "hello").await?;
     driver.wait_text("b", "text", "hello").await?;
-    let before = wait_document(&server, "nested", &owner, "the text", |d| d["text"] == "hello")
-        .await?;
+    let before = wait_document(&server, "nested", &owner, "the text", |d| {
+        d["text"] == "hello"
+    })
+    .await?;
 
     // 20,000 arrays, each the only element of the one around it: 40 KB that a recursive
     // decoder follows 20,000 frames deep.
     let update = nested_arrays("list", 20_000);
     assert!(update.len() < 41_000, "{} bytes", update.len());
-    let mut hostile = Socket::open(&server, "nested", &editor.token).await?;
-    hostile.send(update_frame(&update)).await?;
-    let (code, reason) = hostile.closed().await?;
-    assert_eq!(code, 1007, "{reason}");
-
-    assert_healthy(&server).await?;
+    // As an update, and as the sync step 2 a client answers the server's step 1 with.
+    let mut step_2 = vec![MESSAGE_SYNC, SYNC_STEP_2];
+    write_buf(&mut step_2, &update);
+    for frame in [update_frame(&update), step_2] {
+        let mut hostile = Socket::open(&server, "nested", &editor.token).await?;
+        hostile.send(frame).await?;
+        let (code, reason) = hostile.closed().await?;
+        assert_eq!(code, 1007, "{reason}");
+        assert_healthy(&server).await?;
+    }
     assert_eq!(document(&server, "nested", &owner).await?, before);
     driver.insert("b", "text", 5, " world").await?;
     driver.wait_text("a", "text", "hello world").await?;
@@ -415,7 +425,9 @@ async fn a_document_stored_deeper_than_the_limit_is_refused_on_every_read() -> R
     let owner = planting.ensure_room("deep-types").await?;
     planting.ensure_room("deep-values").await?;
     planting.ensure_room("calm").await?;
-    planting.write_text("calm", &owner, "text", "calm notes").await?;
+    planting
+        .write_text("calm", &owner, "text", "calm notes")
+        .await?;
     let mut socket = Socket::open(&planting, "deep-types", &owner).await?;
     socket
         .send(update_frame(&nested_maps("m", None, 0, 200)))
@@ -425,7 +437,9 @@ async fn a_document_stored_deeper_than_the_limit_is_refused_on_every_read() -> R
     })
     .await?;
     let mut socket = Socket::open(&planting, "deep-values", &owner).await?;
-    socket.send(update_frame(&nested_arrays("list", 200))).await?;
+    socket
+        .send(update_frame(&nested_arrays("list", 200)))
+        .await?;
     wait_document_text(&planting, "deep-values", &owner, "the nest", |d| {
         d.contains(&format!("{}{}", "[".repeat(201), "]".repeat(201)))
     })
@@ -443,42 +457,48 @@ async fn a_document_stored_deeper_than_the_limit_is_refused_on_every_read() -> R
             .await?;
         versions.push((room, version["id"].as_i64().context("version id")?));
     }
-    assert!(planting.stop().await?, "the planting server did not stop cleanly");
+    assert!(
+        planting.stop().await?,
+        "the planting server did not stop cleanly"
+    );
 
     // The same database under the default limit.
     let server = TandemServer::start_on(Some(planting.database_url()), &[]).await?;
     for (room, version) in versions {
-        let (status, body) = get(&server, &format!("/api/rooms/{room}/document"), &owner).await?;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (422, Some("document_too_deep")),
-            "document of {room}: {body}"
-        );
-        let (status, body) =
-            get(&server, &format!("/api/rooms/{room}/versions/{version}"), &owner).await?;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (422, Some("document_too_deep")),
-            "version JSON of {room}: {body}"
-        );
-        assert_eq!(server.upgrade_status(room, Some(&owner)).await?, 422, "{room}");
-        for path in ["export", "files"] {
-            let (status, body) = get(&server, &format!("/api/rooms/{room}/{path}"), &owner).await?;
-            assert!(
-                (400..500).contains(&status) && body["error"]["code"].is_string(),
-                "{path} of {room}: {status} {body}"
-            );
+        for path in [
+            format!("/api/rooms/{room}/document"),
+            format!("/api/rooms/{room}/versions/{version}"),
+            format!("/api/rooms/{room}/export"),
+            format!("/api/rooms/{room}/files"),
+        ] {
+            let (status, body) = get(&server, &path, &owner).await?;
+            assert_too_deep(status, &body, &path);
         }
-        let restore = reqwest::Client::new()
-            .post(server.http(&format!("/api/rooms/{room}/versions/{version}/restore")))
-            .bearer_auth(&owner)
-            .send()
-            .await?;
-        let status = restore.status().as_u16();
-        assert!(
-            (400..500).contains(&status),
-            "restore in {room}: {status} {}",
-            restore.text().await.unwrap_or_default()
+        let http = reqwest::Client::new();
+        for (path, body) in [
+            (
+                format!("/api/rooms/{room}/versions/{version}/restore"),
+                json!({}),
+            ),
+            (
+                format!("/api/rooms/{room}/fork"),
+                json!({"id": format!("{room}-copy")}),
+            ),
+        ] {
+            let response = http
+                .post(server.http(&path))
+                .bearer_auth(&owner)
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_too_deep(status, &body, &path);
+        }
+        assert_eq!(
+            server.upgrade_status(room, Some(&owner)).await?,
+            422,
+            "{room}"
         );
         assert_healthy(&server).await?;
     }
@@ -488,6 +508,15 @@ async fn a_document_stored_deeper_than_the_limit_is_refused_on_every_read() -> R
     assert_eq!(calm["text"], "calm notes", "{calm}");
     server.write_text("calm", &owner, "text", "more ").await?;
     assert_healthy(&server).await
+}
+
+/// Fails unless a read of a too-deep document was answered 422 `document_too_deep`.
+fn assert_too_deep(status: u16, body: &Value, what: &str) {
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("document_too_deep")),
+        "{what}: {body}"
+    );
 }
 
 /// A sync step 1 whose state vector claims 2^28 entries, in a few bytes.
@@ -557,13 +586,18 @@ async fn claimed_counts_do_not_allocate_on_parallel_share_link_sockets() -> Resu
     }
 
     driver.insert("a", "text", 6, " on").await?;
-    wait_document(&server, "claims", &owner, "the edit", |d| d["text"] == "steady on").await?;
+    wait_document(&server, "claims", &owner, "the edit", |d| {
+        d["text"] == "steady on"
+    })
+    .await?;
     Ok(())
 }
 
 /// Whether `haystack` holds `needle`.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 #[tokio::test]
@@ -599,7 +633,10 @@ async fn an_oversized_awareness_state_closes_its_socket_and_is_never_relayed() -
         .await?;
     let (code, reason) = hostile.closed().await?;
     assert_eq!(code, 1009, "{reason}");
-    assert!(reason.contains("65536"), "the reason names the limit: {reason}");
+    assert!(
+        reason.contains("65536"),
+        "the reason names the limit: {reason}"
+    );
     assert_healthy(&server).await?;
 
     // A client joining now is sent the room's awareness: the note, not the blob.
@@ -613,7 +650,10 @@ async fn an_oversized_awareness_state_closes_its_socket_and_is_never_relayed() -
             break frame;
         }
     };
-    assert!(contains(&awareness, note.as_bytes()), "the room's awareness lacks the note");
+    assert!(
+        contains(&awareness, note.as_bytes()),
+        "the room's awareness lacks the note"
+    );
     assert!(
         received < 64 * 1024,
         "the joiner was sent {received} bytes before the room's awareness"
