@@ -542,6 +542,37 @@ fn huge_awareness_frame() -> Vec<u8> {
     frame
 }
 
+/// An update claiming 2^28 clients, in a few bytes.
+fn huge_update_clients() -> Vec<u8> {
+    let mut update = Vec::new();
+    write_var(&mut update, 1 << 28);
+    write_var(&mut update, 1);
+    write_var(&mut update, HOSTILE_CLIENT);
+    write_var(&mut update, 0);
+    update
+}
+
+/// An update inserting into root array `list` one value: a map claiming 2^28 entries.
+fn huge_value_map() -> Vec<u8> {
+    const ANY_OBJECT: u8 = 118;
+    let mut update = Vec::new();
+    write_var(&mut update, 1);
+    write_var(&mut update, 1);
+    write_var(&mut update, HOSTILE_CLIENT);
+    write_var(&mut update, 0);
+    update.push(CONTENT_ANY);
+    write_var(&mut update, 1);
+    write_string(&mut update, "list");
+    write_var(&mut update, 1);
+    update.push(ANY_OBJECT);
+    write_var(&mut update, 1 << 28);
+    write_string(&mut update, "k");
+    update.push(ANY_OBJECT);
+    write_var(&mut update, 0);
+    write_var(&mut update, 0);
+    update
+}
+
 #[tokio::test]
 async fn claimed_counts_do_not_allocate_on_parallel_share_link_sockets() -> Result {
     const SOCKETS: usize = 16;
@@ -554,14 +585,21 @@ async fn claimed_counts_do_not_allocate_on_parallel_share_link_sockets() -> Resu
     driver.insert("a", "text", 0, "steady").await?;
     let pid = server.pid().context("server pid")?;
 
-    for (what, frame) in [
-        ("state vector", huge_state_vector_frame()),
-        ("awareness", huge_awareness_frame()),
+    // Share links may send state vectors and awareness; updates need an editor's token.
+    for (what, frame, token) in [
+        ("state vector", huge_state_vector_frame(), &share),
+        ("awareness", huge_awareness_frame(), &share),
+        (
+            "update clients",
+            update_frame(&huge_update_clients()),
+            &owner,
+        ),
+        ("value map", update_frame(&huge_value_map()), &owner),
     ] {
-        assert!(frame.len() <= 16, "{what}: {} bytes", frame.len());
+        assert!(frame.len() <= 32, "{what}: {} bytes", frame.len());
         let mut sockets = Vec::new();
         for _ in 0..SOCKETS {
-            sockets.push(Socket::open(&server, "claims", &share).await?);
+            sockets.push(Socket::open(&server, "claims", token).await?);
         }
         let peak_before = peak_resident_bytes(pid)?;
         let closes = futures_util::future::join_all(sockets.iter_mut().map(|socket| {
