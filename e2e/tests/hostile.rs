@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use e2e::llm::{LlmStandIn, refactor};
 use e2e::{TandemServer, TestUser, YjsDriver};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -462,14 +463,28 @@ async fn a_document_stored_deeper_than_the_limit_is_refused_on_every_read() -> R
         "the planting server did not stop cleanly"
     );
 
-    // The same database under the default limit.
-    let server = TandemServer::start_on(Some(planting.database_url()), &[]).await?;
+    // The same database under the default limit, with an AI provider that reads rooms.
+    let stand_in = LlmStandIn::start().await?;
+    let base = stand_in.base_url();
+    let server = TandemServer::start_on(
+        Some(planting.database_url()),
+        &[
+            "--ai-base-url",
+            &base,
+            "--ai-model",
+            "stand-in",
+            "--ai-api-key",
+            "test-key",
+        ],
+    )
+    .await?;
     for (room, version) in versions {
         for path in [
             format!("/api/rooms/{room}/document"),
             format!("/api/rooms/{room}/versions/{version}"),
             format!("/api/rooms/{room}/export"),
             format!("/api/rooms/{room}/files"),
+            format!("/api/rooms/{room}/comments"),
         ] {
             let (status, body) = get(&server, &path, &owner).await?;
             assert_too_deep(status, &body, &path);
@@ -483,6 +498,10 @@ async fn a_document_stored_deeper_than_the_limit_is_refused_on_every_read() -> R
             (
                 format!("/api/rooms/{room}/fork"),
                 json!({"id": format!("{room}-copy")}),
+            ),
+            (
+                format!("/api/rooms/{room}/ai/chat"),
+                refactor::request("main.rs"),
             ),
         ] {
             let response = http
