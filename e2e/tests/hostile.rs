@@ -408,12 +408,17 @@ async fn a_nest_built_one_level_per_update_stops_at_the_limit() -> Result {
         })
         .await?;
     }
-    socket
-        .send(update_frame(&nested_maps("m", Some(7), 8, 1)))
-        .await?;
-    let (code, reason) = socket.closed().await?;
-    assert_eq!(code, 1007, "{reason}");
-    assert_healthy(&server).await?;
+    // Level 9 on its own (in the map of level 8, clock 7), and levels 8 and 9 in one update
+    // hung on level 7 (clock 6): both go one past the limit, counting what the document has.
+    for (parent, levels) in [(7, 1), (6, 2)] {
+        socket
+            .send(update_frame(&nested_maps("m", Some(parent), 8, levels)))
+            .await?;
+        let (code, reason) = socket.closed().await?;
+        assert_eq!(code, 1007, "{levels} level(s) on clock {parent}: {reason}");
+        assert_healthy(&server).await?;
+        socket = Socket::open(&server, "levels", &owner).await?;
+    }
     let stored = document(&server, "levels", &owner).await?;
     assert_eq!(map_depth(&stored["m"]), 8, "{stored}");
     Ok(())
