@@ -760,3 +760,134 @@ async fn a_viewer_cannot_pose_as_the_assistant_or_as_someone_else() -> Result {
     assert_eq!(state["user"]["name"], "viewer", "{state}");
     Ok(())
 }
+
+/// Where a hand-encoded item says it goes.
+enum Place {
+    /// Into the shared type the item at this clock (of [`HOSTILE_CLIENT`]) created.
+    In(u32),
+    /// Right after the item at this clock, in the type it lives in.
+    After(u32),
+    /// Right before the item at this clock, in the type it lives in.
+    Before(u32),
+}
+
+/// An update of one item of [`HOSTILE_CLIENT`] at `clock`: content reference `content_ref`
+/// with `content` (its encoded body), placed at `place`.
+fn single_item(clock: u32, place: Place, content_ref: u8, content: &[u8]) -> Vec<u8> {
+    const HAS_ORIGIN: u8 = 0b1000_0000;
+    const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
+    let mut update = Vec::new();
+    write_var(&mut update, 1);
+    write_var(&mut update, 1);
+    write_var(&mut update, HOSTILE_CLIENT);
+    write_var(&mut update, u64::from(clock));
+    match place {
+        Place::In(parent) => {
+            update.push(content_ref);
+            write_var(&mut update, 0);
+            write_var(&mut update, HOSTILE_CLIENT);
+            write_var(&mut update, u64::from(parent));
+        }
+        Place::After(origin) | Place::Before(origin) => {
+            let flag = if matches!(place, Place::After(_)) {
+                HAS_ORIGIN
+            } else {
+                HAS_RIGHT_ORIGIN
+            };
+            update.push(content_ref | flag);
+            write_var(&mut update, HOSTILE_CLIENT);
+            write_var(&mut update, u64::from(origin));
+        }
+    }
+    update.extend_from_slice(content);
+    write_var(&mut update, 0);
+    update
+}
+
+/// An update of `levels` `Y.Array`s of [`HOSTILE_CLIENT`] from clock 0, each the only
+/// element of the one before, the first in root array `root`.
+fn nested_type_arrays(root: &str, levels: u32) -> Vec<u8> {
+    const TYPE_ARRAY: u64 = 0;
+    let mut update = Vec::new();
+    write_var(&mut update, 1);
+    write_var(&mut update, u64::from(levels));
+    write_var(&mut update, HOSTILE_CLIENT);
+    write_var(&mut update, 0);
+    for clock in 0..levels {
+        update.push(CONTENT_TYPE);
+        if clock == 0 {
+            write_var(&mut update, 1);
+            write_string(&mut update, root);
+        } else {
+            write_var(&mut update, 0);
+            write_var(&mut update, HOSTILE_CLIENT);
+            write_var(&mut update, u64::from(clock - 1));
+        }
+        write_var(&mut update, TYPE_ARRAY);
+    }
+    write_var(&mut update, 0);
+    update
+}
+
+#[tokio::test]
+async fn a_type_placed_beside_the_deepest_item_counts_that_items_depth() -> Result {
+    const ANY_STRING: u8 = 119;
+    let server = TandemServer::start(&["--max-nesting-depth", "8"]).await?;
+    let owner = server.ensure_room("beside").await?;
+    let mut socket = Socket::open(&server, "beside", &owner).await?;
+    // Eight arrays deep (clocks 0..=7), then a plain value in the deepest (clock 8).
+    socket
+        .send(update_frame(&nested_type_arrays("a", 8)))
+        .await?;
+    let mut value = Vec::new();
+    write_var(&mut value, 1);
+    value.push(ANY_STRING);
+    write_string(&mut value, "leaf");
+    socket
+        .send(update_frame(&single_item(
+            8,
+            Place::In(7),
+            CONTENT_ANY,
+            &value,
+        )))
+        .await?;
+    wait_document_text(&server, "beside", &owner, "the leaf", |d| {
+        d.contains(r#"[[[[[[[["leaf"]]]]]]]]"#)
+    })
+    .await?;
+
+    // An array inside the deepest, and arrays next to the leaf: each would be level 9.
+    let mut array = Vec::new();
+    write_var(&mut array, 0);
+    for place in [Place::In(7), Place::After(8), Place::Before(8)] {
+        socket
+            .send(update_frame(&single_item(9, place, CONTENT_TYPE, &array)))
+            .await?;
+        let (code, reason) = socket.closed().await?;
+        assert_eq!(code, 1007, "{reason}");
+        assert!(reason.contains("nested deeper than 8"), "{reason}");
+        assert_healthy(&server).await?;
+        socket = Socket::open(&server, "beside", &owner).await?;
+    }
+    // A plain value there is fine: it nests nothing.
+    let mut value = Vec::new();
+    write_var(&mut value, 1);
+    value.push(ANY_STRING);
+    write_string(&mut value, "next");
+    socket
+        .send(update_frame(&single_item(
+            9,
+            Place::After(8),
+            CONTENT_ANY,
+            &value,
+        )))
+        .await?;
+    wait_document_text(
+        &server,
+        "beside",
+        &owner,
+        "the leaf and the next value",
+        |d| d.contains(r#"[[[[[[[["leaf","next"]]]]]]]]"#),
+    )
+    .await
+}
