@@ -891,3 +891,84 @@ async fn a_type_placed_beside_the_deepest_item_counts_that_items_depth() -> Resu
     )
     .await
 }
+
+/// Runs `sql` on the database of a stopped server (the `sqlite3` or `psql` client), for
+/// planting rows as an earlier release stored them.
+fn run_sql(database_url: &str, sql: &str) -> Result {
+    let output = if let Some(path) = database_url.strip_prefix("sqlite://") {
+        std::process::Command::new("sqlite3")
+            .arg(path)
+            .arg(sql)
+            .output()?
+    } else {
+        std::process::Command::new("psql")
+            .arg(database_url)
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()?
+    };
+    ensure!(
+        output.status.success(),
+        "{sql:.80}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// `bytes` as an SQL blob literal of the database behind `database_url`.
+fn blob_literal(database_url: &str, bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if database_url.starts_with("sqlite://") {
+        format!("X'{hex}'")
+    } else {
+        format!("decode('{hex}', 'hex')")
+    }
+}
+
+#[tokio::test]
+async fn a_document_stored_by_an_earlier_release_deeper_than_any_limit_is_refused_clearly() -> Result
+{
+    // Releases before the limit stored values as deep as yrs could decode without
+    // overflowing: thousands of levels, past what any --max-nesting-depth allows, so only
+    // rows written as they wrote them can hold such a document.
+    let mut server = TandemServer::start(&[]).await?;
+    let owner = server.ensure_room("landmine").await?;
+    server.ensure_room("calm").await?;
+    server
+        .write_text("calm", &owner, "text", "calm notes")
+        .await?;
+    assert!(server.stop().await?, "the server did not stop cleanly");
+    let update = nested_arrays("list", 3000);
+    let blob = blob_literal(server.database_url(), &update);
+    run_sql(
+        server.database_url(),
+        &format!(
+            "INSERT INTO room_updates (room_id, data, created_at) VALUES ('landmine', {blob}, 0); \
+             INSERT INTO room_versions (room_id, kind, label, data, created_at) \
+             VALUES ('calm', 'named', 'planted', {blob}, 0)"
+        ),
+    )?;
+    server.restart().await?;
+
+    let (status, body) = get(&server, "/api/rooms/landmine/document", &owner).await?;
+    assert_too_deep(status, &body, "document");
+    assert_eq!(server.upgrade_status("landmine", Some(&owner)).await?, 422);
+    let (_, list) = get(&server, "/api/rooms/calm/versions", &owner).await?;
+    let planted = list["versions"]
+        .as_array()
+        .and_then(|versions| versions.iter().find(|v| v["label"] == "planted"))
+        .and_then(|v| v["id"].as_i64())
+        .with_context(|| format!("the planted version is listed: {list}"))?;
+    let (status, body) = get(
+        &server,
+        &format!("/api/rooms/calm/versions/{planted}"),
+        &owner,
+    )
+    .await?;
+    assert_too_deep(status, &body, "version JSON");
+    assert_healthy(&server).await?;
+    assert_eq!(
+        document(&server, "calm", &owner).await?["text"],
+        "calm notes"
+    );
+    Ok(())
+}
