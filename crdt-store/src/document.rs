@@ -207,7 +207,14 @@ pub fn decode_stored(bytes: &[u8], limit: u32) -> Result<Doc, StoredDocumentErro
     let guard = protocol::UpdateLimits {
         max_depth: STORED_DEPTH_GUARD,
     };
-    protocol::update::inspect(bytes, &guard).map_err(|e| corrupt(&e))?;
+    // Nesting past the guard is not corruption: an earlier release stored it, and no limit
+    // opens it.
+    protocol::update::inspect(bytes, &guard).map_err(|e| match e {
+        protocol::UpdateError::ValuesTooDeep(_) | protocol::UpdateError::TypesTooDeep(_) => {
+            StoredDocumentError::TooDeep(TooDeep { limit })
+        }
+        other => corrupt(&other),
+    })?;
     let update = Update::decode_v1(bytes).map_err(|e| corrupt(&e))?;
     let doc = crate::room::new_doc();
     doc.transact_mut()
