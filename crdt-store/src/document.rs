@@ -199,22 +199,28 @@ pub fn check_nesting(doc: &Doc, limit: u32) -> Result<(), TooDeep> {
     Ok(())
 }
 
+/// Walks stored bytes before `yrs` decodes them, refusing values nested past
+/// [`STORED_DEPTH_GUARD`]. Nesting past the guard is not corruption: an earlier release
+/// stored it, and no limit opens it, so it is reported as [`TooDeep`] (with `limit`).
+pub fn inspect_stored(bytes: &[u8], limit: u32) -> Result<(), StoredDocumentError> {
+    let guard = protocol::UpdateLimits {
+        max_depth: STORED_DEPTH_GUARD,
+    };
+    protocol::update::inspect(bytes, &guard).map_err(|e| match e {
+        protocol::UpdateError::ValuesTooDeep(_) | protocol::UpdateError::TypesTooDeep(_) => {
+            StoredDocumentError::TooDeep(TooDeep { limit })
+        }
+        other => StoredDocumentError::Corrupt(other.to_string()),
+    })?;
+    Ok(())
+}
+
 /// Decodes stored bytes (one v1 update) into a new document, refusing values deeper than
 /// [`STORED_DEPTH_GUARD`] before `yrs` decodes them and a document deeper than `limit`
 /// after.
 pub fn decode_stored(bytes: &[u8], limit: u32) -> Result<Doc, StoredDocumentError> {
     let corrupt = |e: &dyn std::fmt::Display| StoredDocumentError::Corrupt(e.to_string());
-    let guard = protocol::UpdateLimits {
-        max_depth: STORED_DEPTH_GUARD,
-    };
-    // Nesting past the guard is not corruption: an earlier release stored it, and no limit
-    // opens it.
-    protocol::update::inspect(bytes, &guard).map_err(|e| match e {
-        protocol::UpdateError::ValuesTooDeep(_) | protocol::UpdateError::TypesTooDeep(_) => {
-            StoredDocumentError::TooDeep(TooDeep { limit })
-        }
-        other => corrupt(&other),
-    })?;
+    inspect_stored(bytes, limit)?;
     let update = Update::decode_v1(bytes).map_err(|e| corrupt(&e))?;
     let doc = crate::room::new_doc();
     doc.transact_mut()

@@ -569,11 +569,16 @@ fn apply_stored(
         room: room.clone(),
         detail,
     };
-    // yrs decodes values recursively: bytes nested past the guard are refused unread.
-    let guard = protocol::UpdateLimits {
-        max_depth: crate::document::STORED_DEPTH_GUARD,
-    };
-    protocol::update::inspect(bytes, &guard).map_err(|e| corrupt(e.to_string()))?;
+    // yrs decodes values recursively: bytes nested past the guard are refused unread, as a
+    // document too deep to open rather than a corrupt one.
+    use crate::document::{STORED_DEPTH_GUARD, StoredDocumentError, inspect_stored};
+    inspect_stored(bytes, STORED_DEPTH_GUARD).map_err(|e| match e {
+        StoredDocumentError::TooDeep(cause) => StorageError::TooDeep {
+            room: room.clone(),
+            cause,
+        },
+        StoredDocumentError::Corrupt(detail) => corrupt(detail),
+    })?;
     let update = Update::decode_v1(bytes).map_err(|e| corrupt(e.to_string()))?;
     txn.apply_update(update).map_err(|e| corrupt(e.to_string()))
 }
