@@ -758,6 +758,24 @@ async fn a_viewer_cannot_pose_as_the_assistant_or_as_someone_else() -> Result {
     assert!(state.get("assistant").is_none(), "{state}");
     assert_eq!(state["user"]["id"], viewer.id.as_str(), "{state}");
     assert_eq!(state["user"]["name"], "viewer", "{state}");
+
+    // Nor can anyone take the assistant's name.
+    for name in ["AI assistant", "  ai ASSISTANT "] {
+        let refused = reqwest::Client::new()
+            .post(server.http("/api/auth/register"))
+            .json(
+                &json!({"email": format!("mask-{}@example.test", rand::random::<u32>()),
+                "password": "long-enough-password", "display_name": name}),
+            )
+            .send()
+            .await?;
+        assert_eq!(refused.status().as_u16(), 422, "{name:?}");
+        let body: Value = refused.json().await?;
+        assert_eq!(
+            body["error"]["fields"]["display_name"],
+            "is reserved for the AI assistant"
+        );
+    }
     Ok(())
 }
 

@@ -173,6 +173,17 @@ pub async fn register(
     check_email(&mut fields, &body.email);
     check_password(&mut fields, "password", &body.password);
     check_name(&mut fields, "display_name", &body.display_name, 100);
+    // Others tell the assistant by its name as well as by its (server-owned) awareness flag.
+    if body
+        .display_name
+        .trim()
+        .eq_ignore_ascii_case(crate::ai::peer::ASSISTANT_NAME)
+    {
+        fields.insert(
+            "display_name",
+            "is reserved for the AI assistant".to_owned(),
+        );
+    }
     validated(fields)?;
     let (account, tokens) = state
         .auth
