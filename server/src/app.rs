@@ -19,10 +19,10 @@ use crate::activity::Activity;
 use crate::auth::{Auth, system_clock};
 use crate::cluster::RedisBus;
 use crate::config::{Config, SessionConfig};
-use crate::head_deadline::HeadDeadlineStream;
-use crate::limits::ClientLimits;
-use crate::routes;
+use crate::http::head_deadline::HeadDeadlineStream;
+use crate::http::limits::ClientLimits;
 use crate::telemetry::{SessionMetrics, install_metrics};
+use crate::{http, routes};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -168,7 +168,7 @@ impl Application {
             listener,
             &config,
             state.clone(),
-            web::Data::new(routes::web_client::WebAssets::new(config.web_dir.clone())),
+            web::Data::new(http::web_client::WebAssets::new(config.web_dir.clone())),
         )?;
         Ok(Self {
             server,
@@ -247,7 +247,7 @@ fn serve(
     listener: TcpListener,
     config: &Config,
     shared: AppState,
-    web_assets: web::Data<routes::web_client::WebAssets>,
+    web_assets: web::Data<http::web_client::WebAssets>,
 ) -> anyhow::Result<Server> {
     let cors_origins = config.cors_origins.clone();
     let http = config.http;
@@ -265,12 +265,12 @@ fn serve(
             let app = App::new()
                 .app_data(web::Data::new(shared))
                 .app_data(web_assets)
-                .wrap(routes::security_headers())
-                .wrap(routes::cors(&cors_origins))
+                .wrap(http::security_headers())
+                .wrap(http::cors(&cors_origins))
                 .wrap(actix_web::middleware::from_fn(
-                    crate::body_deadline::enforce,
+                    crate::http::body_deadline::enforce,
                 ))
-                .configure(routes::configure)
+                .configure(http::configure)
                 .into_factory()
                 .map_err(|err| err.error_response());
             let graceful_shutdown = graceful_shutdown.clone();

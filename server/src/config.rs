@@ -387,7 +387,7 @@ pub struct Config {
     /// Webhook deliveries.
     pub webhooks: crate::webhooks::WebhookConfig,
     /// Per-client limits.
-    pub client_limits: crate::limits::ClientLimitsConfig,
+    pub client_limits: crate::http::limits::ClientLimitsConfig,
     /// HTTP connection timeouts.
     pub http: HttpTimeouts,
 }
@@ -442,12 +442,12 @@ impl ServeArgs {
         );
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Config {
-            client_limits: crate::limits::ClientLimitsConfig {
-                auth_rate: crate::limits::Rate {
+            client_limits: crate::http::limits::ClientLimitsConfig {
+                auth_rate: crate::http::limits::Rate {
                     per_minute: self.auth_rate_per_minute,
                     burst: self.auth_burst,
                 },
-                ws_upgrade_rate: crate::limits::Rate {
+                ws_upgrade_rate: crate::http::limits::Rate {
                     per_minute: self.ws_upgrades_per_minute,
                     burst: self.ws_upgrade_burst,
                 },

@@ -3,15 +3,15 @@
 //! # Layout
 //! - [`config`]: flags and environment variables (clap) turned into one [`config::Config`].
 //! - [`app`]: builds shared state once, binds, runs, and shuts down gracefully.
-//! - `routes`: `/ws/{room}` (the y-protocols session loop), `/api/...` (REST),
-//!   `/healthz`, `/readyz`, `/metrics`.
+//! - [`http`]: the route table, OpenAPI, security headers, CORS, the [`http::error::ApiError`]
+//!   shape every REST failure uses, the caller and authorized-room extractors, per-client
+//!   limits, the slow-loris deadlines on every request's head and body, `/healthz`, `/readyz`,
+//!   `/metrics` and the browser client.
+//! - `routes`: the handlers not yet moved into their wing.
 //! - [`auth`]: accounts, sessions, tokens, API keys, login throttling.
 //! - [`cluster`]: the Redis bridge between nodes (fan-out, catch-up, anti-entropy).
 //! - [`access`]: who may do what in a room; access changes pushed to open sockets; presence.
 //! - `entity`: sea-orm entities of the tables this crate owns (accounts and access).
-//! - [`error`]: the one JSON error shape every REST failure uses.
-//! - [`limits`]: per-client rate limits and WebSocket caps; `head_deadline` and
-//!   `body_deadline`: the slow-loris guards on every request's head and body.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //!
 //! This is the only crate that knows HTTP and actix; rooms live in `crdt-store`, the wire
@@ -22,13 +22,10 @@ pub mod activity;
 pub mod ai;
 pub mod app;
 pub mod auth;
-mod body_deadline;
 pub mod cluster;
 pub mod config;
 mod entity;
-pub mod error;
-mod head_deadline;
-pub mod limits;
+pub mod http;
 pub mod notifications;
 mod routes;
 pub mod telemetry;

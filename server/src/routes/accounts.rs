@@ -16,8 +16,8 @@ use crate::app::AppState;
 use crate::auth::secrets::{API_KEY_PREFIX, random_id, random_token, token_hash};
 use crate::auth::{Role, TokenPair};
 use crate::entity::{api_key, room_member, user};
-use crate::error::ApiError;
-use crate::routes::caller::SessionUser;
+use crate::http::caller::SessionUser;
+use crate::http::error::ApiError;
 
 /// An account as others may see it (never the password hash).
 #[derive(Serialize, ToSchema)]

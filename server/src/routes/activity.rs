@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::auth::Role;
 use crate::entity::activity;
-use crate::error::ApiError;
-use crate::routes::caller::{Caller, require_role};
+use crate::http::caller::{Caller, require_role};
+use crate::http::error::ApiError;
 
 /// Most entries one page may hold.
 pub const MAX_PAGE: u64 = 200;

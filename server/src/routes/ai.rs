@@ -28,8 +28,8 @@ use crate::ai::{Action, Ai, AiError, PeerMode, split_answer};
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::entity::{ai_conversation, ai_message};
-use crate::error::ApiError;
-use crate::routes::caller::{Caller, RoomScope, require_role};
+use crate::http::caller::{Caller, RoomScope, require_role};
+use crate::http::error::ApiError;
 
 impl From<AiError> for ApiError {
     fn from(err: AiError) -> Self {

@@ -27,9 +27,9 @@ use crate::app::AppState;
 use crate::auth::secrets::random_id;
 use crate::auth::{Principal, Role};
 use crate::entity::{comment, comment_thread, room_member, user};
-use crate::error::ApiError;
+use crate::http::caller::{Caller, require_role};
+use crate::http::error::ApiError;
 use crate::notifications::{NotificationKind, notify};
-use crate::routes::caller::{Caller, require_role};
 
 /// Longest comment, in characters.
 const MAX_BODY_CHARS: usize = 10_000;

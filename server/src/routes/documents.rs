@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::activity::{EventKind, RoomEvent, version_data};
 use crate::app::AppState;
 use crate::auth::Role;
-use crate::error::ApiError;
-use crate::routes::caller::{Caller, authorized_room, require_role};
+use crate::http::caller::{Caller, authorized_room, require_role};
+use crate::http::error::ApiError;
 
 /// Longest checkpoint label, in characters.
 const MAX_LABEL_CHARS: usize = 200;

@@ -21,9 +21,9 @@ use yrs::{ReadTxn, StateVector, Transact};
 use crate::activity::{EventKind, RoomEvent};
 use crate::app::AppState;
 use crate::auth::Role;
-use crate::error::ApiError;
+use crate::http::caller::{AuthorizedRoom, Caller, SessionUser, authorized_room};
+use crate::http::error::ApiError;
 use crate::routes::accounts::check_name;
-use crate::routes::caller::{AuthorizedRoom, Caller, SessionUser, authorized_room};
 use crate::routes::rooms::{create_room_with_content, new_room_id, validated};
 
 /// Most entries an imported zip may hold.

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::entity::notification;
-use crate::error::ApiError;
+use crate::http::caller::{Caller, RoomScope};
+use crate::http::error::ApiError;
 use crate::routes::activity::{ActorView, PageQuery, stored_json};
-use crate::routes::caller::{Caller, RoomScope};
 
 /// Which notifications to list.
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -25,10 +25,10 @@ use crate::entity::{
     activity, ai_conversation, ai_message, comment, comment_thread, invite, notification, room,
     room_member, share_link, user, webhook, webhook_delivery,
 };
-use crate::error::ApiError;
+use crate::http::caller::{Caller, SessionUser, require_role};
+use crate::http::error::ApiError;
 use crate::notifications::{NotificationKind, notify};
 use crate::routes::accounts::check_name;
-use crate::routes::caller::{Caller, SessionUser, require_role};
 
 /// A room as listed.
 #[derive(Serialize, ToSchema)]

@@ -15,8 +15,8 @@ use crate::app::AppState;
 use crate::auth::Role;
 use crate::auth::secrets::{random_id, random_token};
 use crate::entity::{webhook, webhook_delivery};
-use crate::error::ApiError;
-use crate::routes::caller::{Caller, require_role};
+use crate::http::caller::{Caller, require_role};
+use crate::http::error::ApiError;
 use crate::webhooks::DEFAULT_EVENTS;
 
 /// Most webhooks one room may have.

@@ -48,8 +48,8 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::access::{AccessEvent, Identity, RoomAccess, room_access};
 use crate::app::AppState;
 use crate::auth::{AuthError, CredentialStatus, Principal, Role};
-use crate::error::ApiError;
-use crate::routes::caller::{bearer_token, require_role};
+use crate::http::caller::{bearer_token, require_role};
+use crate::http::error::ApiError;
 use crate::telemetry::refused;
 
 /// Close code: the participant may write now; reconnecting picks the new role up.

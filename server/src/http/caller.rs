@@ -6,7 +6,7 @@ use futures_util::future::LocalBoxFuture;
 use crate::access::{Identity, RoomAccess, room_access};
 use crate::app::AppState;
 use crate::auth::{AuthError, Principal, Role};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The bearer token of a request: `Authorization: Bearer …`, or `?token=…` (what
 /// `y-websocket`'s `params` sends, and what a browser WebSocket can carry).

@@ -279,9 +279,9 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<crate::limits::LimitError> for ApiError {
-    fn from(err: crate::limits::LimitError) -> Self {
-        use crate::limits::LimitError;
+impl From<crate::http::limits::LimitError> for ApiError {
+    fn from(err: crate::http::limits::LimitError) -> Self {
+        use crate::http::limits::LimitError;
         match err {
             LimitError::RateLimited { retry_after } => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
