@@ -7,6 +7,8 @@
 //!   shape every REST failure uses, the caller and authorized-room extractors, per-client
 //!   limits, the slow-loris deadlines on every request's head and body, `/healthz`, `/readyz`,
 //!   `/metrics` and the browser client.
+//! - `sync`: `/ws/{room}`, the y-protocols session loop and its close codes, and the
+//!   keepalive shared with the AI peer's control socket.
 //! - `routes`: the handlers not yet moved into their wing.
 //! - [`auth`]: accounts, sessions, tokens, API keys, login throttling.
 //! - [`cluster`]: the Redis bridge between nodes (fan-out, catch-up, anti-entropy).
@@ -28,5 +30,6 @@ mod entity;
 pub mod http;
 pub mod notifications;
 mod routes;
+mod sync;
 pub mod telemetry;
 pub mod webhooks;

@@ -20,8 +20,9 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::routes::{
-    accounts, activity, ai, comments, documents, files, notifications, rooms, webhooks, ws,
+    accounts, activity, ai, comments, documents, files, notifications, rooms, webhooks,
 };
+use crate::sync;
 use error::ApiError;
 
 /// Largest JSON request body accepted by the REST API.
@@ -45,7 +46,7 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         rooms::current_share_link,
         documents::document, documents::list_versions, documents::create_version,
         documents::get_version, documents::restore_version,
-        ws::connect,
+        sync::connect,
         ai::chat, ai::list_conversations, ai::get_conversation, ai::regenerate, ai::status,
         ai::accept, ai::reject, ai::undo, ai::usage,
         activity::list_activity, rooms::add_member,
@@ -143,7 +144,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
-    .route("/ws/{room}", web::get().to(ws::connect))
+    .route("/ws/{room}", web::get().to(sync::connect))
     .route("/api/openapi.json", web::get().to(openapi_json))
     .route("/api/docs", web::get().to(docs))
     .service(

@@ -17,7 +17,6 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{Instrument, info, info_span, warn};
 use utoipa::ToSchema;
 
@@ -30,6 +29,7 @@ use crate::auth::{Principal, Role};
 use crate::entity::{ai_conversation, ai_message};
 use crate::http::caller::{Caller, RoomScope, require_role};
 use crate::http::error::ApiError;
+use crate::sync::keepalive::{Keepalive, KeepaliveTick};
 
 impl From<AiError> for ApiError {
     fn from(err: AiError) -> Self {
@@ -767,10 +767,7 @@ async fn control_loop(
     ai: &Ai,
     state: &AppState,
 ) -> (Option<CloseCode>, String) {
-    let config = &state.session;
-    let mut ping = tokio::time::interval(config.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+    let mut keepalive = Keepalive::new(&state.session);
     loop {
         tokio::select! {
             biased;
@@ -787,7 +784,7 @@ async fn control_loop(
                     }
                     Some(Err(err)) => return (Some(CloseCode::Protocol), err.to_string()),
                 };
-                last_heard = Instant::now();
+                keepalive.heard();
                 match message {
                     AggregatedMessage::Text(text) => match serde_json::from_str::<FromPeer>(&text) {
                         Ok(message) => {
@@ -822,8 +819,8 @@ async fn control_loop(
                     return (None, "connection closed".into());
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > config.ping_timeout {
+            tick = keepalive.tick() => {
+                if tick == KeepaliveTick::TimedOut {
                     return (Some(CloseCode::Normal), "keepalive timeout".into());
                 }
                 if session.ping(b"").await.is_err() {

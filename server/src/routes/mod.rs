@@ -9,6 +9,5 @@ pub(crate) mod files;
 pub(crate) mod notifications;
 pub(crate) mod rooms;
 pub(crate) mod webhooks;
-pub(crate) mod ws;
 
 pub use files::FileLimits;

@@ -1,4 +1,7 @@
-//! `/ws/{room}`: one y-protocols session per WebSocket, as `y-websocket` expects.
+//! The sync wing: `/ws/{room}`, one y-protocols session per WebSocket, as `y-websocket`
+//! expects, and the [`keepalive`] every long-lived socket runs. It owns the session loop and
+//! the close codes below. Invariant: a frame reaches the room only after the session's
+//! current role allows it, and every way a session ends is a close code from this table.
 //!
 //! The room is joined *before* the upgrade, so a room that cannot be loaded is an HTTP error
 //! and the client never sees a blank document. After the upgrade one task per connection
@@ -42,7 +45,7 @@ use futures_util::StreamExt;
 use protocol::{DecodeError, Message, decode_message};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, MissedTickBehavior, Sleep};
+use tokio::time::{Instant, Sleep};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::access::{AccessEvent, Identity, RoomAccess, room_access};
@@ -51,6 +54,10 @@ use crate::auth::{AuthError, CredentialStatus, Principal, Role};
 use crate::http::caller::{bearer_token, require_role};
 use crate::http::error::ApiError;
 use crate::telemetry::refused;
+
+pub(crate) mod keepalive;
+
+use keepalive::{Keepalive, KeepaliveTick};
 
 /// Close code: the participant may write now; reconnecting picks the new role up.
 const CLOSE_ROLE_RAISED: u16 = 4205;
@@ -244,9 +251,7 @@ async fn session_loop(
     {
         return End::ClientGone;
     }
-    let mut ping = tokio::time::interval(config.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+    let mut keepalive = Keepalive::new(config);
     let mut timers = AccessTimers::new(state, access);
     loop {
         tokio::select! {
@@ -258,7 +263,7 @@ async fn session_loop(
                     Some(Ok(message)) => message,
                     Some(Err(err)) => return protocol_error(err, config.max_message_size),
                 };
-                last_heard = Instant::now();
+                keepalive.heard();
                 match message {
                     AggregatedMessage::Binary(frame) => {
                         // An access change announced before this frame was read (say, the
@@ -319,8 +324,8 @@ async fn session_loop(
                     return end;
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > config.ping_timeout {
+            tick = keepalive.tick() => {
+                if tick == KeepaliveTick::TimedOut {
                     refused("keepalive_timeout");
                     return close(CloseCode::Normal, "keepalive timeout");
                 }
