@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, warn};
 
-use crate::access::Identity;
+use crate::accounts::access::Identity;
 use crate::entity::{activity, room};
 
 /// What happened.

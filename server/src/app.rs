@@ -14,9 +14,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::access::{AccessEvents, Presence};
+use crate::accounts::access::AccessEvents;
+use crate::accounts::auth::{Auth, system_clock};
+use crate::accounts::presence::Presence;
 use crate::activity::Activity;
-use crate::auth::{Auth, system_clock};
 use crate::cluster::RedisBus;
 use crate::config::{Config, SessionConfig};
 use crate::http::head_deadline::HeadDeadlineStream;
@@ -83,7 +84,7 @@ impl Application {
     /// use; tests pass one they control.
     pub async fn build_with_clock(
         config: Config,
-        clock: crate::auth::Clock,
+        clock: crate::accounts::auth::Clock,
     ) -> anyhow::Result<Self> {
         let metrics = install_metrics()?;
         // The AI provider's HTTP client uses rustls without a built-in crypto provider.

@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::encoder::Encode;
 
-use crate::access::{AccessEvent, AccessEvents};
+use crate::accounts::access::{AccessEvent, AccessEvents};
 
 /// Cluster settings.
 #[derive(Clone, Debug)]

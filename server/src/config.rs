@@ -373,7 +373,7 @@ pub struct Config {
     /// Graceful shutdown limit.
     pub shutdown_timeout: Duration,
     /// Authentication.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: crate::accounts::auth::AuthConfig,
     /// Origins allowed by CORS.
     pub cors_origins: Vec<String>,
     /// Directory of the built browser client.
@@ -491,16 +491,16 @@ impl ServeArgs {
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             shutdown_timeout: self.shutdown_timeout,
-            auth: crate::auth::AuthConfig {
+            auth: crate::accounts::auth::AuthConfig {
                 access_token_ttl: self.access_token_ttl,
                 refresh_token_ttl: self.refresh_token_ttl,
-                login: crate::auth::throttle::LoginPolicy {
+                login: crate::accounts::auth::throttle::LoginPolicy {
                     max_failures: self.login_max_failures.max(1),
                     window: self.login_lockout,
                     lockout: self.login_lockout,
                 },
                 jwt_secret: self.jwt_secret,
-                hashing: crate::auth::HashingLimits {
+                hashing: crate::accounts::auth::HashingLimits {
                     concurrency: self.password_hash_concurrency.unwrap_or(cores).max(1),
                     wait: self.password_hash_wait,
                 },
@@ -550,7 +550,9 @@ impl ServeArgs {
                 .redis_url
                 .map(|redis_url| crate::cluster::ClusterConfig {
                     redis_url,
-                    node_id: self.node_id.unwrap_or_else(crate::auth::secrets::random_id),
+                    node_id: self
+                        .node_id
+                        .unwrap_or_else(crate::accounts::auth::secrets::random_id),
                     channel_prefix: self.redis_prefix,
                     sync_interval: self.cluster_sync_interval,
                     catch_up_timeout: self.cluster_catch_up_timeout,

@@ -10,20 +10,19 @@
 //! - `sync`: `/ws/{room}`, the y-protocols session loop and its close codes, and the
 //!   keepalive shared with the AI peer's control socket.
 //! - `routes`: the handlers not yet moved into their wing.
-//! - [`auth`]: accounts, sessions, tokens, API keys, login throttling.
+//! - [`accounts`]: accounts, sessions, tokens, API keys, login throttling, the account
+//!   routes; who may do what in a room, access changes pushed to open sockets; presence.
 //! - [`cluster`]: the Redis bridge between nodes (fan-out, catch-up, anti-entropy).
-//! - [`access`]: who may do what in a room; access changes pushed to open sockets; presence.
 //! - `entity`: sea-orm entities of the tables this crate owns (accounts and access).
 //! - [`telemetry`]: logs and Prometheus metrics.
 //!
 //! This is the only crate that knows HTTP and actix; rooms live in `crdt-store`, the wire
 //! format in `protocol`.
 
-pub mod access;
+pub mod accounts;
 pub mod activity;
 pub mod ai;
 pub mod app;
-pub mod auth;
 pub mod cluster;
 pub mod config;
 mod entity;

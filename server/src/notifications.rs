@@ -4,7 +4,7 @@
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
 use serde::Serialize;
 
-use crate::access::Identity;
+use crate::accounts::access::Identity;
 use crate::entity::notification;
 
 /// Why a user is notified.

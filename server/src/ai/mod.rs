@@ -36,7 +36,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Auth;
+use crate::accounts::auth::Auth;
 use crate::entity::{room_member, user};
 use control::PeerSecret;
 use peer::{FileRange, GateVerdict, PeerHandle};
@@ -360,7 +360,7 @@ impl Ai {
         room_member::Entity::insert(room_member::ActiveModel {
             room_id: Set(room.to_owned()),
             user_id: Set(ASSISTANT_USER_ID.to_owned()),
-            role: Set(crate::auth::Role::Editor.as_str().to_owned()),
+            role: Set(crate::accounts::auth::Role::Editor.as_str().to_owned()),
             created_at: Set(self.inner.auth.now()),
         })
         .on_conflict(

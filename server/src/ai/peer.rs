@@ -284,7 +284,7 @@ pub type AcceptGate = std::sync::Arc<
 pub fn spawn(
     ws_url: String,
     room: String,
-    now: crate::auth::Clock,
+    now: crate::accounts::auth::Clock,
     gate: AcceptGate,
     tasks: &TaskTracker,
     stop: CancellationToken,
@@ -319,7 +319,7 @@ struct Peer {
     doc: Doc,
     awareness: Awareness,
     status: Status,
-    now: crate::auth::Clock,
+    now: crate::accounts::auth::Clock,
     gate: Option<AcceptGate>,
 }
 
@@ -327,7 +327,7 @@ async fn run(
     ws_url: String,
     room: &str,
     mut commands: mpsc::Receiver<PeerCommand>,
-    now: crate::auth::Clock,
+    now: crate::accounts::auth::Clock,
     gate: AcceptGate,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -552,7 +552,7 @@ impl Peer {
             s.range.end.clone(),
             s.range.original.clone(),
         );
-        let id = crate::auth::secrets::random_id();
+        let id = crate::accounts::auth::secrets::random_id();
         let entry: HashMap<String, Any> = HashMap::from([
             ("file".into(), Any::from(s.range.file.as_str())),
             ("start".into(), Any::Buffer(start.into())),

@@ -312,7 +312,7 @@ impl Session<'_> {
         let peer = peer::spawn(
             peer::room_url(&self.endpoints.rooms, &room, token),
             room.clone(),
-            crate::auth::system_clock(),
+            crate::accounts::auth::system_clock(),
             self.gate(&room),
             self.tasks,
             self.rooms_stop.child_token(),

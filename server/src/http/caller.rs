@@ -3,9 +3,9 @@
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
 
-use crate::access::{Identity, RoomAccess, room_access};
+use crate::accounts::access::{Identity, RoomAccess, room_access};
+use crate::accounts::auth::{AuthError, Principal, Role};
 use crate::app::AppState;
-use crate::auth::{AuthError, Principal, Role};
 use crate::http::error::ApiError;
 
 /// The bearer token of a request: `Authorization: Bearer …`, or `?token=…` (what

@@ -19,9 +19,8 @@ use actix_web::{HttpRequest, HttpResponse, error::JsonPayloadError, web};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{
-    accounts, activity, ai, comments, documents, files, notifications, rooms, webhooks,
-};
+use crate::accounts::routes as accounts;
+use crate::routes::{activity, ai, comments, documents, files, notifications, rooms, webhooks};
 use crate::sync;
 use error::ApiError;
 

@@ -5,8 +5,8 @@ use crdt_store::RoomId;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::auth::Role;
 use crate::app::AppState;
-use crate::auth::Role;
 use crate::entity::activity;
 use crate::http::caller::{Caller, require_role};
 use crate::http::error::ApiError;

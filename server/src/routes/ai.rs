@@ -20,12 +20,12 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 use utoipa::ToSchema;
 
+use crate::accounts::auth::{Principal, Role};
 use crate::ai::control::{FromPeer, ToPeer};
 use crate::ai::peer::{AcceptOutcome, NewSuggestion, PeerCommand, Status};
 use crate::ai::remote::ControlLink;
 use crate::ai::{Action, Ai, AiError, PeerMode, split_answer};
 use crate::app::AppState;
-use crate::auth::{Principal, Role};
 use crate::entity::{ai_conversation, ai_message};
 use crate::http::caller::{Caller, RoomScope, require_role};
 use crate::http::error::ApiError;
@@ -204,7 +204,7 @@ async fn store_question(state: &AppState, turn: &ChatTurn) -> Result<String, Api
     let conversation_id = match &turn.conversation {
         Conversation::Existing(id) => id.clone(),
         Conversation::New { title } => {
-            let id = crate::auth::secrets::random_id();
+            let id = crate::accounts::auth::secrets::random_id();
             ai_conversation::ActiveModel {
                 id: Set(id.clone()),
                 room_id: Set(turn.room.clone()),

@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use yrs::Any;
 
-use crate::access::Identity;
+use crate::accounts::access::Identity;
+use crate::accounts::auth::secrets::random_id;
+use crate::accounts::auth::{Principal, Role};
 use crate::activity::{EventKind, RoomEvent};
 use crate::app::AppState;
-use crate::auth::secrets::random_id;
-use crate::auth::{Principal, Role};
 use crate::entity::{comment, comment_thread, room_member, user};
 use crate::http::caller::{Caller, require_role};
 use crate::http::error::ApiError;

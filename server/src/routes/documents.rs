@@ -6,9 +6,9 @@ use crdt_store::{RoomId, VersionKind};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::accounts::auth::Role;
 use crate::activity::{EventKind, RoomEvent, version_data};
 use crate::app::AppState;
-use crate::auth::Role;
 use crate::http::caller::{Caller, authorized_room, require_role};
 use crate::http::error::ApiError;
 

@@ -18,12 +18,12 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use yrs::{ReadTxn, StateVector, Transact};
 
+use crate::accounts::auth::Role;
+use crate::accounts::routes::check_name;
 use crate::activity::{EventKind, RoomEvent};
 use crate::app::AppState;
-use crate::auth::Role;
 use crate::http::caller::{AuthorizedRoom, Caller, SessionUser, authorized_room};
 use crate::http::error::ApiError;
-use crate::routes::accounts::check_name;
 use crate::routes::rooms::{create_room_with_content, new_room_id, validated};
 
 /// Most entries an imported zip may hold.

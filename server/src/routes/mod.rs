@@ -1,6 +1,5 @@
 //! Handlers not yet moved into their wing; the router in [`crate::http`] mounts them.
 
-pub(crate) mod accounts;
 pub(crate) mod activity;
 pub(crate) mod ai;
 pub(crate) mod comments;

@@ -15,12 +15,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::access::AccessEvent;
-use crate::app::AppState;
-use crate::auth::secrets::{
+use crate::accounts::access::AccessEvent;
+use crate::accounts::auth::secrets::{
     INVITE_TOKEN_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash,
 };
-use crate::auth::{Principal, Role};
+use crate::accounts::auth::{Principal, Role};
+use crate::accounts::routes::check_name;
+use crate::app::AppState;
 use crate::entity::{
     activity, ai_conversation, ai_message, comment, comment_thread, invite, notification, room,
     room_member, share_link, user, webhook, webhook_delivery,
@@ -28,7 +29,6 @@ use crate::entity::{
 use crate::http::caller::{Caller, SessionUser, require_role};
 use crate::http::error::ApiError;
 use crate::notifications::{NotificationKind, notify};
-use crate::routes::accounts::check_name;
 
 /// A room as listed.
 #[derive(Serialize, ToSchema)]

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::accounts::auth::Role;
+use crate::accounts::auth::secrets::{random_id, random_token};
 use crate::activity::EventKind;
 use crate::app::AppState;
-use crate::auth::Role;
-use crate::auth::secrets::{random_id, random_token};
 use crate::entity::{webhook, webhook_delivery};
 use crate::http::caller::{Caller, require_role};
 use crate::http::error::ApiError;

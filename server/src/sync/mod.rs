@@ -23,7 +23,7 @@
 //!
 //! The 44xx codes tell `y-websocket` not to reconnect. Authorization is checked per message:
 //! a viewer's update is answered with a permission-denied message and never applied, and a
-//! role change announced on [`AccessEvents`](crate::access::AccessEvents) updates the
+//! role change announced on [`AccessEvents`](crate::accounts::access::AccessEvents) updates the
 //! session's role at once. A demotion keeps the socket (the next update is refused); a
 //! promotion to editor closes it with 4205, so a client that opened read-only reconnects and
 //! learns it may write.
@@ -48,9 +48,9 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, Sleep};
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::access::{AccessEvent, Identity, RoomAccess, room_access};
+use crate::accounts::access::{AccessEvent, Identity, RoomAccess, room_access};
+use crate::accounts::auth::{AuthError, CredentialStatus, Principal, Role};
 use crate::app::AppState;
-use crate::auth::{AuthError, CredentialStatus, Principal, Role};
 use crate::http::caller::{bearer_token, require_role};
 use crate::http::error::ApiError;
 use crate::telemetry::refused;
