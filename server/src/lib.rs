@@ -9,6 +9,7 @@
 //!   `/metrics` and the browser client.
 //! - `sync`: `/ws/{room}`, the y-protocols session loop and its close codes, and the
 //!   keepalive shared with the AI peer's control socket.
+//! - `rooms`: rooms, members, invites and share links, one file per resource.
 //! - `routes`: the handlers not yet moved into their wing.
 //! - [`accounts`]: accounts, sessions, tokens, API keys, login throttling, the account
 //!   routes; who may do what in a room, access changes pushed to open sockets; presence.
@@ -28,6 +29,7 @@ pub mod config;
 mod entity;
 pub mod http;
 pub mod notifications;
+mod rooms;
 mod routes;
 mod sync;
 pub mod telemetry;

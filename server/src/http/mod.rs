@@ -20,7 +20,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::accounts::routes as accounts;
-use crate::routes::{activity, ai, comments, documents, files, notifications, rooms, webhooks};
+use crate::rooms::{invites, members, room, share_links};
+use crate::routes::{activity, ai, comments, documents, files, notifications, webhooks};
 use crate::sync;
 use error::ApiError;
 
@@ -37,18 +38,18 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         accounts::register, accounts::login, accounts::refresh, accounts::logout,
         accounts::change_password, accounts::me,
         accounts::create_api_key, accounts::list_api_keys, accounts::revoke_api_key,
-        rooms::create_room, rooms::list_rooms, rooms::get_room, rooms::rename_room,
-        rooms::delete_room, rooms::fork_room,
-        rooms::list_members, rooms::set_member_role, rooms::remove_member, rooms::transfer_ownership,
-        rooms::create_invite, rooms::list_invites, rooms::revoke_invite, rooms::accept_invite,
-        rooms::create_share_link, rooms::list_share_links, rooms::revoke_share_link,
-        rooms::current_share_link,
+        room::create_room, room::list_rooms, room::get_room, room::rename_room,
+        room::delete_room, room::fork_room,
+        members::list_members, members::set_member_role, members::remove_member, members::transfer_ownership,
+        invites::create_invite, invites::list_invites, invites::revoke_invite, invites::accept_invite,
+        share_links::create_share_link, share_links::list_share_links, share_links::revoke_share_link,
+        share_links::current_share_link,
         documents::document, documents::list_versions, documents::create_version,
         documents::get_version, documents::restore_version,
         sync::connect,
         ai::chat, ai::list_conversations, ai::get_conversation, ai::regenerate, ai::status,
         ai::accept, ai::reject, ai::undo, ai::usage,
-        activity::list_activity, rooms::add_member,
+        activity::list_activity, members::add_member,
         comments::list_threads, comments::create_thread, comments::get_thread,
         comments::delete_thread, comments::reply, comments::edit_comment,
         comments::delete_comment, comments::resolve, comments::reopen,
@@ -177,37 +178,46 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route(
         "/api/invites/{token}/accept",
-        web::post().to(rooms::accept_invite),
+        web::post().to(invites::accept_invite),
     )
     .route("/api/import", web::post().to(files::import_room))
     .route(
         "/api/share-links/current",
-        web::get().to(rooms::current_share_link),
+        web::get().to(share_links::current_share_link),
     )
-    .route("/api/rooms", web::post().to(rooms::create_room))
-    .route("/api/rooms", web::get().to(rooms::list_rooms))
+    .route("/api/rooms", web::post().to(room::create_room))
+    .route("/api/rooms", web::get().to(room::list_rooms))
     .service(
         web::scope("/api/rooms/{room}")
-            .route("", web::get().to(rooms::get_room))
-            .route("", web::patch().to(rooms::rename_room))
-            .route("", web::delete().to(rooms::delete_room))
-            .route("/fork", web::post().to(rooms::fork_room))
-            .route("/members", web::get().to(rooms::list_members))
-            .route("/members", web::post().to(rooms::add_member))
-            .route("/members/{user_id}", web::put().to(rooms::set_member_role))
-            .route("/members/{user_id}", web::delete().to(rooms::remove_member))
-            .route("/transfer", web::post().to(rooms::transfer_ownership))
-            .route("/invites", web::post().to(rooms::create_invite))
-            .route("/invites", web::get().to(rooms::list_invites))
+            .route("", web::get().to(room::get_room))
+            .route("", web::patch().to(room::rename_room))
+            .route("", web::delete().to(room::delete_room))
+            .route("/fork", web::post().to(room::fork_room))
+            .route("/members", web::get().to(members::list_members))
+            .route("/members", web::post().to(members::add_member))
+            .route(
+                "/members/{user_id}",
+                web::put().to(members::set_member_role),
+            )
+            .route(
+                "/members/{user_id}",
+                web::delete().to(members::remove_member),
+            )
+            .route("/transfer", web::post().to(members::transfer_ownership))
+            .route("/invites", web::post().to(invites::create_invite))
+            .route("/invites", web::get().to(invites::list_invites))
             .route(
                 "/invites/{invite_id}",
-                web::delete().to(rooms::revoke_invite),
+                web::delete().to(invites::revoke_invite),
             )
-            .route("/share-links", web::post().to(rooms::create_share_link))
-            .route("/share-links", web::get().to(rooms::list_share_links))
+            .route(
+                "/share-links",
+                web::post().to(share_links::create_share_link),
+            )
+            .route("/share-links", web::get().to(share_links::list_share_links))
             .route(
                 "/share-links/{link_id}",
-                web::delete().to(rooms::revoke_share_link),
+                web::delete().to(share_links::revoke_share_link),
             )
             .route("/ai/chat", web::post().to(ai::chat))
             .route("/ai/status", web::get().to(ai::status))

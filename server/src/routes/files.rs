@@ -24,7 +24,8 @@ use crate::activity::{EventKind, RoomEvent};
 use crate::app::AppState;
 use crate::http::caller::{AuthorizedRoom, Caller, SessionUser, authorized_room};
 use crate::http::error::ApiError;
-use crate::routes::rooms::{create_room_with_content, new_room_id, validated};
+use crate::rooms::room::{create_room_with_content, new_room_id};
+use crate::rooms::validated;
 
 /// Most entries an imported zip may hold.
 const MAX_IMPORT_ENTRIES: usize = 10_000;
@@ -383,7 +384,7 @@ pub struct ImportQuery {
 /// large, or the archive is larger than `--max-import-size`.
 #[utoipa::path(post, path = "/api/import", tag = "files", params(ImportQuery),
     request_body(content = Vec<u8>, content_type = "application/zip"),
-    responses((status = 201, body = crate::routes::rooms::RoomView), (status = 400), (status = 409),
+    responses((status = 201, body = crate::rooms::room::RoomView), (status = 400), (status = 409),
         (status = 413), (status = 415), (status = 422)))]
 pub async fn import_room(
     state: web::Data<AppState>,

@@ -6,7 +6,6 @@ pub(crate) mod comments;
 pub(crate) mod documents;
 pub(crate) mod files;
 pub(crate) mod notifications;
-pub(crate) mod rooms;
 pub(crate) mod webhooks;
 
 pub use files::FileLimits;
