@@ -17,13 +17,13 @@ use tracing::info;
 use crate::accounts::access::AccessEvents;
 use crate::accounts::auth::{Auth, system_clock};
 use crate::accounts::presence::Presence;
-use crate::activity::Activity;
 use crate::cluster::RedisBus;
+use crate::collab::activity::Activity;
 use crate::config::{Config, SessionConfig};
+use crate::http;
 use crate::http::head_deadline::HeadDeadlineStream;
 use crate::http::limits::ClientLimits;
 use crate::telemetry::{SessionMetrics, install_metrics};
-use crate::{http, routes};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -51,9 +51,9 @@ pub struct AppState {
     /// The AI assistant (answers "not configured" without a provider).
     pub ai: Option<crate::ai::Ai>,
     /// Limits of file uploads and imports.
-    pub file_limits: routes::FileLimits,
+    pub file_limits: crate::config::FileLimits,
     /// Webhook registrations and deliveries.
-    pub webhooks: crate::webhooks::Webhooks,
+    pub webhooks: crate::collab::webhooks::Webhooks,
     /// Per-client rate limits and WebSocket caps.
     pub client_limits: ClientLimits,
     /// HTTP connection and request timeouts.
@@ -116,7 +116,7 @@ impl Application {
                 .map(|bus| std::sync::Arc::new(bus) as std::sync::Arc<dyn crdt_store::RoomBus>),
         );
         let activity = Activity::start(registry.storage().connection().clone(), &registry);
-        let webhooks = crate::webhooks::Webhooks::start(
+        let webhooks = crate::collab::webhooks::Webhooks::start(
             config.webhooks.clone(),
             registry.storage().connection().clone(),
             activity.subscribe(),

@@ -357,6 +357,15 @@ pub struct SessionConfig {
     pub access_recheck_spread: Duration,
 }
 
+/// Limits of uploads and imports.
+#[derive(Clone, Copy, Debug)]
+pub struct FileLimits {
+    /// Largest file, in bytes (uploads and each file of an import).
+    pub max_file_size: usize,
+    /// Largest zip accepted by an import, and most bytes its files may hold in all.
+    pub max_import_size: usize,
+}
+
 /// Everything the server runs with, resolved.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -383,9 +392,9 @@ pub struct Config {
     /// The AI assistant.
     pub ai: crate::ai::AiConfig,
     /// Limits of file uploads and imports.
-    pub file_limits: crate::routes::FileLimits,
+    pub file_limits: FileLimits,
     /// Webhook deliveries.
-    pub webhooks: crate::webhooks::WebhookConfig,
+    pub webhooks: crate::collab::webhooks::WebhookConfig,
     /// Per-client limits.
     pub client_limits: crate::http::limits::ClientLimitsConfig,
     /// HTTP connection timeouts.
@@ -506,7 +515,7 @@ impl ServeArgs {
                 },
             },
             cors_origins: self.cors_origins,
-            webhooks: crate::webhooks::WebhookConfig {
+            webhooks: crate::collab::webhooks::WebhookConfig {
                 debounce: self.webhook_debounce,
                 max_attempts: self.webhook_max_attempts.max(1),
                 retry_base: self.webhook_retry_base,
@@ -515,7 +524,7 @@ impl ServeArgs {
                 max_response_bytes: self.webhook_max_response_bytes,
                 proxy: self.webhook_proxy,
             },
-            file_limits: crate::routes::FileLimits {
+            file_limits: FileLimits {
                 max_file_size: self.max_file_size,
                 max_import_size: self.max_import_size,
             },

@@ -10,6 +10,8 @@
 //! - `sync`: `/ws/{room}`, the y-protocols session loop and its close codes, and the
 //!   keepalive shared with the AI peer's control socket.
 //! - `rooms`: rooms, members, invites and share links, one file per resource.
+//! - [`collab`]: comments and mentions, files, export and import, versions, the activity
+//!   feed, notifications and webhooks.
 //! - `routes`: the handlers not yet moved into their wing.
 //! - [`accounts`]: accounts, sessions, tokens, API keys, login throttling, the account
 //!   routes; who may do what in a room, access changes pushed to open sockets; presence.
@@ -21,16 +23,14 @@
 //! format in `protocol`.
 
 pub mod accounts;
-pub mod activity;
 pub mod ai;
 pub mod app;
 pub mod cluster;
+pub mod collab;
 pub mod config;
 mod entity;
 pub mod http;
-pub mod notifications;
 mod rooms;
 mod routes;
 mod sync;
 pub mod telemetry;
-pub mod webhooks;

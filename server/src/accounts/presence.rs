@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::access::Identity;
-use crate::activity::{Activity, EventKind, RoomEvent};
+use crate::collab::activity::{Activity, EventKind, RoomEvent};
 
 /// The people connected to one room: identity key → (identity, open connections).
 type RoomPresence = HashMap<String, (Identity, usize)>;

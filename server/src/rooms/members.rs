@@ -13,10 +13,10 @@ use utoipa::ToSchema;
 use crate::accounts::access::AccessEvent;
 use crate::accounts::auth::{Principal, Role};
 use crate::app::AppState;
+use crate::collab::notifications::{NotificationKind, notify};
 use crate::entity::{room, room_member, user};
 use crate::http::caller::{Caller, SessionUser, require_role};
 use crate::http::error::ApiError;
-use crate::notifications::{NotificationKind, notify};
 
 /// A participant.
 #[derive(Serialize, ToSchema)]

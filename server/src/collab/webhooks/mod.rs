@@ -1,7 +1,7 @@
 //! Webhooks: room events delivered, signed, to endpoints that room owners register.
 //!
 //! Two tasks do the work:
-//! - the *collector* listens to room events ([`crate::activity::Activity::subscribe`]),
+//! - the *collector* listens to room events ([`crate::collab::activity::Activity::subscribe`]),
 //!   folds bursts of `document_changed` per room into one event (debounced), and writes one
 //!   delivery row per webhook that wants the event;
 //! - the *dispatcher* claims due deliveries, POSTs them, and records each attempt's outcome.
@@ -39,8 +39,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::activity::{EventKind, RoomEvent};
+use crate::collab::activity::{EventKind, RoomEvent};
 use crate::entity::{webhook, webhook_delivery};
+
+pub(crate) mod routes;
 
 /// Webhook settings.
 #[derive(Clone, Debug)]

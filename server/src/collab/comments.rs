@@ -24,12 +24,12 @@ use yrs::Any;
 use crate::accounts::access::Identity;
 use crate::accounts::auth::secrets::random_id;
 use crate::accounts::auth::{Principal, Role};
-use crate::activity::{EventKind, RoomEvent};
 use crate::app::AppState;
+use crate::collab::activity::{EventKind, RoomEvent};
+use crate::collab::notifications::{NotificationKind, notify};
 use crate::entity::{comment, comment_thread, room_member, user};
 use crate::http::caller::{Caller, require_role};
 use crate::http::error::ApiError;
-use crate::notifications::{NotificationKind, notify};
 
 /// Longest comment, in characters.
 const MAX_BODY_CHARS: usize = 10_000;

@@ -12,12 +12,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::auth::Role;
 use crate::accounts::auth::secrets::{random_id, random_token};
-use crate::activity::EventKind;
 use crate::app::AppState;
+use crate::collab::activity::EventKind;
+use crate::collab::webhooks::DEFAULT_EVENTS;
 use crate::entity::{webhook, webhook_delivery};
 use crate::http::caller::{Caller, require_role};
 use crate::http::error::ApiError;
-use crate::webhooks::DEFAULT_EVENTS;
 
 /// Most webhooks one room may have.
 const MAX_WEBHOOKS_PER_ROOM: u64 = 20;
@@ -107,7 +107,7 @@ fn parse_events(requested: Option<Vec<String>>) -> Result<Vec<String>, ApiError>
     Ok(events)
 }
 
-fn webhooks(state: &AppState) -> &crate::webhooks::Webhooks {
+fn webhooks(state: &AppState) -> &crate::collab::webhooks::Webhooks {
     &state.webhooks
 }
 
@@ -268,7 +268,7 @@ pub async fn list_deliveries(
     let deliveries: Vec<DeliveryView> = rows
         .into_iter()
         .map(|row| DeliveryView {
-            next_attempt_at_ms: (row.status == crate::webhooks::status::PENDING)
+            next_attempt_at_ms: (row.status == crate::collab::webhooks::status::PENDING)
                 .then_some(row.next_attempt_at),
             id: row.id,
             event: row.event,

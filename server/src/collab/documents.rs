@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::accounts::auth::Role;
-use crate::activity::{EventKind, RoomEvent, version_data};
 use crate::app::AppState;
+use crate::collab::activity::{EventKind, RoomEvent, version_data};
 use crate::http::caller::{Caller, authorized_room, require_role};
 use crate::http::error::ApiError;
 

@@ -16,6 +16,8 @@ use tracing::{debug, warn};
 use crate::accounts::access::Identity;
 use crate::entity::{activity, room};
 
+pub(crate) mod routes;
+
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -7,6 +7,8 @@ use serde::Serialize;
 use crate::accounts::access::Identity;
 use crate::entity::notification;
 
+pub(crate) mod routes;
+
 /// Why a user is notified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

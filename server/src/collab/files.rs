@@ -20,8 +20,9 @@ use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::accounts::auth::Role;
 use crate::accounts::routes::check_name;
-use crate::activity::{EventKind, RoomEvent};
 use crate::app::AppState;
+use crate::collab::activity::{EventKind, RoomEvent};
+use crate::config::FileLimits;
 use crate::http::caller::{AuthorizedRoom, Caller, SessionUser, authorized_room};
 use crate::http::error::ApiError;
 use crate::rooms::room::{create_room_with_content, new_room_id};
@@ -29,15 +30,6 @@ use crate::rooms::validated;
 
 /// Most entries an imported zip may hold.
 const MAX_IMPORT_ENTRIES: usize = 10_000;
-
-/// Limits of uploads and imports.
-#[derive(Clone, Copy, Debug)]
-pub struct FileLimits {
-    /// Largest file, in bytes (uploads and each file of an import).
-    pub max_file_size: usize,
-    /// Largest zip accepted by an import, and most bytes its files may hold in all.
-    pub max_import_size: usize,
-}
 
 /// A file as listed.
 #[derive(Serialize, ToSchema)]
