@@ -9,10 +9,11 @@
 //!   `/metrics` and the browser client.
 //! - `sync`: `/ws/{room}`, the y-protocols session loop and its close codes, and the
 //!   keepalive shared with the AI peer's control socket.
+//! - [`ai`]: the assistant, its routes, the suggestion schema, and the peer (in this
+//!   process or the `tandem ai-peer` process behind the control socket).
 //! - `rooms`: rooms, members, invites and share links, one file per resource.
 //! - [`collab`]: comments and mentions, files, export and import, versions, the activity
 //!   feed, notifications and webhooks.
-//! - `routes`: the handlers not yet moved into their wing.
 //! - [`accounts`]: accounts, sessions, tokens, API keys, login throttling, the account
 //!   routes; who may do what in a room, access changes pushed to open sockets; presence.
 //! - [`cluster`]: the Redis bridge between nodes (fan-out, catch-up, anti-entropy).
@@ -31,6 +32,5 @@ pub mod config;
 mod entity;
 pub mod http;
 mod rooms;
-mod routes;
 mod sync;
 pub mod telemetry;

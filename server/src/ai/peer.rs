@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use super::command::{AcceptGate, PeerCommand, Status};
+use super::suggestion::{AcceptOutcome, FileRange, GateVerdict, NewSuggestion, SUGGESTIONS_ROOT};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{Message, decode_message};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -32,108 +33,10 @@ use yrs::{
     Text, TextRef, Transact, TransactionMut, Update, WriteTxn,
 };
 
-/// The root map suggestions live in.
-pub const SUGGESTIONS_ROOT: &str = "suggestions";
 /// The name the assistant shows.
 pub const ASSISTANT_NAME: &str = "AI assistant";
 /// Its colour in presence.
 pub const ASSISTANT_COLOR: &str = "#7c3aed";
-
-/// What the assistant is doing, shown in its awareness state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Waiting for the model's first token.
-    Thinking,
-    /// Streaming an answer.
-    Writing,
-    /// Nothing to do.
-    Idle,
-}
-
-/// A range of a file, in UTF-16 offsets as the editors count.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FileRange {
-    /// The file (see the document convention).
-    pub file: String,
-    /// Start offset.
-    pub start: u32,
-    /// End offset (exclusive).
-    pub end: u32,
-}
-
-/// A range pinned to the text it covered when the question was asked: it follows that text
-/// through concurrent edits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AnchoredRange {
-    /// The file.
-    pub file: String,
-    /// The start as an encoded Yjs relative position.
-    pub start: Vec<u8>,
-    /// The end as an encoded Yjs relative position.
-    pub end: Vec<u8>,
-    /// The text the range covered then.
-    pub original: String,
-}
-
-impl AnchoredRange {
-    /// From an anchor made on the server's copy of the document.
-    pub fn new(file: &str, anchor: crdt_store::document::TextAnchor) -> Self {
-        Self {
-            file: file.to_owned(),
-            start: anchor.start,
-            end: anchor.end,
-            original: anchor.original,
-        }
-    }
-}
-
-/// A suggestion to write into the document.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NewSuggestion {
-    /// Where it applies (anchored when the question was asked).
-    pub range: AnchoredRange,
-    /// The proposed text.
-    pub replacement: String,
-    /// Why.
-    pub explanation: String,
-    /// The conversation it came from.
-    pub conversation_id: String,
-}
-
-/// What happened to an accept request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AcceptOutcome {
-    /// Applied at the range's current position.
-    Accepted,
-    /// The anchored text was deleted or changed; nothing applied.
-    Conflict,
-    /// It was already decided.
-    AlreadyDecided {
-        /// Its status.
-        status: String,
-    },
-    /// No such suggestion.
-    NotFound,
-}
-
-/// Requests to the peer task.
-pub enum PeerCommand {
-    /// Show a status and optionally a selection.
-    Status(Status, Option<FileRange>),
-    /// Write a suggestion; answers its id.
-    Suggest(NewSuggestion, oneshot::Sender<Result<String, String>>),
-    /// Accept a suggestion.
-    Accept(String, oneshot::Sender<AcceptOutcome>),
-    /// Reject a suggestion.
-    Reject(String, oneshot::Sender<AcceptOutcome>),
-    /// Mark a pending suggestion as conflicting (the server found its text changed).
-    MarkConflict(String, oneshot::Sender<AcceptOutcome>),
-    /// Undo every suggestion applied at or after this time (ms since the epoch); answers the
-    /// ids undone.
-    UndoSince(i64, oneshot::Sender<Vec<String>>),
-}
 
 /// A handle to a running peer. Cheap to clone.
 ///
@@ -257,27 +160,6 @@ fn initial_awareness_clock(now_ms: i64) -> u32 {
     const EPOCH_2025_MS: i64 = 1_735_689_600_000;
     u32::try_from((now_ms - EPOCH_2025_MS).max(0) / 100).unwrap_or(u32::MAX - 1_000_000)
 }
-
-/// What an [`AcceptGate`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GateVerdict {
-    /// The anchored text is intact and the checkpoint is taken: apply.
-    Apply,
-    /// The anchored text changed on the server's copy: mark the suggestion `conflict`.
-    Conflict,
-    /// The server could not be asked (the peer is losing its connection): leave the
-    /// suggestion as the client left it, for the next peer to apply.
-    Unreachable,
-}
-
-/// Asked before applying a suggestion a client accepted through the document: checks the
-/// anchored text on the server's authoritative copy and takes the checkpoint version.
-pub type AcceptGate = std::sync::Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = GateVerdict> + Send>>
-        + Send
-        + Sync,
->;
 
 /// Starts a peer connected to `ws_url` (`ws://host:port/ws/{room}?token=…`) as a task of
 /// `tasks`; it leaves the room when `stop` is cancelled or its socket closes.
@@ -730,6 +612,7 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ai::suggestion::AnchoredRange;
 
     #[tokio::test]
     async fn a_peer_that_never_answers_counts_as_gone() {

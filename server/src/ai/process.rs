@@ -25,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::ai::command::AcceptGate;
 use crate::ai::control::{CONTROL_PATH, FromPeer, PeerSecret, ToPeer, WireReply};
-use crate::ai::peer::{self, AcceptGate, GateVerdict, PeerHandle, Socket};
+use crate::ai::peer::{self, PeerHandle, Socket};
+use crate::ai::suggestion::GateVerdict;
 
 /// First wait before reconnecting; doubled per failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);

@@ -20,12 +20,12 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::accounts::routes as accounts;
+use crate::ai::routes as ai;
 use crate::collab::activity::routes as activity;
 use crate::collab::notifications::routes as notifications;
 use crate::collab::webhooks::routes as webhooks;
 use crate::collab::{comments, documents, files};
 use crate::rooms::{invites, members, room, share_links};
-use crate::routes::ai;
 use crate::sync;
 use error::ApiError;
 

@@ -21,9 +21,10 @@ use tracing::{Instrument, info, info_span, warn};
 use utoipa::ToSchema;
 
 use crate::accounts::auth::{Principal, Role};
+use crate::ai::command::{PeerCommand, Status};
 use crate::ai::control::{FromPeer, ToPeer};
-use crate::ai::peer::{AcceptOutcome, NewSuggestion, PeerCommand, Status};
 use crate::ai::remote::ControlLink;
+use crate::ai::suggestion::{AcceptOutcome, NewSuggestion};
 use crate::ai::{Action, Ai, AiError, PeerMode, split_answer};
 use crate::app::AppState;
 use crate::entity::{ai_conversation, ai_message};

@@ -1,0 +1,88 @@
+//! The suggestion schema: where suggestions live in the document, what a new one carries,
+//! and what deciding one can come to. Shared by the in-process peer, the peer process's
+//! control protocol, and the routes, so each is spelled once.
+
+use serde::{Deserialize, Serialize};
+
+/// The root map suggestions live in.
+pub const SUGGESTIONS_ROOT: &str = "suggestions";
+
+/// A range of a file, in UTF-16 offsets as the editors count.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileRange {
+    /// The file (see the document convention).
+    pub file: String,
+    /// Start offset.
+    pub start: u32,
+    /// End offset (exclusive).
+    pub end: u32,
+}
+
+/// A range pinned to the text it covered when the question was asked: it follows that text
+/// through concurrent edits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AnchoredRange {
+    /// The file.
+    pub file: String,
+    /// The start as an encoded Yjs relative position.
+    pub start: Vec<u8>,
+    /// The end as an encoded Yjs relative position.
+    pub end: Vec<u8>,
+    /// The text the range covered then.
+    pub original: String,
+}
+
+impl AnchoredRange {
+    /// From an anchor made on the server's copy of the document.
+    pub fn new(file: &str, anchor: crdt_store::document::TextAnchor) -> Self {
+        Self {
+            file: file.to_owned(),
+            start: anchor.start,
+            end: anchor.end,
+            original: anchor.original,
+        }
+    }
+}
+
+/// A suggestion to write into the document.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewSuggestion {
+    /// Where it applies (anchored when the question was asked).
+    pub range: AnchoredRange,
+    /// The proposed text.
+    pub replacement: String,
+    /// Why.
+    pub explanation: String,
+    /// The conversation it came from.
+    pub conversation_id: String,
+}
+
+/// What happened to an accept request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptOutcome {
+    /// Applied at the range's current position.
+    Accepted,
+    /// The anchored text was deleted or changed; nothing applied.
+    Conflict,
+    /// It was already decided.
+    AlreadyDecided {
+        /// Its status.
+        status: String,
+    },
+    /// No such suggestion.
+    NotFound,
+}
+
+/// What an [`AcceptGate`](super::command::AcceptGate) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateVerdict {
+    /// The anchored text is intact and the checkpoint is taken: apply.
+    Apply,
+    /// The anchored text changed on the server's copy: mark the suggestion `conflict`.
+    Conflict,
+    /// The server could not be asked (the peer is losing its connection): leave the
+    /// suggestion as the client left it, for the next peer to apply.
+    Unreachable,
+}

@@ -1,3 +1,0 @@
-//! Handlers not yet moved into their wing; the router in [`crate::http`] mounts them.
-
-pub(crate) mod ai;
