@@ -1,4 +1,8 @@
-//! The Redis bridge: rooms on several nodes kept in step over Redis pub/sub.
+//! The cluster wing: the Redis bridge, rooms on several nodes kept in step over Redis
+//! pub/sub, and access events relayed between nodes. It owns every Redis connection and
+//! channel name. Invariant: a node never re-applies its own messages (each envelope names
+//! its node), and a node cut off from Redis asks every socket to re-check its access once
+//! it is back, so a missed event cannot leave someone with access they lost.
 //!
 //! Each node subscribes to one channel per room it holds (`{prefix}:room:{room}`) and
 //! publishes what its own clients produce there, in [`protocol::cluster::Envelope`]s naming
