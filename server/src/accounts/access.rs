@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crdt_store::RoomId;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::{Semaphore, SemaphorePermit, broadcast};
 
@@ -49,8 +50,9 @@ pub enum RoomAccess {
 pub async fn room_access(
     db: &DatabaseConnection,
     principal: &Principal,
-    room_id: &str,
+    room_id: &RoomId,
 ) -> Result<RoomAccess, DbErr> {
+    let room_id = room_id.as_str();
     if room::Entity::find_by_id(room_id).one(db).await?.is_none() {
         return Ok(RoomAccess::NoRoom);
     }

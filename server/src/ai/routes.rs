@@ -28,7 +28,7 @@ use crate::ai::suggestion::{AcceptOutcome, NewSuggestion};
 use crate::ai::{Action, Ai, AiError, PeerMode, split_answer};
 use crate::app::AppState;
 use crate::entity::{ai_conversation, ai_message};
-use crate::http::caller::{Caller, RoomScope, require_role};
+use crate::http::caller::{Caller, RoomScope, existing_room_id, require_role};
 use crate::http::error::ApiError;
 use crate::sync::keepalive::{Keepalive, KeepaliveTick};
 
@@ -123,7 +123,13 @@ pub async fn chat(
     room_id: web::Path<String>,
     body: web::Json<ChatRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Editor,
+    )
+    .await?;
     let user_id = principal_user(&caller.0)?;
     let body = body.into_inner();
     if body.message.trim().is_empty() || body.message.chars().count() > 20_000 {
@@ -410,7 +416,13 @@ pub async fn list_conversations(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     let conversations: Vec<serde_json::Value> = ai_conversation::Entity::find()
         .filter(ai_conversation::Column::RoomId.eq(room_id.as_str()))
         .order_by_desc(ai_conversation::Column::CreatedAt)
@@ -441,7 +453,13 @@ pub async fn get_conversation(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, conversation_id) = path.into_inner();
-    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     let conversation = ai_conversation::Entity::find_by_id(&conversation_id)
         .filter(ai_conversation::Column::RoomId.eq(&room_id))
         .one(state.db())
@@ -477,7 +495,13 @@ pub async fn regenerate(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, conversation_id) = path.into_inner();
-    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Editor,
+    )
+    .await?;
     let user_id = principal_user(&caller.0)?;
     existing_conversation(&state, &room_id, &conversation_id).await?;
     let last = messages(&state, &conversation_id)
@@ -509,7 +533,13 @@ pub async fn status(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     let (generating, queued) = state
         .ai
         .as_ref()
@@ -534,7 +564,7 @@ async fn decide(
     suggestion: &str,
     accept: bool,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(state, &caller.0, room_id, Role::Editor).await?;
+    require_role(state, &caller.0, &existing_room_id(room_id)?, Role::Editor).await?;
     let ai = ai(state)?;
     let peer = ai.peer(room_id).await?;
     if accept {
@@ -632,7 +662,13 @@ pub async fn undo(
     room_id: web::Path<String>,
     body: web::Json<UndoRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Editor,
+    )
+    .await?;
     let id = crdt_store::RoomId::parse(&room_id)?;
     let (version, _) = state
         .registry

@@ -19,7 +19,7 @@ use crate::accounts::auth::Role;
 use crate::accounts::auth::secrets::{INVITE_TOKEN_PREFIX, random_id, random_token, token_hash};
 use crate::app::AppState;
 use crate::entity::{invite, room, room_member};
-use crate::http::caller::{Caller, SessionUser, require_role};
+use crate::http::caller::{Caller, SessionUser, existing_room_id, require_role};
 use crate::http::error::ApiError;
 
 /// `POST /api/rooms/{room}/invites` body.
@@ -77,7 +77,13 @@ pub async fn create_invite(
     body: web::Json<CreateInviteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.principal();
-    require_role(&state, &principal, &room_id, Role::Owner).await?;
+    require_role(
+        &state,
+        &principal,
+        &existing_room_id(&room_id)?,
+        Role::Owner,
+    )
+    .await?;
     let mut fields = BTreeMap::new();
     if body.role == Role::Owner {
         fields.insert(
@@ -120,7 +126,7 @@ pub async fn list_invites(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
     let invites: Vec<InviteView> = invite::Entity::find()
         .filter(invite::Column::RoomId.eq(room_id.as_str()))
         .order_by_asc(invite::Column::CreatedAt)
@@ -140,7 +146,7 @@ pub async fn revoke_invite(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, invite_id) = path.into_inner();
-    require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
     let result = invite::Entity::update_many()
         .col_expr(invite::Column::RevokedAt, Expr::value(state.auth.now()))
         .filter(invite::Column::Id.eq(invite_id))

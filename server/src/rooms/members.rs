@@ -15,7 +15,7 @@ use crate::accounts::auth::{Principal, Role};
 use crate::app::AppState;
 use crate::collab::notifications::{NotificationKind, notify};
 use crate::entity::{room, room_member, user};
-use crate::http::caller::{Caller, SessionUser, require_role};
+use crate::http::caller::{Caller, SessionUser, existing_room_id, require_role};
 use crate::http::error::ApiError;
 
 /// A participant.
@@ -65,7 +65,13 @@ pub async fn list_members(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "members": members(&state, &room_id).await? })))
 }
 
@@ -96,7 +102,7 @@ pub async fn set_member_role(
     body: web::Json<SetRoleRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, user_id) = path.into_inner();
-    require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
     let current = room_member::Entity::find_by_id((room_id.clone(), user_id.clone()))
         .one(state.db())
         .await?
@@ -145,7 +151,8 @@ pub async fn add_member(
     room_id: web::Path<String>,
     body: web::Json<AddMemberRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, inviter) = require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    let (_, inviter) =
+        require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
     let AddMemberRequest { email, role } = body.into_inner();
     if role == Role::Owner {
         return Err(ApiError::validation(
@@ -223,7 +230,7 @@ pub async fn remove_member(
     } else {
         Role::Owner
     };
-    require_role(&state, &caller.0, &room_id, min).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room_id)?, min).await?;
     let current = room_member::Entity::find_by_id((room_id.clone(), user_id.clone()))
         .one(state.db())
         .await?
@@ -260,7 +267,13 @@ pub async fn transfer_ownership(
     body: web::Json<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.principal();
-    require_role(&state, &principal, &room_id, Role::Owner).await?;
+    require_role(
+        &state,
+        &principal,
+        &existing_room_id(&room_id)?,
+        Role::Owner,
+    )
+    .await?;
     if body.user_id == caller.user_id {
         return Err(ApiError::invalid("you own this room already"));
     }

@@ -26,7 +26,7 @@ use crate::entity::{
     activity, ai_conversation, ai_message, comment, comment_thread, invite, notification, room,
     room_member, share_link, webhook, webhook_delivery,
 };
-use crate::http::caller::{Caller, SessionUser, require_role};
+use crate::http::caller::{Caller, SessionUser, existing_room_id, require_role};
 use crate::http::error::ApiError;
 
 /// A room as listed.
@@ -218,7 +218,13 @@ pub async fn get_room(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (role, _) = require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    let (role, _) = require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     let model = room::Entity::find_by_id(room_id.as_str())
         .one(state.db())
         .await?
@@ -256,7 +262,8 @@ pub async fn rename_room(
     room_id: web::Path<String>,
     body: web::Json<RenameRoomRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (role, _) = require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    let (role, _) =
+        require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
     let mut fields = BTreeMap::new();
     check_name(&mut fields, "name", &body.name, 200);
     validated(fields)?;
@@ -294,7 +301,7 @@ pub async fn delete_room(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
     let id = parse_room(&room_id)?;
     let deletion = state.registry.begin_delete(&id).await;
     delete_room_rows(&state, &id).await?;
@@ -398,7 +405,13 @@ pub async fn fork_room(
     body: web::Json<ForkRoomRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.principal();
-    require_role(&state, &principal, &room_id, Role::Viewer).await?;
+    require_role(
+        &state,
+        &principal,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     let source = parse_room(&room_id)?;
     let source_name = room::Entity::find_by_id(source.as_str())
         .one(state.db())

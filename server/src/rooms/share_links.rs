@@ -17,7 +17,7 @@ use crate::accounts::auth::secrets::{SHARE_TOKEN_PREFIX, random_id, random_token
 use crate::accounts::auth::{Principal, Role};
 use crate::app::AppState;
 use crate::entity::{room, share_link};
-use crate::http::caller::{Caller, SessionUser, require_role};
+use crate::http::caller::{Caller, SessionUser, existing_room_id, require_role};
 use crate::http::error::ApiError;
 
 /// `POST /api/rooms/{room}/share-links` body.
@@ -63,7 +63,13 @@ pub async fn create_share_link(
     body: web::Json<CreateShareLinkRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.principal();
-    require_role(&state, &principal, &room_id, Role::Owner).await?;
+    require_role(
+        &state,
+        &principal,
+        &existing_room_id(&room_id)?,
+        Role::Owner,
+    )
+    .await?;
     let expiry = parse_expiry(body.expires_in.as_deref(), Duration::from_secs(30 * 86_400))?;
     let token = random_token(SHARE_TOKEN_PREFIX);
     let now = state.auth.now();
@@ -92,7 +98,7 @@ pub async fn list_share_links(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
     let links: Vec<ShareLinkView> = share_link::Entity::find()
         .filter(share_link::Column::RoomId.eq(room_id.as_str()))
         .order_by_asc(share_link::Column::CreatedAt)
@@ -112,7 +118,7 @@ pub async fn revoke_share_link(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, link_id) = path.into_inner();
-    require_role(&state, &caller.0, &room_id, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
     let result = share_link::Entity::update_many()
         .col_expr(share_link::Column::RevokedAt, Expr::value(state.auth.now()))
         .filter(share_link::Column::Id.eq(&link_id))
@@ -142,7 +148,8 @@ pub async fn current_share_link(
             "this endpoint needs a share token (shr_…)",
         ));
     };
-    let (role, _) = require_role(&state, &caller.0, room_id, Role::Viewer).await?;
+    let (role, _) =
+        require_role(&state, &caller.0, &existing_room_id(room_id)?, Role::Viewer).await?;
     let model = room::Entity::find_by_id(room_id.as_str())
         .one(state.db())
         .await?

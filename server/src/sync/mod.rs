@@ -132,7 +132,7 @@ pub async fn connect(
         Principal::User { user_id, .. } if user_id == crate::ai::ASSISTANT_USER_ID => None,
         _ => Some(state.client_limits.admit_websocket(req.peer_addr())?),
     };
-    let (role, identity) = require_role(&state, &principal, room_id.as_str(), Role::Viewer).await?;
+    let (role, identity) = require_role(&state, &principal, &room_id, Role::Viewer).await?;
     let access = SessionAccess {
         principal,
         role,
@@ -142,7 +142,7 @@ pub async fn connect(
     let connection = state.registry.connect(&room_id).await?;
     // Checked again with the room joined (see `authorized_room`): a deletion that finished
     // in between must not leave this socket in a room created afresh under the id.
-    require_role(&state, &access.principal, room_id.as_str(), Role::Viewer).await?;
+    require_role(&state, &access.principal, &room_id, Role::Viewer).await?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::invalid(e.to_string()))?;
     let max = state.session.max_message_size;
@@ -548,7 +548,7 @@ async fn recheck_access(
             return Ok(());
         }
     }
-    match room_access(state.db(), &access.principal, room.as_str()).await {
+    match room_access(state.db(), &access.principal, room).await {
         Ok(RoomAccess::NoRoom) => Err(close(CloseCode::Other(CLOSE_ROOM_DELETED), "room deleted")),
         Ok(RoomAccess::Denied) => Err(close(
             CloseCode::Other(CLOSE_REMOVED),

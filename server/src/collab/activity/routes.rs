@@ -90,7 +90,7 @@ pub async fn list_activity(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
     let limit = query.limit()?;
     let mut select = activity::Entity::find().filter(activity::Column::RoomId.eq(room_id.as_str()));
     if let Some(before) = query.before {

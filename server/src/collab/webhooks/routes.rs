@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::collab::activity::EventKind;
 use crate::collab::webhooks::DEFAULT_EVENTS;
 use crate::entity::{webhook, webhook_delivery};
-use crate::http::caller::{Caller, require_role};
+use crate::http::caller::{Caller, existing_room_id, require_role};
 use crate::http::error::ApiError;
 
 /// Most webhooks one room may have.
@@ -120,7 +120,7 @@ pub async fn create_webhook(
     room: web::Path<String>,
     body: web::Json<CreateWebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     let CreateWebhookRequest { url, events } = body.into_inner();
     let url = webhooks(&state)
         .check_url(url.trim())
@@ -165,7 +165,7 @@ pub async fn list_webhooks(
     caller: Caller,
     room: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     let hooks = webhook::Entity::find()
         .filter(webhook::Column::RoomId.eq(room.as_str()))
         .order_by_asc(webhook::Column::CreatedAt)
@@ -191,7 +191,7 @@ pub async fn delete_webhook(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room, id) = path.into_inner();
-    require_role(&state, &caller.0, &room, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     find_webhook(&state, &room, &id).await?;
     let txn = state.db().begin().await?;
     webhook_delivery::Entity::delete_many()
@@ -245,7 +245,7 @@ pub async fn list_deliveries(
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (room, id) = path.into_inner();
-    require_role(&state, &caller.0, &room, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     find_webhook(&state, &room, &id).await?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
