@@ -147,7 +147,7 @@ async fn commenter(
     principal: &Principal,
     room_id: &RoomId,
 ) -> Result<(Role, String, Identity), ApiError> {
-    let (role, identity) = require_role(state, principal, &room_id, Role::Viewer).await?;
+    let (role, identity) = require_role(state, principal, room_id, Role::Viewer).await?;
     match identity.user_id.clone() {
         Some(user_id) if !matches!(principal, Principal::Share { .. }) => {
             Ok((role, user_id, identity))
