@@ -12,7 +12,9 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use super::command::{AcceptGate, PeerCommand, Status};
-use super::suggestion::{AcceptOutcome, FileRange, GateVerdict, NewSuggestion, SUGGESTIONS_ROOT};
+use super::suggestion::{
+    AcceptOutcome, FileRange, GateVerdict, NewSuggestion, SUGGESTIONS_ROOT, SuggestionStatus, field,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
@@ -409,9 +411,10 @@ impl Peer {
                     let mut txn = self.doc.transact_mut();
                     if let Some(Out::YMap(s)) =
                         txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id)
-                        && field(&s, &txn, "status").as_deref() == Some("pending")
+                        && field(&s, &txn, field::STATUS).as_deref()
+                            == Some(SuggestionStatus::Pending.as_str())
                     {
-                        s.insert(&mut txn, "status", "conflict");
+                        s.insert(&mut txn, field::STATUS, SuggestionStatus::Conflict.as_str());
                     }
                     txn.encode_update_v1()
                 };
@@ -436,19 +439,22 @@ impl Peer {
         );
         let id = crate::accounts::auth::secrets::random_id();
         let entry: HashMap<String, Any> = HashMap::from([
-            ("file".into(), Any::from(s.range.file.as_str())),
-            ("start".into(), Any::Buffer(start.into())),
-            ("end".into(), Any::Buffer(end.into())),
-            ("original".into(), Any::from(original)),
-            ("replacement".into(), Any::from(s.replacement.as_str())),
-            ("explanation".into(), Any::from(s.explanation.as_str())),
-            ("author".into(), Any::from(ASSISTANT_NAME)),
-            ("status".into(), Any::from("pending")),
+            (field::FILE.into(), Any::from(s.range.file.as_str())),
+            (field::START.into(), Any::Buffer(start.into())),
+            (field::END.into(), Any::Buffer(end.into())),
+            (field::ORIGINAL.into(), Any::from(original)),
+            (field::REPLACEMENT.into(), Any::from(s.replacement.as_str())),
+            (field::EXPLANATION.into(), Any::from(s.explanation.as_str())),
+            (field::AUTHOR.into(), Any::from(ASSISTANT_NAME)),
             (
-                "conversation_id".into(),
+                field::STATUS.into(),
+                Any::from(SuggestionStatus::Pending.as_str()),
+            ),
+            (
+                field::CONVERSATION_ID.into(),
                 Any::from(s.conversation_id.as_str()),
             ),
-            ("created_at_ms".into(), Any::from((self.now)() as f64)),
+            (field::CREATED_AT_MS.into(), Any::from((self.now)() as f64)),
         ]);
         let suggestions = txn.get_or_insert_map(SUGGESTIONS_ROOT);
         suggestions.insert(
@@ -477,8 +483,9 @@ impl Peer {
                 .iter(&txn)
                 .filter_map(|(id, value)| match value {
                     Out::YMap(s)
-                        if field(&s, &txn, "status").as_deref() == Some("accepted")
-                            && s.get(&txn, "applied_at_ms").is_none() =>
+                        if field(&s, &txn, field::STATUS).as_deref()
+                            == Some(SuggestionStatus::Accepted.as_str())
+                            && s.get(&txn, field::APPLIED_AT_MS).is_none() =>
                     {
                         Some(id.to_owned())
                     }
@@ -501,8 +508,13 @@ impl Peer {
                 if let Some(Out::YMap(s)) = txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id) {
                     s.insert(
                         &mut txn,
-                        "status",
-                        if intact { "pending" } else { "conflict" },
+                        field::STATUS,
+                        if intact {
+                            SuggestionStatus::Pending
+                        } else {
+                            SuggestionStatus::Conflict
+                        }
+                        .as_str(),
                     );
                 }
                 if intact {
@@ -521,8 +533,11 @@ impl Peer {
         let mut applied: Vec<(f64, String, MapRef)> = suggestions
             .iter(&txn)
             .filter_map(|(id, value)| match value {
-                Out::YMap(s) if field(&s, &txn, "status").as_deref() == Some("accepted") => {
-                    match s.get(&txn, "applied_at_ms")?.to_json(&txn) {
+                Out::YMap(s)
+                    if field(&s, &txn, field::STATUS).as_deref()
+                        == Some(SuggestionStatus::Accepted.as_str()) =>
+                {
+                    match s.get(&txn, field::APPLIED_AT_MS)?.to_json(&txn) {
                         Any::Number(at) => at
                             .as_f64()
                             .filter(|at| *at >= since as f64)
@@ -538,11 +553,11 @@ impl Peer {
         let mut undone = Vec::new();
         for (_, id, s) in applied {
             let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
-                field(&s, &txn, "file"),
-                buffer_field(&s, &txn, "applied_start"),
-                buffer_field(&s, &txn, "applied_end"),
-                field(&s, &txn, "original"),
-                field(&s, &txn, "replacement"),
+                field(&s, &txn, field::FILE),
+                buffer_field(&s, &txn, field::APPLIED_START),
+                buffer_field(&s, &txn, field::APPLIED_END),
+                field(&s, &txn, field::ORIGINAL),
+                field(&s, &txn, field::REPLACEMENT),
             ) else {
                 continue;
             };
@@ -555,7 +570,7 @@ impl Peer {
             }
             text.remove_range(&mut txn, start, end - start);
             text.insert(&mut txn, start, &original);
-            s.insert(&mut txn, "status", "undone");
+            s.insert(&mut txn, field::STATUS, SuggestionStatus::Undone.as_str());
             undone.push(id);
         }
         (undone, txn.encode_update_v1())
@@ -567,31 +582,31 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
     let Some(Out::YMap(s)) = suggestions.get(txn, id) else {
         return AcceptOutcome::NotFound;
     };
-    let status = field(&s, txn, "status").unwrap_or_default();
-    if status != "pending" {
+    let status = field(&s, txn, field::STATUS).unwrap_or_default();
+    if status != SuggestionStatus::Pending.as_str() {
         return AcceptOutcome::AlreadyDecided { status };
     }
     if !accept {
-        s.insert(txn, "status", "rejected");
+        s.insert(txn, field::STATUS, SuggestionStatus::Rejected.as_str());
         return AcceptOutcome::AlreadyDecided {
-            status: "rejected".into(),
+            status: SuggestionStatus::Rejected.as_str().into(),
         };
     }
     let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
-        field(&s, txn, "file"),
-        buffer_field(&s, txn, "start"),
-        buffer_field(&s, txn, "end"),
-        field(&s, txn, "original"),
-        field(&s, txn, "replacement"),
+        field(&s, txn, field::FILE),
+        buffer_field(&s, txn, field::START),
+        buffer_field(&s, txn, field::END),
+        field(&s, txn, field::ORIGINAL),
+        field(&s, txn, field::REPLACEMENT),
     ) else {
-        s.insert(txn, "status", "conflict");
+        s.insert(txn, field::STATUS, SuggestionStatus::Conflict.as_str());
         return AcceptOutcome::Conflict;
     };
     let Some((text, start, end, _)) =
         resolve_anchor(txn, &file, &start, &end).filter(|(_, _, _, covered)| *covered == original)
     else {
         // The anchored text was deleted or changed meanwhile: never apply over it.
-        s.insert(txn, "status", "conflict");
+        s.insert(txn, field::STATUS, SuggestionStatus::Conflict.as_str());
         return AcceptOutcome::Conflict;
     };
     text.remove_range(txn, start, end - start);
@@ -601,11 +616,11 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
         relative_position(txn, &text, start, Assoc::After),
         relative_position(txn, &text, new_end, Assoc::Before),
     ) {
-        s.insert(txn, "applied_start", a);
-        s.insert(txn, "applied_end", b);
+        s.insert(txn, field::APPLIED_START, a);
+        s.insert(txn, field::APPLIED_END, b);
     }
-    s.insert(txn, "status", "accepted");
-    s.insert(txn, "applied_at_ms", now as f64);
+    s.insert(txn, field::STATUS, SuggestionStatus::Accepted.as_str());
+    s.insert(txn, field::APPLIED_AT_MS, now as f64);
     AcceptOutcome::Accepted
 }
 

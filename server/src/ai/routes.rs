@@ -24,7 +24,7 @@ use crate::accounts::auth::{Principal, Role};
 use crate::ai::command::{PeerCommand, Status};
 use crate::ai::control::{FromPeer, ToPeer};
 use crate::ai::remote::ControlLink;
-use crate::ai::suggestion::{AcceptOutcome, NewSuggestion};
+use crate::ai::suggestion::{AcceptOutcome, NewSuggestion, SuggestionStatus};
 use crate::ai::{Action, Ai, AiError, PeerMode, split_answer};
 use crate::app::AppState;
 use crate::entity::{ai_conversation, ai_message};
@@ -578,7 +578,7 @@ async fn decide(
                 peer.ask(|reply| PeerCommand::MarkConflict(suggestion.to_owned(), reply))
                     .await;
                 return Ok(HttpResponse::Conflict().json(json!({
-                    "status": "conflict",
+                    "status": SuggestionStatus::Conflict.as_str(),
                     "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
                 })));
             }
@@ -605,13 +605,13 @@ async fn decide(
         .ok_or_else(|| ApiError::from(ai.peer_lost()))?;
     match outcome {
         AcceptOutcome::NotFound => Err(ApiError::not_found("no such suggestion")),
-        AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": "accepted"}))),
+        AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": SuggestionStatus::Accepted.as_str()}))),
         AcceptOutcome::Conflict => Ok(HttpResponse::Conflict().json(json!({
-            "status": "conflict",
+            "status": SuggestionStatus::Conflict.as_str(),
             "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
         }))),
-        AcceptOutcome::AlreadyDecided { status } if !accept && status == "rejected" => {
-            Ok(HttpResponse::Ok().json(json!({"status": "rejected"})))
+        AcceptOutcome::AlreadyDecided { status } if !accept && status == SuggestionStatus::Rejected.as_str() => {
+            Ok(HttpResponse::Ok().json(json!({"status": SuggestionStatus::Rejected.as_str()})))
         }
         AcceptOutcome::AlreadyDecided { status } => Err(ApiError::conflict(
             "suggestion_decided",
