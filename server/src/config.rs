@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crdt_store::{Durability, StoreConfig};
 
 /// Tandem: a real-time collaborative editing server for Yjs clients.
-#[derive(Parser, Debug)]
+// No `Debug`, like the `ServeArgs` it holds.
+#[derive(Parser)]
 #[command(name = "tandem", version, about)]
 pub struct Cli {
     /// What to do.
@@ -18,7 +19,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 // Parsed once at start-up; boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
@@ -89,8 +90,9 @@ pub enum DurabilityArg {
     Relaxed,
 }
 
-/// `tandem serve` flags.
-#[derive(Args, Debug)]
+/// `tandem serve` flags. No `Debug`: they hold the JWT secret, the AI keys and URLs that may
+/// carry passwords, as typed; [`Config`], which they become, redacts them in its `Debug`.
+#[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port (the chosen address is printed).
     #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:8080")]
@@ -367,7 +369,7 @@ pub struct FileLimits {
 }
 
 /// Everything the server runs with, resolved.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
@@ -399,6 +401,29 @@ pub struct Config {
     pub client_limits: crate::http::limits::ClientLimitsConfig,
     /// HTTP connection timeouts.
     pub http: HttpTimeouts,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out so that no secret reaches a log line: see `crate::redact`.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &crate::redact::Url(&self.database_url))
+            .field("store", &self.store)
+            .field("session", &self.session)
+            .field("workers", &self.workers)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("auth", &self.auth)
+            .field("cors_origins", &self.cors_origins)
+            .field("web_dir", &self.web_dir)
+            .field("cluster", &self.cluster)
+            .field("ai", &self.ai)
+            .field("file_limits", &self.file_limits)
+            .field("webhooks", &self.webhooks)
+            .field("client_limits", &self.client_limits)
+            .field("http", &self.http)
+            .finish()
+    }
 }
 
 impl ServeArgs {

@@ -31,6 +31,7 @@ pub mod collab;
 pub mod config;
 mod entity;
 pub mod http;
+mod redact;
 mod rooms;
 mod sync;
 pub mod telemetry;

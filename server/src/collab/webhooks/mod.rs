@@ -45,7 +45,7 @@ use crate::entity::{webhook, webhook_delivery};
 pub(crate) mod routes;
 
 /// Webhook settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     /// Quiet time after a room's last committed change before `document_changed` is sent.
     pub debounce: Duration,
@@ -66,6 +66,27 @@ pub struct WebhookConfig {
     /// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` in the environment are ignored, since a
     /// proxy resolves and connects on its own, out of reach of the address checks here.
     pub proxy: Option<reqwest::Url>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out so that no secret reaches a log line: see `crate::redact`.
+        f.debug_struct("WebhookConfig")
+            .field("debounce", &self.debounce)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_base", &self.retry_base)
+            .field("timeout", &self.timeout)
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_ref()
+                    .map(|url| crate::redact::Url(url.as_str())),
+            )
+            .finish()
+    }
 }
 
 /// Longest wait between two attempts.
