@@ -1,4 +1,5 @@
 //! The Tandem server: configuration, HTTP and WebSocket routes, start-up and shutdown.
+//! Each wing below is a folder whose `mod.rs` says what it owns and its invariant.
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables (clap) turned into one [`config::Config`].
@@ -17,7 +18,8 @@
 //! - [`accounts`]: accounts, sessions, tokens, API keys, login throttling, the account
 //!   routes; who may do what in a room, access changes pushed to open sockets; presence.
 //! - [`cluster`]: the Redis bridge between nodes (fan-out, catch-up, anti-entropy).
-//! - `entity`: sea-orm entities of the tables this crate owns (accounts and access).
+//! - `entity`: sea-orm entities of the tables this crate owns, shared by the wings.
+//! - `redact`: what a configuration's `Debug` shows in place of a secret.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //!
 //! This is the only crate that knows HTTP and actix; rooms live in `crdt-store`, the wire
