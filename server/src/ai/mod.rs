@@ -420,20 +420,11 @@ impl Ai {
         let Ok(lease) = registry.lease(&id).await else {
             return GateVerdict::Conflict;
         };
-        if lease.room().suggestion_intact(suggestion) != Some(true) {
-            return GateVerdict::Conflict;
-        }
-        match lease
-            .room()
-            .create_version(
-                crdt_store::VersionKind::Named,
-                Some(format!("Before accepting AI suggestion {suggestion}")),
-            )
-            .await
-        {
-            Ok(_) => GateVerdict::Apply,
-            // No checkpoint, no edit.
-            Err(_) => GateVerdict::Conflict,
+        match suggestion::check_and_checkpoint(lease.room(), suggestion).await {
+            Ok(Ok(())) => GateVerdict::Apply,
+            // An unknown or changed suggestion is not applied; nor is one without its
+            // checkpoint.
+            Ok(Err(_)) | Err(_) => GateVerdict::Conflict,
         }
     }
 

@@ -24,7 +24,9 @@ use crate::accounts::auth::{Principal, Role};
 use crate::ai::command::{PeerCommand, Status};
 use crate::ai::control::{FromPeer, ToPeer};
 use crate::ai::remote::ControlLink;
-use crate::ai::suggestion::{AcceptOutcome, NewSuggestion, SuggestionStatus};
+use crate::ai::suggestion::{
+    AcceptOutcome, GateRefusal, NewSuggestion, SuggestionStatus, check_and_checkpoint,
+};
 use crate::ai::{Action, Ai, AiError, PeerMode, split_answer};
 use crate::app::AppState;
 use crate::entity::{ai_conversation, ai_message};
@@ -570,28 +572,15 @@ async fn decide(
     if accept {
         let id = crdt_store::RoomId::parse(room_id)?;
         let lease = state.registry.lease(&id).await?;
-        // The server's copy is the authority: the assistant's replica may not have heard of
-        // the latest edits yet.
-        match lease.room().suggestion_intact(suggestion) {
-            None => return Err(ApiError::not_found("no such suggestion")),
-            Some(false) => {
+        match check_and_checkpoint(lease.room(), suggestion).await? {
+            Ok(()) => {}
+            Err(GateRefusal::NotFound) => return Err(ApiError::not_found("no such suggestion")),
+            Err(GateRefusal::Changed) => {
                 peer.ask(|reply| PeerCommand::MarkConflict(suggestion.to_owned(), reply))
                     .await;
-                return Ok(HttpResponse::Conflict().json(json!({
-                    "status": SuggestionStatus::Conflict.as_str(),
-                    "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
-                })));
+                return Ok(suggestion_conflict());
             }
-            Some(true) => {}
         }
-        // A checkpoint first, so accepting can always be undone by a restore.
-        lease
-            .room()
-            .create_version(
-                crdt_store::VersionKind::Named,
-                Some(format!("Before accepting AI suggestion {suggestion}")),
-            )
-            .await?;
     }
     let outcome = peer
         .ask(|reply| {
@@ -605,12 +594,13 @@ async fn decide(
         .ok_or_else(|| ApiError::from(ai.peer_lost()))?;
     match outcome {
         AcceptOutcome::NotFound => Err(ApiError::not_found("no such suggestion")),
-        AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": SuggestionStatus::Accepted.as_str()}))),
-        AcceptOutcome::Conflict => Ok(HttpResponse::Conflict().json(json!({
-            "status": SuggestionStatus::Conflict.as_str(),
-            "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
-        }))),
-        AcceptOutcome::AlreadyDecided { status } if !accept && status == SuggestionStatus::Rejected.as_str() => {
+        AcceptOutcome::Accepted => {
+            Ok(HttpResponse::Ok().json(json!({"status": SuggestionStatus::Accepted.as_str()})))
+        }
+        AcceptOutcome::Conflict => Ok(suggestion_conflict()),
+        AcceptOutcome::AlreadyDecided { status }
+            if !accept && status == SuggestionStatus::Rejected.as_str() =>
+        {
             Ok(HttpResponse::Ok().json(json!({"status": SuggestionStatus::Rejected.as_str()})))
         }
         AcceptOutcome::AlreadyDecided { status } => Err(ApiError::conflict(
@@ -618,6 +608,18 @@ async fn decide(
             format!("the suggestion is already {status}"),
         )),
     }
+}
+
+/// The 409 of accepting a suggestion whose anchored text changed: the `ApiError` shape plus
+/// the suggestion's new status, so a client can update its view without another request.
+fn suggestion_conflict() -> HttpResponse {
+    HttpResponse::Conflict().json(json!({
+        "status": SuggestionStatus::Conflict.as_str(),
+        "error": {
+            "code": "suggestion_conflict",
+            "message": "the anchored text was changed or deleted; nothing was applied",
+        },
+    }))
 }
 
 /// Applies a suggestion at the range's current position, as the assistant's edit, after a

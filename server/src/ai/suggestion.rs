@@ -145,3 +145,34 @@ pub enum GateVerdict {
     /// suggestion as the client left it, for the next peer to apply.
     Unreachable,
 }
+
+/// Why [`check_and_checkpoint`] refused a suggestion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GateRefusal {
+    /// The document has no such suggestion.
+    NotFound,
+    /// Its anchored text was changed or deleted on the server's copy.
+    Changed,
+}
+
+/// The suggestion gate, passed before any accepted suggestion changes the text, on both
+/// accept paths (the accept route, and a client accepting through the document, which the
+/// peer asks about): the anchored text must be intact on the server's authoritative copy
+/// (the assistant's replica may not have heard of the latest edits yet), and a checkpoint
+/// version is taken first, so accepting can always be undone by a restore.
+pub(crate) async fn check_and_checkpoint(
+    room: &crdt_store::Room,
+    suggestion: &str,
+) -> Result<Result<(), GateRefusal>, crdt_store::StorageError> {
+    match room.suggestion_intact(suggestion) {
+        None => return Ok(Err(GateRefusal::NotFound)),
+        Some(false) => return Ok(Err(GateRefusal::Changed)),
+        Some(true) => {}
+    }
+    room.create_version(
+        crdt_store::VersionKind::Named,
+        Some(format!("Before accepting AI suggestion {suggestion}")),
+    )
+    .await?;
+    Ok(Ok(()))
+}
