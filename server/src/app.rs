@@ -14,14 +14,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::access::{AccessEvents, Presence};
-use crate::activity::Activity;
-use crate::auth::{Auth, system_clock};
+use crate::accounts::access::AccessEvents;
+use crate::accounts::auth::{Auth, system_clock};
+use crate::accounts::presence::Presence;
 use crate::cluster::RedisBus;
+use crate::collab::activity::Activity;
 use crate::config::{Config, SessionConfig};
-use crate::head_deadline::HeadDeadlineStream;
-use crate::limits::ClientLimits;
-use crate::routes;
+use crate::http;
+use crate::http::head_deadline::HeadDeadlineStream;
+use crate::http::limits::ClientLimits;
 use crate::telemetry::{SessionMetrics, install_metrics};
 
 /// What every request handler can reach.
@@ -50,9 +51,9 @@ pub struct AppState {
     /// The AI assistant (answers "not configured" without a provider).
     pub ai: Option<crate::ai::Ai>,
     /// Limits of file uploads and imports.
-    pub file_limits: routes::FileLimits,
+    pub file_limits: crate::config::FileLimits,
     /// Webhook registrations and deliveries.
-    pub webhooks: crate::webhooks::Webhooks,
+    pub webhooks: crate::collab::webhooks::Webhooks,
     /// Per-client rate limits and WebSocket caps.
     pub client_limits: ClientLimits,
     /// HTTP connection and request timeouts.
@@ -83,7 +84,7 @@ impl Application {
     /// use; tests pass one they control.
     pub async fn build_with_clock(
         config: Config,
-        clock: crate::auth::Clock,
+        clock: crate::accounts::auth::Clock,
     ) -> anyhow::Result<Self> {
         let metrics = install_metrics()?;
         // The AI provider's HTTP client uses rustls without a built-in crypto provider.
@@ -115,7 +116,7 @@ impl Application {
                 .map(|bus| std::sync::Arc::new(bus) as std::sync::Arc<dyn crdt_store::RoomBus>),
         );
         let activity = Activity::start(registry.storage().connection().clone(), &registry);
-        let webhooks = crate::webhooks::Webhooks::start(
+        let webhooks = crate::collab::webhooks::Webhooks::start(
             config.webhooks.clone(),
             registry.storage().connection().clone(),
             activity.subscribe(),
@@ -168,7 +169,7 @@ impl Application {
             listener,
             &config,
             state.clone(),
-            web::Data::new(routes::web_client::WebAssets::new(config.web_dir.clone())),
+            web::Data::new(http::web_client::WebAssets::new(config.web_dir.clone())),
         )?;
         Ok(Self {
             server,
@@ -247,7 +248,7 @@ fn serve(
     listener: TcpListener,
     config: &Config,
     shared: AppState,
-    web_assets: web::Data<routes::web_client::WebAssets>,
+    web_assets: web::Data<http::web_client::WebAssets>,
 ) -> anyhow::Result<Server> {
     let cors_origins = config.cors_origins.clone();
     let http = config.http;
@@ -265,12 +266,12 @@ fn serve(
             let app = App::new()
                 .app_data(web::Data::new(shared))
                 .app_data(web_assets)
-                .wrap(routes::security_headers())
-                .wrap(routes::cors(&cors_origins))
+                .wrap(http::security_headers())
+                .wrap(http::cors(&cors_origins))
                 .wrap(actix_web::middleware::from_fn(
-                    crate::body_deadline::enforce,
+                    crate::http::body_deadline::enforce,
                 ))
-                .configure(routes::configure)
+                .configure(http::configure)
                 .into_factory()
                 .map_err(|err| err.error_response());
             let graceful_shutdown = graceful_shutdown.clone();

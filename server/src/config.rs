@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crdt_store::{Durability, StoreConfig};
 
 /// Tandem: a real-time collaborative editing server for Yjs clients.
-#[derive(Parser, Debug)]
+// No `Debug`, like the `ServeArgs` it holds.
+#[derive(Parser)]
 #[command(name = "tandem", version, about)]
 pub struct Cli {
     /// What to do.
@@ -18,7 +19,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 // Parsed once at start-up; boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
@@ -89,8 +90,9 @@ pub enum DurabilityArg {
     Relaxed,
 }
 
-/// `tandem serve` flags.
-#[derive(Args, Debug)]
+/// `tandem serve` flags. No `Debug`: they hold the JWT secret, the AI keys and URLs that may
+/// carry passwords, as typed; [`Config`], which they become, redacts them in its `Debug`.
+#[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port (the chosen address is printed).
     #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:8080")]
@@ -357,8 +359,17 @@ pub struct SessionConfig {
     pub access_recheck_spread: Duration,
 }
 
+/// Limits of uploads and imports.
+#[derive(Clone, Copy, Debug)]
+pub struct FileLimits {
+    /// Largest file, in bytes (uploads and each file of an import).
+    pub max_file_size: usize,
+    /// Largest zip accepted by an import, and most bytes its files may hold in all.
+    pub max_import_size: usize,
+}
+
 /// Everything the server runs with, resolved.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
@@ -373,7 +384,7 @@ pub struct Config {
     /// Graceful shutdown limit.
     pub shutdown_timeout: Duration,
     /// Authentication.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: crate::accounts::auth::AuthConfig,
     /// Origins allowed by CORS.
     pub cors_origins: Vec<String>,
     /// Directory of the built browser client.
@@ -383,13 +394,36 @@ pub struct Config {
     /// The AI assistant.
     pub ai: crate::ai::AiConfig,
     /// Limits of file uploads and imports.
-    pub file_limits: crate::routes::FileLimits,
+    pub file_limits: FileLimits,
     /// Webhook deliveries.
-    pub webhooks: crate::webhooks::WebhookConfig,
+    pub webhooks: crate::collab::webhooks::WebhookConfig,
     /// Per-client limits.
-    pub client_limits: crate::limits::ClientLimitsConfig,
+    pub client_limits: crate::http::limits::ClientLimitsConfig,
     /// HTTP connection timeouts.
     pub http: HttpTimeouts,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out so that no secret reaches a log line: see `crate::redact`.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &crate::redact::Url(&self.database_url))
+            .field("store", &self.store)
+            .field("session", &self.session)
+            .field("workers", &self.workers)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("auth", &self.auth)
+            .field("cors_origins", &self.cors_origins)
+            .field("web_dir", &self.web_dir)
+            .field("cluster", &self.cluster)
+            .field("ai", &self.ai)
+            .field("file_limits", &self.file_limits)
+            .field("webhooks", &self.webhooks)
+            .field("client_limits", &self.client_limits)
+            .field("http", &self.http)
+            .finish()
+    }
 }
 
 impl ServeArgs {
@@ -442,12 +476,12 @@ impl ServeArgs {
         );
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Config {
-            client_limits: crate::limits::ClientLimitsConfig {
-                auth_rate: crate::limits::Rate {
+            client_limits: crate::http::limits::ClientLimitsConfig {
+                auth_rate: crate::http::limits::Rate {
                     per_minute: self.auth_rate_per_minute,
                     burst: self.auth_burst,
                 },
-                ws_upgrade_rate: crate::limits::Rate {
+                ws_upgrade_rate: crate::http::limits::Rate {
                     per_minute: self.ws_upgrades_per_minute,
                     burst: self.ws_upgrade_burst,
                 },
@@ -491,22 +525,22 @@ impl ServeArgs {
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             shutdown_timeout: self.shutdown_timeout,
-            auth: crate::auth::AuthConfig {
+            auth: crate::accounts::auth::AuthConfig {
                 access_token_ttl: self.access_token_ttl,
                 refresh_token_ttl: self.refresh_token_ttl,
-                login: crate::auth::throttle::LoginPolicy {
+                login: crate::accounts::auth::throttle::LoginPolicy {
                     max_failures: self.login_max_failures.max(1),
                     window: self.login_lockout,
                     lockout: self.login_lockout,
                 },
                 jwt_secret: self.jwt_secret,
-                hashing: crate::auth::HashingLimits {
+                hashing: crate::accounts::auth::HashingLimits {
                     concurrency: self.password_hash_concurrency.unwrap_or(cores).max(1),
                     wait: self.password_hash_wait,
                 },
             },
             cors_origins: self.cors_origins,
-            webhooks: crate::webhooks::WebhookConfig {
+            webhooks: crate::collab::webhooks::WebhookConfig {
                 debounce: self.webhook_debounce,
                 max_attempts: self.webhook_max_attempts.max(1),
                 retry_base: self.webhook_retry_base,
@@ -515,7 +549,7 @@ impl ServeArgs {
                 max_response_bytes: self.webhook_max_response_bytes,
                 proxy: self.webhook_proxy,
             },
-            file_limits: crate::routes::FileLimits {
+            file_limits: FileLimits {
                 max_file_size: self.max_file_size,
                 max_import_size: self.max_import_size,
             },
@@ -550,7 +584,9 @@ impl ServeArgs {
                 .redis_url
                 .map(|redis_url| crate::cluster::ClusterConfig {
                     redis_url,
-                    node_id: self.node_id.unwrap_or_else(crate::auth::secrets::random_id),
+                    node_id: self
+                        .node_id
+                        .unwrap_or_else(crate::accounts::auth::secrets::random_id),
                     channel_prefix: self.redis_prefix,
                     sync_interval: self.cluster_sync_interval,
                     catch_up_timeout: self.cluster_catch_up_timeout,

@@ -1,35 +1,39 @@
 //! The Tandem server: configuration, HTTP and WebSocket routes, start-up and shutdown.
+//! Each wing below is a folder whose `mod.rs` says what it owns and its invariant.
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables (clap) turned into one [`config::Config`].
 //! - [`app`]: builds shared state once, binds, runs, and shuts down gracefully.
-//! - `routes`: `/ws/{room}` (the y-protocols session loop), `/api/...` (REST),
-//!   `/healthz`, `/readyz`, `/metrics`.
-//! - [`auth`]: accounts, sessions, tokens, API keys, login throttling.
+//! - [`http`]: the route table, OpenAPI, security headers, CORS, the [`http::error::ApiError`]
+//!   shape every REST failure uses, the caller and authorized-room extractors, per-client
+//!   limits, the slow-loris deadlines on every request's head and body, `/healthz`, `/readyz`,
+//!   `/metrics` and the browser client.
+//! - `sync`: `/ws/{room}`, the y-protocols session loop and its close codes, and the
+//!   keepalive shared with the AI peer's control socket.
+//! - [`ai`]: the assistant, its routes, the suggestion schema, and the peer (in this
+//!   process or the `tandem ai-peer` process behind the control socket).
+//! - `rooms`: rooms, members, invites and share links, one file per resource.
+//! - [`collab`]: comments and mentions, files, export and import, versions, the activity
+//!   feed, notifications and webhooks.
+//! - [`accounts`]: accounts, sessions, tokens, API keys, login throttling, the account
+//!   routes; who may do what in a room, access changes pushed to open sockets; presence.
 //! - [`cluster`]: the Redis bridge between nodes (fan-out, catch-up, anti-entropy).
-//! - [`access`]: who may do what in a room; access changes pushed to open sockets; presence.
-//! - `entity`: sea-orm entities of the tables this crate owns (accounts and access).
-//! - [`error`]: the one JSON error shape every REST failure uses.
-//! - [`limits`]: per-client rate limits and WebSocket caps; `head_deadline` and
-//!   `body_deadline`: the slow-loris guards on every request's head and body.
+//! - `entity`: sea-orm entities of the tables this crate owns, shared by the wings.
+//! - `redact`: what a configuration's `Debug` shows in place of a secret.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //!
 //! This is the only crate that knows HTTP and actix; rooms live in `crdt-store`, the wire
 //! format in `protocol`.
 
-pub mod access;
-pub mod activity;
+pub mod accounts;
 pub mod ai;
 pub mod app;
-pub mod auth;
-mod body_deadline;
 pub mod cluster;
+pub mod collab;
 pub mod config;
 mod entity;
-pub mod error;
-mod head_deadline;
-pub mod limits;
-pub mod notifications;
-mod routes;
+pub mod http;
+mod redact;
+mod rooms;
+mod sync;
 pub mod telemetry;
-pub mod webhooks;

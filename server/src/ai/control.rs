@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
-use crate::ai::peer::{AcceptOutcome, FileRange, GateVerdict, NewSuggestion, PeerCommand, Status};
+use crate::ai::command::{PeerCommand, Status};
+use crate::ai::suggestion::{AcceptOutcome, FileRange, GateVerdict, NewSuggestion};
 
 /// Path of the control WebSocket.
 pub const CONTROL_PATH: &str = "/api/ai/peer";

@@ -1,5 +1,9 @@
-//! The AI assistant: a model behind an OpenAI-compatible API ([`provider`]), and a peer that
-//! joins rooms like any client ([`peer`]).
+//! The ai wing: the AI assistant, a model behind an OpenAI-compatible API ([`provider`]),
+//! and a peer that joins rooms like any client ([`peer`]), with its routes (`routes`), the
+//! suggestion schema ([`suggestion`]) and the commands a peer takes ([`command`]). It owns
+//! the conversations, usage, rate limits and suggestions. Invariant: the model is only
+//! called from this process, never from a peer; and a suggestion reaches the document's
+//! text only after the gate found its anchored text intact and took the checkpoint version.
 //!
 //! A chat request is handled as: build the prompt from the selection, the text around it and
 //! an outline of the room's other files, within the token budget; count it against the
@@ -15,11 +19,14 @@
 //! retries, the rate limits, the conversations and the streaming stay in one place, and the
 //! peer (wherever it runs) is only the assistant's presence in the room.
 
+pub mod command;
 pub mod control;
 pub mod peer;
 pub mod process;
 pub mod provider;
 pub mod remote;
+pub(crate) mod routes;
+pub mod suggestion;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,11 +43,12 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Auth;
+use crate::accounts::auth::Auth;
 use crate::entity::{room_member, user};
 use control::PeerSecret;
-use peer::{FileRange, GateVerdict, PeerHandle};
+use peer::PeerHandle;
 use provider::{Prompt, Provider, ProviderConfig, estimate_tokens};
+use suggestion::{AnchoredRange, FileRange, GateVerdict};
 
 /// The account the assistant acts as.
 pub const ASSISTANT_USER_ID: &str = "ai-assistant";
@@ -201,7 +209,7 @@ pub struct PreparedRequest {
     /// The selection (for the assistant's cursor).
     pub selection: Option<FileRange>,
     /// The selection pinned to its text when the question was asked.
-    pub anchored: Option<peer::AnchoredRange>,
+    pub anchored: Option<AnchoredRange>,
     /// The action.
     pub action: Action,
 }
@@ -360,7 +368,7 @@ impl Ai {
         room_member::Entity::insert(room_member::ActiveModel {
             room_id: Set(room.to_owned()),
             user_id: Set(ASSISTANT_USER_ID.to_owned()),
-            role: Set(crate::auth::Role::Editor.as_str().to_owned()),
+            role: Set(crate::accounts::auth::Role::Editor.as_str().to_owned()),
             created_at: Set(self.inner.auth.now()),
         })
         .on_conflict(
@@ -387,7 +395,7 @@ impl Ai {
         let url = peer::room_url(base, room, &token);
         let ai = self.clone();
         let room_name = room.to_owned();
-        let gate: peer::AcceptGate = Arc::new(move |suggestion: String| {
+        let gate: command::AcceptGate = Arc::new(move |suggestion: String| {
             let ai = ai.clone();
             let room_name = room_name.clone();
             Box::pin(async move { ai.gate(&room_name, &suggestion).await })
@@ -412,20 +420,11 @@ impl Ai {
         let Ok(lease) = registry.lease(&id).await else {
             return GateVerdict::Conflict;
         };
-        if lease.room().suggestion_intact(suggestion) != Some(true) {
-            return GateVerdict::Conflict;
-        }
-        match lease
-            .room()
-            .create_version(
-                crdt_store::VersionKind::Named,
-                Some(format!("Before accepting AI suggestion {suggestion}")),
-            )
-            .await
-        {
-            Ok(_) => GateVerdict::Apply,
-            // No checkpoint, no edit.
-            Err(_) => GateVerdict::Conflict,
+        match suggestion::check_and_checkpoint(lease.room(), suggestion).await {
+            Ok(Ok(())) => GateVerdict::Apply,
+            // An unknown or changed suggestion is not applied; nor is one without its
+            // checkpoint.
+            Ok(Err(_)) | Err(_) => GateVerdict::Conflict,
         }
     }
 
@@ -520,7 +519,7 @@ impl Ai {
                     start,
                     end,
                 });
-                anchored = Some(peer::AnchoredRange::new(
+                anchored = Some(AnchoredRange::new(
                     file,
                     room.anchor(file, start, end).map_err(AiError::BadRange)?,
                 ));

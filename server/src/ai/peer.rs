@@ -11,12 +11,15 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use super::command::{AcceptGate, PeerCommand, Status};
+use super::suggestion::{
+    AcceptOutcome, FileRange, GateVerdict, NewSuggestion, SUGGESTIONS_ROOT, SuggestionStatus, field,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{Message, decode_message};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -32,108 +35,10 @@ use yrs::{
     Text, TextRef, Transact, TransactionMut, Update, WriteTxn,
 };
 
-/// The root map suggestions live in.
-pub const SUGGESTIONS_ROOT: &str = "suggestions";
 /// The name the assistant shows.
 pub const ASSISTANT_NAME: &str = "AI assistant";
 /// Its colour in presence.
 pub const ASSISTANT_COLOR: &str = "#7c3aed";
-
-/// What the assistant is doing, shown in its awareness state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Waiting for the model's first token.
-    Thinking,
-    /// Streaming an answer.
-    Writing,
-    /// Nothing to do.
-    Idle,
-}
-
-/// A range of a file, in UTF-16 offsets as the editors count.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FileRange {
-    /// The file (see the document convention).
-    pub file: String,
-    /// Start offset.
-    pub start: u32,
-    /// End offset (exclusive).
-    pub end: u32,
-}
-
-/// A range pinned to the text it covered when the question was asked: it follows that text
-/// through concurrent edits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AnchoredRange {
-    /// The file.
-    pub file: String,
-    /// The start as an encoded Yjs relative position.
-    pub start: Vec<u8>,
-    /// The end as an encoded Yjs relative position.
-    pub end: Vec<u8>,
-    /// The text the range covered then.
-    pub original: String,
-}
-
-impl AnchoredRange {
-    /// From an anchor made on the server's copy of the document.
-    pub fn new(file: &str, anchor: crdt_store::document::TextAnchor) -> Self {
-        Self {
-            file: file.to_owned(),
-            start: anchor.start,
-            end: anchor.end,
-            original: anchor.original,
-        }
-    }
-}
-
-/// A suggestion to write into the document.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NewSuggestion {
-    /// Where it applies (anchored when the question was asked).
-    pub range: AnchoredRange,
-    /// The proposed text.
-    pub replacement: String,
-    /// Why.
-    pub explanation: String,
-    /// The conversation it came from.
-    pub conversation_id: String,
-}
-
-/// What happened to an accept request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AcceptOutcome {
-    /// Applied at the range's current position.
-    Accepted,
-    /// The anchored text was deleted or changed; nothing applied.
-    Conflict,
-    /// It was already decided.
-    AlreadyDecided {
-        /// Its status.
-        status: String,
-    },
-    /// No such suggestion.
-    NotFound,
-}
-
-/// Requests to the peer task.
-pub enum PeerCommand {
-    /// Show a status and optionally a selection.
-    Status(Status, Option<FileRange>),
-    /// Write a suggestion; answers its id.
-    Suggest(NewSuggestion, oneshot::Sender<Result<String, String>>),
-    /// Accept a suggestion.
-    Accept(String, oneshot::Sender<AcceptOutcome>),
-    /// Reject a suggestion.
-    Reject(String, oneshot::Sender<AcceptOutcome>),
-    /// Mark a pending suggestion as conflicting (the server found its text changed).
-    MarkConflict(String, oneshot::Sender<AcceptOutcome>),
-    /// Undo every suggestion applied at or after this time (ms since the epoch); answers the
-    /// ids undone.
-    UndoSince(i64, oneshot::Sender<Vec<String>>),
-}
 
 /// A handle to a running peer. Cheap to clone.
 ///
@@ -258,33 +163,12 @@ fn initial_awareness_clock(now_ms: i64) -> u32 {
     u32::try_from((now_ms - EPOCH_2025_MS).max(0) / 100).unwrap_or(u32::MAX - 1_000_000)
 }
 
-/// What an [`AcceptGate`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GateVerdict {
-    /// The anchored text is intact and the checkpoint is taken: apply.
-    Apply,
-    /// The anchored text changed on the server's copy: mark the suggestion `conflict`.
-    Conflict,
-    /// The server could not be asked (the peer is losing its connection): leave the
-    /// suggestion as the client left it, for the next peer to apply.
-    Unreachable,
-}
-
-/// Asked before applying a suggestion a client accepted through the document: checks the
-/// anchored text on the server's authoritative copy and takes the checkpoint version.
-pub type AcceptGate = std::sync::Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = GateVerdict> + Send>>
-        + Send
-        + Sync,
->;
-
 /// Starts a peer connected to `ws_url` (`ws://host:port/ws/{room}?token=…`) as a task of
 /// `tasks`; it leaves the room when `stop` is cancelled or its socket closes.
 pub fn spawn(
     ws_url: String,
     room: String,
-    now: crate::auth::Clock,
+    now: crate::accounts::auth::Clock,
     gate: AcceptGate,
     tasks: &TaskTracker,
     stop: CancellationToken,
@@ -319,7 +203,7 @@ struct Peer {
     doc: Doc,
     awareness: Awareness,
     status: Status,
-    now: crate::auth::Clock,
+    now: crate::accounts::auth::Clock,
     gate: Option<AcceptGate>,
 }
 
@@ -327,7 +211,7 @@ async fn run(
     ws_url: String,
     room: &str,
     mut commands: mpsc::Receiver<PeerCommand>,
-    now: crate::auth::Clock,
+    now: crate::accounts::auth::Clock,
     gate: AcceptGate,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -527,9 +411,10 @@ impl Peer {
                     let mut txn = self.doc.transact_mut();
                     if let Some(Out::YMap(s)) =
                         txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id)
-                        && field(&s, &txn, "status").as_deref() == Some("pending")
+                        && field(&s, &txn, field::STATUS).as_deref()
+                            == Some(SuggestionStatus::Pending.as_str())
                     {
-                        s.insert(&mut txn, "status", "conflict");
+                        s.insert(&mut txn, field::STATUS, SuggestionStatus::Conflict.as_str());
                     }
                     txn.encode_update_v1()
                 };
@@ -552,21 +437,24 @@ impl Peer {
             s.range.end.clone(),
             s.range.original.clone(),
         );
-        let id = crate::auth::secrets::random_id();
+        let id = crate::accounts::auth::secrets::random_id();
         let entry: HashMap<String, Any> = HashMap::from([
-            ("file".into(), Any::from(s.range.file.as_str())),
-            ("start".into(), Any::Buffer(start.into())),
-            ("end".into(), Any::Buffer(end.into())),
-            ("original".into(), Any::from(original)),
-            ("replacement".into(), Any::from(s.replacement.as_str())),
-            ("explanation".into(), Any::from(s.explanation.as_str())),
-            ("author".into(), Any::from(ASSISTANT_NAME)),
-            ("status".into(), Any::from("pending")),
+            (field::FILE.into(), Any::from(s.range.file.as_str())),
+            (field::START.into(), Any::Buffer(start.into())),
+            (field::END.into(), Any::Buffer(end.into())),
+            (field::ORIGINAL.into(), Any::from(original)),
+            (field::REPLACEMENT.into(), Any::from(s.replacement.as_str())),
+            (field::EXPLANATION.into(), Any::from(s.explanation.as_str())),
+            (field::AUTHOR.into(), Any::from(ASSISTANT_NAME)),
             (
-                "conversation_id".into(),
+                field::STATUS.into(),
+                Any::from(SuggestionStatus::Pending.as_str()),
+            ),
+            (
+                field::CONVERSATION_ID.into(),
                 Any::from(s.conversation_id.as_str()),
             ),
-            ("created_at_ms".into(), Any::from((self.now)() as f64)),
+            (field::CREATED_AT_MS.into(), Any::from((self.now)() as f64)),
         ]);
         let suggestions = txn.get_or_insert_map(SUGGESTIONS_ROOT);
         suggestions.insert(
@@ -595,8 +483,9 @@ impl Peer {
                 .iter(&txn)
                 .filter_map(|(id, value)| match value {
                     Out::YMap(s)
-                        if field(&s, &txn, "status").as_deref() == Some("accepted")
-                            && s.get(&txn, "applied_at_ms").is_none() =>
+                        if field(&s, &txn, field::STATUS).as_deref()
+                            == Some(SuggestionStatus::Accepted.as_str())
+                            && s.get(&txn, field::APPLIED_AT_MS).is_none() =>
                     {
                         Some(id.to_owned())
                     }
@@ -619,8 +508,13 @@ impl Peer {
                 if let Some(Out::YMap(s)) = txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id) {
                     s.insert(
                         &mut txn,
-                        "status",
-                        if intact { "pending" } else { "conflict" },
+                        field::STATUS,
+                        if intact {
+                            SuggestionStatus::Pending
+                        } else {
+                            SuggestionStatus::Conflict
+                        }
+                        .as_str(),
                     );
                 }
                 if intact {
@@ -639,8 +533,11 @@ impl Peer {
         let mut applied: Vec<(f64, String, MapRef)> = suggestions
             .iter(&txn)
             .filter_map(|(id, value)| match value {
-                Out::YMap(s) if field(&s, &txn, "status").as_deref() == Some("accepted") => {
-                    match s.get(&txn, "applied_at_ms")?.to_json(&txn) {
+                Out::YMap(s)
+                    if field(&s, &txn, field::STATUS).as_deref()
+                        == Some(SuggestionStatus::Accepted.as_str()) =>
+                {
+                    match s.get(&txn, field::APPLIED_AT_MS)?.to_json(&txn) {
                         Any::Number(at) => at
                             .as_f64()
                             .filter(|at| *at >= since as f64)
@@ -656,11 +553,11 @@ impl Peer {
         let mut undone = Vec::new();
         for (_, id, s) in applied {
             let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
-                field(&s, &txn, "file"),
-                buffer_field(&s, &txn, "applied_start"),
-                buffer_field(&s, &txn, "applied_end"),
-                field(&s, &txn, "original"),
-                field(&s, &txn, "replacement"),
+                field(&s, &txn, field::FILE),
+                buffer_field(&s, &txn, field::APPLIED_START),
+                buffer_field(&s, &txn, field::APPLIED_END),
+                field(&s, &txn, field::ORIGINAL),
+                field(&s, &txn, field::REPLACEMENT),
             ) else {
                 continue;
             };
@@ -673,7 +570,7 @@ impl Peer {
             }
             text.remove_range(&mut txn, start, end - start);
             text.insert(&mut txn, start, &original);
-            s.insert(&mut txn, "status", "undone");
+            s.insert(&mut txn, field::STATUS, SuggestionStatus::Undone.as_str());
             undone.push(id);
         }
         (undone, txn.encode_update_v1())
@@ -685,31 +582,31 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
     let Some(Out::YMap(s)) = suggestions.get(txn, id) else {
         return AcceptOutcome::NotFound;
     };
-    let status = field(&s, txn, "status").unwrap_or_default();
-    if status != "pending" {
+    let status = field(&s, txn, field::STATUS).unwrap_or_default();
+    if status != SuggestionStatus::Pending.as_str() {
         return AcceptOutcome::AlreadyDecided { status };
     }
     if !accept {
-        s.insert(txn, "status", "rejected");
+        s.insert(txn, field::STATUS, SuggestionStatus::Rejected.as_str());
         return AcceptOutcome::AlreadyDecided {
-            status: "rejected".into(),
+            status: SuggestionStatus::Rejected.as_str().into(),
         };
     }
     let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
-        field(&s, txn, "file"),
-        buffer_field(&s, txn, "start"),
-        buffer_field(&s, txn, "end"),
-        field(&s, txn, "original"),
-        field(&s, txn, "replacement"),
+        field(&s, txn, field::FILE),
+        buffer_field(&s, txn, field::START),
+        buffer_field(&s, txn, field::END),
+        field(&s, txn, field::ORIGINAL),
+        field(&s, txn, field::REPLACEMENT),
     ) else {
-        s.insert(txn, "status", "conflict");
+        s.insert(txn, field::STATUS, SuggestionStatus::Conflict.as_str());
         return AcceptOutcome::Conflict;
     };
     let Some((text, start, end, _)) =
         resolve_anchor(txn, &file, &start, &end).filter(|(_, _, _, covered)| *covered == original)
     else {
         // The anchored text was deleted or changed meanwhile: never apply over it.
-        s.insert(txn, "status", "conflict");
+        s.insert(txn, field::STATUS, SuggestionStatus::Conflict.as_str());
         return AcceptOutcome::Conflict;
     };
     text.remove_range(txn, start, end - start);
@@ -719,17 +616,18 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
         relative_position(txn, &text, start, Assoc::After),
         relative_position(txn, &text, new_end, Assoc::Before),
     ) {
-        s.insert(txn, "applied_start", a);
-        s.insert(txn, "applied_end", b);
+        s.insert(txn, field::APPLIED_START, a);
+        s.insert(txn, field::APPLIED_END, b);
     }
-    s.insert(txn, "status", "accepted");
-    s.insert(txn, "applied_at_ms", now as f64);
+    s.insert(txn, field::STATUS, SuggestionStatus::Accepted.as_str());
+    s.insert(txn, field::APPLIED_AT_MS, now as f64);
     AcceptOutcome::Accepted
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ai::suggestion::AnchoredRange;
 
     #[tokio::test]
     async fn a_peer_that_never_answers_counts_as_gone() {

@@ -25,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::ai::command::AcceptGate;
 use crate::ai::control::{CONTROL_PATH, FromPeer, PeerSecret, ToPeer, WireReply};
-use crate::ai::peer::{self, AcceptGate, GateVerdict, PeerHandle, Socket};
+use crate::ai::peer::{self, PeerHandle, Socket};
+use crate::ai::suggestion::GateVerdict;
 
 /// First wait before reconnecting; doubled per failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -312,7 +314,7 @@ impl Session<'_> {
         let peer = peer::spawn(
             peer::room_url(&self.endpoints.rooms, &room, token),
             room.clone(),
-            crate::auth::system_clock(),
+            crate::accounts::auth::system_clock(),
             self.gate(&room),
             self.tasks,
             self.rooms_stop.child_token(),

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ai::command::PeerCommand;
 use crate::ai::control::{FromPeer, PeerSecret, ReplySlot, ToPeer, WireCommand};
-use crate::ai::peer::{GateVerdict, PeerCommand};
+use crate::ai::suggestion::GateVerdict;
 
 /// Frames the server may queue for the peer process before senders wait.
 const OUTGOING_QUEUE: usize = 256;

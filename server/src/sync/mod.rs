@@ -1,4 +1,7 @@
-//! `/ws/{room}`: one y-protocols session per WebSocket, as `y-websocket` expects.
+//! The sync wing: `/ws/{room}`, one y-protocols session per WebSocket, as `y-websocket`
+//! expects, and the [`keepalive`] every long-lived socket runs. It owns the session loop and
+//! the close codes below. Invariant: a frame reaches the room only after the session's
+//! current role allows it, and every way a session ends is a close code from this table.
 //!
 //! The room is joined *before* the upgrade, so a room that cannot be loaded is an HTTP error
 //! and the client never sees a blank document. After the upgrade one task per connection
@@ -20,7 +23,7 @@
 //!
 //! The 44xx codes tell `y-websocket` not to reconnect. Authorization is checked per message:
 //! a viewer's update is answered with a permission-denied message and never applied, and a
-//! role change announced on [`AccessEvents`](crate::access::AccessEvents) updates the
+//! role change announced on [`AccessEvents`](crate::accounts::access::AccessEvents) updates the
 //! session's role at once. A demotion keeps the socket (the next update is refused); a
 //! promotion to editor closes it with 4205, so a client that opened read-only reconnects and
 //! learns it may write.
@@ -42,15 +45,19 @@ use futures_util::StreamExt;
 use protocol::{DecodeError, Message, decode_message};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, MissedTickBehavior, Sleep};
+use tokio::time::{Instant, Sleep};
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::access::{AccessEvent, Identity, RoomAccess, room_access};
+use crate::accounts::access::{AccessEvent, Identity, RoomAccess, room_access};
+use crate::accounts::auth::{AuthError, CredentialStatus, Principal, Role};
 use crate::app::AppState;
-use crate::auth::{AuthError, CredentialStatus, Principal, Role};
-use crate::error::ApiError;
-use crate::routes::caller::{bearer_token, require_role};
+use crate::http::caller::{bearer_token, require_role};
+use crate::http::error::ApiError;
 use crate::telemetry::refused;
+
+pub(crate) mod keepalive;
+
+use keepalive::{Keepalive, KeepaliveTick};
 
 /// Close code: the participant may write now; reconnecting picks the new role up.
 const CLOSE_ROLE_RAISED: u16 = 4205;
@@ -125,7 +132,7 @@ pub async fn connect(
         Principal::User { user_id, .. } if user_id == crate::ai::ASSISTANT_USER_ID => None,
         _ => Some(state.client_limits.admit_websocket(req.peer_addr())?),
     };
-    let (role, identity) = require_role(&state, &principal, room_id.as_str(), Role::Viewer).await?;
+    let (role, identity) = require_role(&state, &principal, &room_id, Role::Viewer).await?;
     let access = SessionAccess {
         principal,
         role,
@@ -135,7 +142,7 @@ pub async fn connect(
     let connection = state.registry.connect(&room_id).await?;
     // Checked again with the room joined (see `authorized_room`): a deletion that finished
     // in between must not leave this socket in a room created afresh under the id.
-    require_role(&state, &access.principal, room_id.as_str(), Role::Viewer).await?;
+    require_role(&state, &access.principal, &room_id, Role::Viewer).await?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::invalid(e.to_string()))?;
     let max = state.session.max_message_size;
@@ -244,9 +251,7 @@ async fn session_loop(
     {
         return End::ClientGone;
     }
-    let mut ping = tokio::time::interval(config.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+    let mut keepalive = Keepalive::new(config);
     let mut timers = AccessTimers::new(state, access);
     loop {
         tokio::select! {
@@ -258,7 +263,7 @@ async fn session_loop(
                     Some(Ok(message)) => message,
                     Some(Err(err)) => return protocol_error(err, config.max_message_size),
                 };
-                last_heard = Instant::now();
+                keepalive.heard();
                 match message {
                     AggregatedMessage::Binary(frame) => {
                         // An access change announced before this frame was read (say, the
@@ -319,8 +324,8 @@ async fn session_loop(
                     return end;
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > config.ping_timeout {
+            tick = keepalive.tick() => {
+                if tick == KeepaliveTick::TimedOut {
                     refused("keepalive_timeout");
                     return close(CloseCode::Normal, "keepalive timeout");
                 }
@@ -543,7 +548,7 @@ async fn recheck_access(
             return Ok(());
         }
     }
-    match room_access(state.db(), &access.principal, room.as_str()).await {
+    match room_access(state.db(), &access.principal, room).await {
         Ok(RoomAccess::NoRoom) => Err(close(CloseCode::Other(CLOSE_ROOM_DELETED), "room deleted")),
         Ok(RoomAccess::Denied) => Err(close(
             CloseCode::Other(CLOSE_REMOVED),

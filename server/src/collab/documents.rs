@@ -6,11 +6,11 @@ use crdt_store::{RoomId, VersionKind};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::activity::{EventKind, RoomEvent, version_data};
+use crate::accounts::auth::Role;
 use crate::app::AppState;
-use crate::auth::Role;
-use crate::error::ApiError;
-use crate::routes::caller::{Caller, authorized_room, require_role};
+use crate::collab::activity::{EventKind, RoomEvent, version_data};
+use crate::http::caller::{Caller, authorized_room, require_role};
+use crate::http::error::ApiError;
 
 /// Longest checkpoint label, in characters.
 const MAX_LABEL_CHARS: usize = 200;
@@ -80,7 +80,7 @@ pub async fn list_versions(
     room: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
     let versions = state.registry.storage().list_versions(&room_id).await?;
     Ok(HttpResponse::Ok().json(json!({ "versions": versions })))
 }
@@ -133,7 +133,7 @@ pub async fn get_version(
     let format = query.parse()?;
     let (room, id) = path.into_inner();
     let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
     let (info, data) = state
         .registry
         .storage()
@@ -166,7 +166,7 @@ pub async fn restore_version(
 ) -> Result<HttpResponse, ApiError> {
     let (room, id) = path.into_inner();
     let room_id = RoomId::parse(&room)?;
-    let (_, identity) = require_role(&state, &caller.0, room_id.as_str(), Role::Editor).await?;
+    let (_, identity) = require_role(&state, &caller.0, &room_id, Role::Editor).await?;
     let (_, data) = state
         .registry
         .storage()

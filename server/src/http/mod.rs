@@ -1,18 +1,17 @@
-//! Route table, OpenAPI document, and the middleware every response goes through.
+//! The HTTP edge: the route table and OpenAPI document, the middleware every response goes
+//! through (security headers, CORS, head and body deadlines), the one JSON error shape
+//! ([`error::ApiError`]), the caller and authorized-room extractors, per-client limits, health
+//! and metrics endpoints, and the browser client's files. Invariant: every REST failure leaves
+//! through [`error::ApiError`], and no handler reads a credential except through [`caller`];
+//! this wing holds no domain rule and no database or document work of its own.
 
-mod accounts;
-mod activity;
-mod ai;
-mod caller;
-mod comments;
-mod documents;
-mod files;
+pub(crate) mod body_deadline;
+pub(crate) mod caller;
+pub mod error;
+pub(crate) mod head_deadline;
 mod health;
-mod notifications;
-mod rooms;
+pub mod limits;
 pub mod web_client;
-mod webhooks;
-mod ws;
 
 use actix_cors::Cors;
 use actix_web::middleware::DefaultHeaders;
@@ -20,9 +19,15 @@ use actix_web::{HttpRequest, HttpResponse, error::JsonPayloadError, web};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::error::ApiError;
-
-pub use files::FileLimits;
+use crate::accounts::routes as accounts;
+use crate::ai::routes as ai;
+use crate::collab::activity::routes as activity;
+use crate::collab::notifications::routes as notifications;
+use crate::collab::webhooks::routes as webhooks;
+use crate::collab::{comments, documents, files};
+use crate::rooms::{invites, members, room, share_links};
+use crate::sync;
+use error::ApiError;
 
 /// Largest JSON request body accepted by the REST API.
 const MAX_JSON_BODY: usize = 64 * 1024;
@@ -37,18 +42,18 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         accounts::register, accounts::login, accounts::refresh, accounts::logout,
         accounts::change_password, accounts::me,
         accounts::create_api_key, accounts::list_api_keys, accounts::revoke_api_key,
-        rooms::create_room, rooms::list_rooms, rooms::get_room, rooms::rename_room,
-        rooms::delete_room, rooms::fork_room,
-        rooms::list_members, rooms::set_member_role, rooms::remove_member, rooms::transfer_ownership,
-        rooms::create_invite, rooms::list_invites, rooms::revoke_invite, rooms::accept_invite,
-        rooms::create_share_link, rooms::list_share_links, rooms::revoke_share_link,
-        rooms::current_share_link,
+        room::create_room, room::list_rooms, room::get_room, room::rename_room,
+        room::delete_room, room::fork_room,
+        members::list_members, members::set_member_role, members::remove_member, members::transfer_ownership,
+        invites::create_invite, invites::list_invites, invites::revoke_invite, invites::accept_invite,
+        share_links::create_share_link, share_links::list_share_links, share_links::revoke_share_link,
+        share_links::current_share_link,
         documents::document, documents::list_versions, documents::create_version,
         documents::get_version, documents::restore_version,
-        ws::connect,
+        sync::connect,
         ai::chat, ai::list_conversations, ai::get_conversation, ai::regenerate, ai::status,
         ai::accept, ai::reject, ai::undo, ai::usage,
-        activity::list_activity, rooms::add_member,
+        activity::list_activity, members::add_member,
         comments::list_threads, comments::create_thread, comments::get_thread,
         comments::delete_thread, comments::reply, comments::edit_comment,
         comments::delete_comment, comments::resolve, comments::reopen,
@@ -143,7 +148,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
-    .route("/ws/{room}", web::get().to(ws::connect))
+    .route("/ws/{room}", web::get().to(sync::connect))
     .route("/api/openapi.json", web::get().to(openapi_json))
     .route("/api/docs", web::get().to(docs))
     .service(
@@ -177,37 +182,46 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route(
         "/api/invites/{token}/accept",
-        web::post().to(rooms::accept_invite),
+        web::post().to(invites::accept_invite),
     )
     .route("/api/import", web::post().to(files::import_room))
     .route(
         "/api/share-links/current",
-        web::get().to(rooms::current_share_link),
+        web::get().to(share_links::current_share_link),
     )
-    .route("/api/rooms", web::post().to(rooms::create_room))
-    .route("/api/rooms", web::get().to(rooms::list_rooms))
+    .route("/api/rooms", web::post().to(room::create_room))
+    .route("/api/rooms", web::get().to(room::list_rooms))
     .service(
         web::scope("/api/rooms/{room}")
-            .route("", web::get().to(rooms::get_room))
-            .route("", web::patch().to(rooms::rename_room))
-            .route("", web::delete().to(rooms::delete_room))
-            .route("/fork", web::post().to(rooms::fork_room))
-            .route("/members", web::get().to(rooms::list_members))
-            .route("/members", web::post().to(rooms::add_member))
-            .route("/members/{user_id}", web::put().to(rooms::set_member_role))
-            .route("/members/{user_id}", web::delete().to(rooms::remove_member))
-            .route("/transfer", web::post().to(rooms::transfer_ownership))
-            .route("/invites", web::post().to(rooms::create_invite))
-            .route("/invites", web::get().to(rooms::list_invites))
+            .route("", web::get().to(room::get_room))
+            .route("", web::patch().to(room::rename_room))
+            .route("", web::delete().to(room::delete_room))
+            .route("/fork", web::post().to(room::fork_room))
+            .route("/members", web::get().to(members::list_members))
+            .route("/members", web::post().to(members::add_member))
+            .route(
+                "/members/{user_id}",
+                web::put().to(members::set_member_role),
+            )
+            .route(
+                "/members/{user_id}",
+                web::delete().to(members::remove_member),
+            )
+            .route("/transfer", web::post().to(members::transfer_ownership))
+            .route("/invites", web::post().to(invites::create_invite))
+            .route("/invites", web::get().to(invites::list_invites))
             .route(
                 "/invites/{invite_id}",
-                web::delete().to(rooms::revoke_invite),
+                web::delete().to(invites::revoke_invite),
             )
-            .route("/share-links", web::post().to(rooms::create_share_link))
-            .route("/share-links", web::get().to(rooms::list_share_links))
+            .route(
+                "/share-links",
+                web::post().to(share_links::create_share_link),
+            )
+            .route("/share-links", web::get().to(share_links::list_share_links))
             .route(
                 "/share-links/{link_id}",
-                web::delete().to(rooms::revoke_share_link),
+                web::delete().to(share_links::revoke_share_link),
             )
             .route("/ai/chat", web::post().to(ai::chat))
             .route("/ai/status", web::get().to(ai::status))

@@ -5,11 +5,11 @@ use crdt_store::RoomId;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::auth::Role;
 use crate::app::AppState;
-use crate::auth::Role;
 use crate::entity::activity;
-use crate::error::ApiError;
-use crate::routes::caller::{Caller, require_role};
+use crate::http::caller::{Caller, require_role};
+use crate::http::error::ApiError;
 
 /// Most entries one page may hold.
 pub const MAX_PAGE: u64 = 200;
@@ -90,7 +90,7 @@ pub async fn list_activity(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
     let limit = query.limit()?;
     let mut select = activity::Entity::find().filter(activity::Column::RoomId.eq(room_id.as_str()));
     if let Some(before) = query.before {

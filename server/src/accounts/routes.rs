@@ -11,13 +11,13 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::access::AccessEvent;
+use crate::accounts::access::AccessEvent;
+use crate::accounts::auth::secrets::{API_KEY_PREFIX, random_id, random_token, token_hash};
+use crate::accounts::auth::{Role, TokenPair};
 use crate::app::AppState;
-use crate::auth::secrets::{API_KEY_PREFIX, random_id, random_token, token_hash};
-use crate::auth::{Role, TokenPair};
 use crate::entity::{api_key, room_member, user};
-use crate::error::ApiError;
-use crate::routes::caller::SessionUser;
+use crate::http::caller::SessionUser;
+use crate::http::error::ApiError;
 
 /// An account as others may see it (never the password hash).
 #[derive(Serialize, ToSchema)]

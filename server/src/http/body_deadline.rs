@@ -23,7 +23,7 @@ use futures_util::Stream;
 use tokio::time::{Sleep, sleep};
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The request's payload, failing once the deadline passes before it ends.
 struct DeadlinePayload {

@@ -1,7 +1,7 @@
 //! Webhooks: room events delivered, signed, to endpoints that room owners register.
 //!
 //! Two tasks do the work:
-//! - the *collector* listens to room events ([`crate::activity::Activity::subscribe`]),
+//! - the *collector* listens to room events ([`crate::collab::activity::Activity::subscribe`]),
 //!   folds bursts of `document_changed` per room into one event (debounced), and writes one
 //!   delivery row per webhook that wants the event;
 //! - the *dispatcher* claims due deliveries, POSTs them, and records each attempt's outcome.
@@ -39,11 +39,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::activity::{EventKind, RoomEvent};
+use crate::collab::activity::{EventKind, RoomEvent};
 use crate::entity::{webhook, webhook_delivery};
 
+pub(crate) mod routes;
+
 /// Webhook settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     /// Quiet time after a room's last committed change before `document_changed` is sent.
     pub debounce: Duration,
@@ -64,6 +66,27 @@ pub struct WebhookConfig {
     /// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` in the environment are ignored, since a
     /// proxy resolves and connects on its own, out of reach of the address checks here.
     pub proxy: Option<reqwest::Url>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out so that no secret reaches a log line: see `crate::redact`.
+        f.debug_struct("WebhookConfig")
+            .field("debounce", &self.debounce)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_base", &self.retry_base)
+            .field("timeout", &self.timeout)
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_ref()
+                    .map(|url| crate::redact::Url(url.as_str())),
+            )
+            .finish()
+    }
 }
 
 /// Longest wait between two attempts.
@@ -273,7 +296,7 @@ impl Webhooks {
                 let now = crdt_store::storage::now_millis();
                 let payload = json!({
                     "event": event.kind.as_str(),
-                    "event_id": crate::auth::secrets::random_id(),
+                    "event_id": crate::accounts::auth::secrets::random_id(),
                     "webhook_id": hook.id,
                     "room": event.room,
                     "at_ms": event.at_ms,

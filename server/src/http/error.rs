@@ -10,7 +10,7 @@ use crdt_store::{ApplyError, InvalidRoomId, JoinError, RestoreError, StorageErro
 use serde::Serialize;
 use tracing::error;
 
-use crate::auth::AuthError;
+use crate::accounts::auth::AuthError;
 
 /// A REST failure: a status, a stable machine-readable code and a human message.
 #[derive(Debug)]
@@ -279,9 +279,9 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<crate::limits::LimitError> for ApiError {
-    fn from(err: crate::limits::LimitError) -> Self {
-        use crate::limits::LimitError;
+impl From<crate::http::limits::LimitError> for ApiError {
+    fn from(err: crate::http::limits::LimitError) -> Self {
+        use crate::http::limits::LimitError;
         match err {
             LimitError::RateLimited { retry_after } => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::activity::EventKind;
+use crate::accounts::auth::Role;
+use crate::accounts::auth::secrets::{random_id, random_token};
 use crate::app::AppState;
-use crate::auth::Role;
-use crate::auth::secrets::{random_id, random_token};
+use crate::collab::activity::EventKind;
+use crate::collab::webhooks::DEFAULT_EVENTS;
 use crate::entity::{webhook, webhook_delivery};
-use crate::error::ApiError;
-use crate::routes::caller::{Caller, require_role};
-use crate::webhooks::DEFAULT_EVENTS;
+use crate::http::caller::{Caller, existing_room_id, require_role};
+use crate::http::error::ApiError;
 
 /// Most webhooks one room may have.
 const MAX_WEBHOOKS_PER_ROOM: u64 = 20;
@@ -107,7 +107,7 @@ fn parse_events(requested: Option<Vec<String>>) -> Result<Vec<String>, ApiError>
     Ok(events)
 }
 
-fn webhooks(state: &AppState) -> &crate::webhooks::Webhooks {
+fn webhooks(state: &AppState) -> &crate::collab::webhooks::Webhooks {
     &state.webhooks
 }
 
@@ -120,7 +120,7 @@ pub async fn create_webhook(
     room: web::Path<String>,
     body: web::Json<CreateWebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     let CreateWebhookRequest { url, events } = body.into_inner();
     let url = webhooks(&state)
         .check_url(url.trim())
@@ -165,7 +165,7 @@ pub async fn list_webhooks(
     caller: Caller,
     room: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     let hooks = webhook::Entity::find()
         .filter(webhook::Column::RoomId.eq(room.as_str()))
         .order_by_asc(webhook::Column::CreatedAt)
@@ -191,7 +191,7 @@ pub async fn delete_webhook(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room, id) = path.into_inner();
-    require_role(&state, &caller.0, &room, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     find_webhook(&state, &room, &id).await?;
     let txn = state.db().begin().await?;
     webhook_delivery::Entity::delete_many()
@@ -245,7 +245,7 @@ pub async fn list_deliveries(
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (room, id) = path.into_inner();
-    require_role(&state, &caller.0, &room, Role::Owner).await?;
+    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     find_webhook(&state, &room, &id).await?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
@@ -268,7 +268,7 @@ pub async fn list_deliveries(
     let deliveries: Vec<DeliveryView> = rows
         .into_iter()
         .map(|row| DeliveryView {
-            next_attempt_at_ms: (row.status == crate::webhooks::status::PENDING)
+            next_attempt_at_ms: (row.status == crate::collab::webhooks::status::PENDING)
                 .then_some(row.next_attempt_at),
             id: row.id,
             event: row.event,

@@ -1,4 +1,8 @@
-//! The Redis bridge: rooms on several nodes kept in step over Redis pub/sub.
+//! The cluster wing: the Redis bridge, rooms on several nodes kept in step over Redis
+//! pub/sub, and access events relayed between nodes. It owns every Redis connection and
+//! channel name. Invariant: a node never re-applies its own messages (each envelope names
+//! its node), and a node cut off from Redis asks every socket to re-check its access once
+//! it is back, so a missed event cannot leave someone with access they lost.
 //!
 //! Each node subscribes to one channel per room it holds (`{prefix}:room:{room}`) and
 //! publishes what its own clients produce there, in [`protocol::cluster::Envelope`]s naming
@@ -43,10 +47,10 @@ use tracing::{debug, info, warn};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::encoder::Encode;
 
-use crate::access::{AccessEvent, AccessEvents};
+use crate::accounts::access::{AccessEvent, AccessEvents};
 
 /// Cluster settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClusterConfig {
     /// `redis://host:port/`.
     pub redis_url: String,
@@ -58,6 +62,19 @@ pub struct ClusterConfig {
     pub sync_interval: Duration,
     /// How long a loading room waits for its peers' catch-up answers.
     pub catch_up_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out so that no secret reaches a log line: see `crate::redact`.
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &crate::redact::Url(&self.redis_url))
+            .field("node_id", &self.node_id)
+            .field("channel_prefix", &self.channel_prefix)
+            .field("sync_interval", &self.sync_interval)
+            .field("catch_up_timeout", &self.catch_up_timeout)
+            .finish()
+    }
 }
 
 /// What the subscriber task is asked to do.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Where the built client lives.
 #[derive(Clone, Debug)]

@@ -13,8 +13,10 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, warn};
 
-use crate::access::Identity;
+use crate::accounts::access::Identity;
 use crate::entity::{activity, room};
+
+pub(crate) mod routes;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -17,19 +17,22 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{Instrument, info, info_span, warn};
 use utoipa::ToSchema;
 
+use crate::accounts::auth::{Principal, Role};
+use crate::ai::command::{PeerCommand, Status};
 use crate::ai::control::{FromPeer, ToPeer};
-use crate::ai::peer::{AcceptOutcome, NewSuggestion, PeerCommand, Status};
 use crate::ai::remote::ControlLink;
+use crate::ai::suggestion::{
+    AcceptOutcome, GateRefusal, NewSuggestion, SuggestionStatus, check_and_checkpoint,
+};
 use crate::ai::{Action, Ai, AiError, PeerMode, split_answer};
 use crate::app::AppState;
-use crate::auth::{Principal, Role};
 use crate::entity::{ai_conversation, ai_message};
-use crate::error::ApiError;
-use crate::routes::caller::{Caller, RoomScope, require_role};
+use crate::http::caller::{Caller, RoomScope, existing_room_id, require_role};
+use crate::http::error::ApiError;
+use crate::sync::keepalive::{Keepalive, KeepaliveTick};
 
 impl From<AiError> for ApiError {
     fn from(err: AiError) -> Self {
@@ -122,7 +125,13 @@ pub async fn chat(
     room_id: web::Path<String>,
     body: web::Json<ChatRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Editor,
+    )
+    .await?;
     let user_id = principal_user(&caller.0)?;
     let body = body.into_inner();
     if body.message.trim().is_empty() || body.message.chars().count() > 20_000 {
@@ -204,7 +213,7 @@ async fn store_question(state: &AppState, turn: &ChatTurn) -> Result<String, Api
     let conversation_id = match &turn.conversation {
         Conversation::Existing(id) => id.clone(),
         Conversation::New { title } => {
-            let id = crate::auth::secrets::random_id();
+            let id = crate::accounts::auth::secrets::random_id();
             ai_conversation::ActiveModel {
                 id: Set(id.clone()),
                 room_id: Set(turn.room.clone()),
@@ -409,7 +418,13 @@ pub async fn list_conversations(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     let conversations: Vec<serde_json::Value> = ai_conversation::Entity::find()
         .filter(ai_conversation::Column::RoomId.eq(room_id.as_str()))
         .order_by_desc(ai_conversation::Column::CreatedAt)
@@ -440,7 +455,13 @@ pub async fn get_conversation(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, conversation_id) = path.into_inner();
-    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     let conversation = ai_conversation::Entity::find_by_id(&conversation_id)
         .filter(ai_conversation::Column::RoomId.eq(&room_id))
         .one(state.db())
@@ -476,7 +497,13 @@ pub async fn regenerate(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, conversation_id) = path.into_inner();
-    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Editor,
+    )
+    .await?;
     let user_id = principal_user(&caller.0)?;
     existing_conversation(&state, &room_id, &conversation_id).await?;
     let last = messages(&state, &conversation_id)
@@ -508,7 +535,13 @@ pub async fn status(
     caller: Caller,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Viewer,
+    )
+    .await?;
     let (generating, queued) = state
         .ai
         .as_ref()
@@ -533,34 +566,21 @@ async fn decide(
     suggestion: &str,
     accept: bool,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(state, &caller.0, room_id, Role::Editor).await?;
+    require_role(state, &caller.0, &existing_room_id(room_id)?, Role::Editor).await?;
     let ai = ai(state)?;
     let peer = ai.peer(room_id).await?;
     if accept {
         let id = crdt_store::RoomId::parse(room_id)?;
         let lease = state.registry.lease(&id).await?;
-        // The server's copy is the authority: the assistant's replica may not have heard of
-        // the latest edits yet.
-        match lease.room().suggestion_intact(suggestion) {
-            None => return Err(ApiError::not_found("no such suggestion")),
-            Some(false) => {
+        match check_and_checkpoint(lease.room(), suggestion).await? {
+            Ok(()) => {}
+            Err(GateRefusal::NotFound) => return Err(ApiError::not_found("no such suggestion")),
+            Err(GateRefusal::Changed) => {
                 peer.ask(|reply| PeerCommand::MarkConflict(suggestion.to_owned(), reply))
                     .await;
-                return Ok(HttpResponse::Conflict().json(json!({
-                    "status": "conflict",
-                    "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
-                })));
+                return Ok(suggestion_conflict());
             }
-            Some(true) => {}
         }
-        // A checkpoint first, so accepting can always be undone by a restore.
-        lease
-            .room()
-            .create_version(
-                crdt_store::VersionKind::Named,
-                Some(format!("Before accepting AI suggestion {suggestion}")),
-            )
-            .await?;
     }
     let outcome = peer
         .ask(|reply| {
@@ -574,19 +594,32 @@ async fn decide(
         .ok_or_else(|| ApiError::from(ai.peer_lost()))?;
     match outcome {
         AcceptOutcome::NotFound => Err(ApiError::not_found("no such suggestion")),
-        AcceptOutcome::Accepted => Ok(HttpResponse::Ok().json(json!({"status": "accepted"}))),
-        AcceptOutcome::Conflict => Ok(HttpResponse::Conflict().json(json!({
-            "status": "conflict",
-            "error": {"code": "suggestion_conflict", "message": "the anchored text was changed or deleted; nothing was applied"},
-        }))),
-        AcceptOutcome::AlreadyDecided { status } if !accept && status == "rejected" => {
-            Ok(HttpResponse::Ok().json(json!({"status": "rejected"})))
+        AcceptOutcome::Accepted => {
+            Ok(HttpResponse::Ok().json(json!({"status": SuggestionStatus::Accepted.as_str()})))
+        }
+        AcceptOutcome::Conflict => Ok(suggestion_conflict()),
+        AcceptOutcome::AlreadyDecided { status }
+            if !accept && status == SuggestionStatus::Rejected.as_str() =>
+        {
+            Ok(HttpResponse::Ok().json(json!({"status": SuggestionStatus::Rejected.as_str()})))
         }
         AcceptOutcome::AlreadyDecided { status } => Err(ApiError::conflict(
             "suggestion_decided",
             format!("the suggestion is already {status}"),
         )),
     }
+}
+
+/// The 409 of accepting a suggestion whose anchored text changed: the `ApiError` shape plus
+/// the suggestion's new status, so a client can update its view without another request.
+fn suggestion_conflict() -> HttpResponse {
+    HttpResponse::Conflict().json(json!({
+        "status": SuggestionStatus::Conflict.as_str(),
+        "error": {
+            "code": "suggestion_conflict",
+            "message": "the anchored text was changed or deleted; nothing was applied",
+        },
+    }))
 }
 
 /// Applies a suggestion at the range's current position, as the assistant's edit, after a
@@ -631,7 +664,13 @@ pub async fn undo(
     room_id: web::Path<String>,
     body: web::Json<UndoRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &room_id, Role::Editor).await?;
+    require_role(
+        &state,
+        &caller.0,
+        &existing_room_id(&room_id)?,
+        Role::Editor,
+    )
+    .await?;
     let id = crdt_store::RoomId::parse(&room_id)?;
     let (version, _) = state
         .registry
@@ -767,10 +806,7 @@ async fn control_loop(
     ai: &Ai,
     state: &AppState,
 ) -> (Option<CloseCode>, String) {
-    let config = &state.session;
-    let mut ping = tokio::time::interval(config.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+    let mut keepalive = Keepalive::new(&state.session);
     loop {
         tokio::select! {
             biased;
@@ -787,7 +823,7 @@ async fn control_loop(
                     }
                     Some(Err(err)) => return (Some(CloseCode::Protocol), err.to_string()),
                 };
-                last_heard = Instant::now();
+                keepalive.heard();
                 match message {
                     AggregatedMessage::Text(text) => match serde_json::from_str::<FromPeer>(&text) {
                         Ok(message) => {
@@ -822,8 +858,8 @@ async fn control_loop(
                     return (None, "connection closed".into());
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > config.ping_timeout {
+            tick = keepalive.tick() => {
+                if tick == KeepaliveTick::TimedOut {
                     return (Some(CloseCode::Normal), "keepalive timeout".into());
                 }
                 if session.ping(b"").await.is_err() {

@@ -4,8 +4,10 @@
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
 use serde::Serialize;
 
-use crate::access::Identity;
+use crate::accounts::access::Identity;
 use crate::entity::notification;
+
+pub(crate) mod routes;
 
 /// Why a user is notified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]

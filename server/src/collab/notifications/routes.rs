@@ -10,10 +10,10 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::collab::activity::routes::{ActorView, PageQuery, stored_json};
 use crate::entity::notification;
-use crate::error::ApiError;
-use crate::routes::activity::{ActorView, PageQuery, stored_json};
-use crate::routes::caller::{Caller, RoomScope};
+use crate::http::caller::{Caller, RoomScope};
+use crate::http::error::ApiError;
 
 /// Which notifications to list.
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -18,25 +18,18 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use yrs::{ReadTxn, StateVector, Transact};
 
-use crate::activity::{EventKind, RoomEvent};
+use crate::accounts::auth::Role;
+use crate::accounts::routes::check_name;
 use crate::app::AppState;
-use crate::auth::Role;
-use crate::error::ApiError;
-use crate::routes::accounts::check_name;
-use crate::routes::caller::{AuthorizedRoom, Caller, SessionUser, authorized_room};
-use crate::routes::rooms::{create_room_with_content, new_room_id, validated};
+use crate::collab::activity::{EventKind, RoomEvent};
+use crate::config::FileLimits;
+use crate::http::caller::{AuthorizedRoom, Caller, SessionUser, authorized_room};
+use crate::http::error::ApiError;
+use crate::rooms::room::{create_room_with_content, new_room_id};
+use crate::rooms::validated;
 
 /// Most entries an imported zip may hold.
 const MAX_IMPORT_ENTRIES: usize = 10_000;
-
-/// Limits of uploads and imports.
-#[derive(Clone, Copy, Debug)]
-pub struct FileLimits {
-    /// Largest file, in bytes (uploads and each file of an import).
-    pub max_file_size: usize,
-    /// Largest zip accepted by an import, and most bytes its files may hold in all.
-    pub max_import_size: usize,
-}
 
 /// A file as listed.
 #[derive(Serialize, ToSchema)]
@@ -383,7 +376,7 @@ pub struct ImportQuery {
 /// large, or the archive is larger than `--max-import-size`.
 #[utoipa::path(post, path = "/api/import", tag = "files", params(ImportQuery),
     request_body(content = Vec<u8>, content_type = "application/zip"),
-    responses((status = 201, body = crate::routes::rooms::RoomView), (status = 400), (status = 409),
+    responses((status = 201, body = crate::rooms::room::RoomView), (status = 400), (status = 409),
         (status = 413), (status = 415), (status = 422)))]
 pub async fn import_room(
     state: web::Data<AppState>,

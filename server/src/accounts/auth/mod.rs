@@ -28,7 +28,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::access::{AccessEvent, AccessEvents};
+use crate::accounts::access::{AccessEvent, AccessEvents};
 use crate::entity::{
     api_key, login_throttle, rotated_refresh_token, server_setting, session, share_link, user,
 };
@@ -46,7 +46,7 @@ pub fn system_clock() -> Clock {
 }
 
 /// Authentication settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuthConfig {
     /// Lifetime of access tokens.
     pub access_token_ttl: Duration,
@@ -58,6 +58,19 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// Password hashing threads and admission.
     pub hashing: HashingLimits,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out so that no secret reaches a log line: see `crate::redact`.
+        f.debug_struct("AuthConfig")
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("login", &self.login)
+            .field("jwt_secret", &crate::redact::Secret(&self.jwt_secret))
+            .field("hashing", &self.hashing)
+            .finish()
+    }
 }
 
 /// A room role. Ordered: `Viewer < Editor < Owner`.

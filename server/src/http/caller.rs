@@ -3,10 +3,12 @@
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
 
-use crate::access::{Identity, RoomAccess, room_access};
+use crate::accounts::access::{Identity, RoomAccess, room_access};
+use crate::accounts::auth::{AuthError, Principal, Role};
+use crdt_store::RoomId;
+
 use crate::app::AppState;
-use crate::auth::{AuthError, Principal, Role};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The bearer token of a request: `Authorization: Bearer …`, or `?token=…` (what
 /// `y-websocket`'s `params` sends, and what a browser WebSocket can carry).
@@ -147,12 +149,12 @@ pub async fn authorized_room(
     min: Role,
 ) -> Result<AuthorizedRoom, ApiError> {
     let id = crdt_store::RoomId::parse(room)?;
-    require_role(state, principal, id.as_str(), min).await?;
+    require_role(state, principal, &id, min).await?;
     let lease = state.registry.lease(&id).await?;
     // Checked again with the room held: a deletion between the first check and the lease
     // would otherwise hand this caller a room created afresh under the id, by someone else.
     // Held, the room is the one checked; if it is deleted later, its writes are refused.
-    let (_, identity) = require_role(state, principal, id.as_str(), min).await?;
+    let (_, identity) = require_role(state, principal, &id, min).await?;
     Ok(AuthorizedRoom {
         id,
         lease,
@@ -164,11 +166,11 @@ pub async fn authorized_room(
 pub async fn require_role(
     state: &AppState,
     principal: &Principal,
-    room_id: &str,
+    room_id: &RoomId,
     min: Role,
 ) -> Result<(Role, Identity), ApiError> {
     match room_access(state.db(), principal, room_id).await? {
-        RoomAccess::NoRoom => Err(ApiError::not_found(format!("no room {room_id:?}"))),
+        RoomAccess::NoRoom => Err(no_room(room_id.as_str())),
         RoomAccess::Denied => Err(ApiError::forbidden(
             "you are not a participant of this room",
         )),
@@ -179,4 +181,14 @@ pub async fn require_role(
             role.as_str()
         ))),
     }
+}
+
+/// The id of a room named in a path whose routes answer 404, not 400, for a name that is no
+/// valid room id: no room can have such a name, so for those routes it is simply not found.
+pub fn existing_room_id(room: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(room).map_err(|_| no_room(room))
+}
+
+fn no_room(room: &str) -> ApiError {
+    ApiError::not_found(format!("no room {room:?}"))
 }

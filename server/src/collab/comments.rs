@@ -21,15 +21,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use yrs::Any;
 
-use crate::access::Identity;
-use crate::activity::{EventKind, RoomEvent};
+use crate::accounts::access::Identity;
+use crate::accounts::auth::secrets::random_id;
+use crate::accounts::auth::{Principal, Role};
 use crate::app::AppState;
-use crate::auth::secrets::random_id;
-use crate::auth::{Principal, Role};
+use crate::collab::activity::{EventKind, RoomEvent};
+use crate::collab::notifications::{NotificationKind, notify};
 use crate::entity::{comment, comment_thread, room_member, user};
-use crate::error::ApiError;
-use crate::notifications::{NotificationKind, notify};
-use crate::routes::caller::{Caller, require_role};
+use crate::http::caller::{Caller, require_role};
+use crate::http::error::ApiError;
 
 /// Longest comment, in characters.
 const MAX_BODY_CHARS: usize = 10_000;
@@ -147,7 +147,7 @@ async fn commenter(
     principal: &Principal,
     room_id: &RoomId,
 ) -> Result<(Role, String, Identity), ApiError> {
-    let (role, identity) = require_role(state, principal, room_id.as_str(), Role::Viewer).await?;
+    let (role, identity) = require_role(state, principal, room_id, Role::Viewer).await?;
     match identity.user_id.clone() {
         Some(user_id) if !matches!(principal, Principal::Share { .. }) => {
             Ok((role, user_id, identity))
@@ -470,7 +470,7 @@ pub async fn list_threads(
     filter: web::Query<ThreadFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
     let mut select =
         comment_thread::Entity::find().filter(comment_thread::Column::RoomId.eq(room_id.as_str()));
     if let Some(file) = &filter.file {
@@ -524,7 +524,7 @@ pub async fn get_thread(
 ) -> Result<HttpResponse, ApiError> {
     let (room, thread_id) = path.into_inner();
     let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, room_id.as_str(), Role::Viewer).await?;
+    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
     let stored = load_existing(state.db(), &room_id, &thread_id).await?;
     let names = names(state.db(), stored.people()).await?;
     let lease = state.registry.lease(&room_id).await?;
