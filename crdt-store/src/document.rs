@@ -45,10 +45,11 @@ pub fn classify_root<T: ReadTxn>(txn: &T, root: Out) -> RootKind {
             if map.len(txn) > 0 {
                 return RootKind::Map(map);
             }
-            let array = ArrayRef::from(branch);
+            // Any text makes it a text (embeds and all): yrs's array reader never ends on
+            // text, so a sequence holding some is never read as an array.
             let text = TextRef::from(branch);
-            let sequence_len = array.len(txn) as usize;
-            if sequence_len == text.get_string(txn).encode_utf16().count() {
+            let array = ArrayRef::from(branch);
+            if array.len(txn) == 0 || !text.get_string(txn).is_empty() {
                 RootKind::Text(text)
             } else {
                 RootKind::Array(array)
@@ -78,13 +79,28 @@ pub struct Nesting {
     pub types: u32,
     /// Values in values.
     pub values: u32,
+    /// A sequence other than a text (an array, an XML element or fragment) holds text.
+    /// Yjs never writes that, and `yrs`'s sequence readers (`to_json`, iterating an array or
+    /// an element's children) loop forever over it: such a document is refused like one
+    /// nested too deep.
+    pub text_in_sequence: bool,
 }
 
 impl Nesting {
-    /// The larger of the two.
+    /// The larger of the two depths; past any limit when a sequence holds text.
     pub fn deepest(&self) -> u32 {
+        if self.text_in_sequence {
+            return u32::MAX;
+        }
         self.types.max(self.values)
     }
+}
+
+/// Whether the sequence part of `branch` holds text (string items), which only a text may.
+fn holds_text<T: ReadTxn>(txn: &T, branch: &yrs::branch::Branch) -> bool {
+    !TextRef::from(yrs::branch::BranchPtr::from(branch))
+        .get_string(txn)
+        .is_empty()
 }
 
 /// Measures how deeply `txn`'s document nests (see [`Nesting`]), stopping at `cap`.
@@ -99,7 +115,7 @@ pub fn nesting<T: ReadTxn>(txn: &T, cap: u32) -> Nesting {
         push_children(txn, root, 0, &mut pending, &mut deepest, cap);
     }
     while let Some((out, enclosing)) = pending.pop() {
-        if deepest.types > cap || deepest.values > cap {
+        if deepest.deepest() > cap {
             break;
         }
         match out {
@@ -137,6 +153,18 @@ fn push_children<T: ReadTxn>(
             }
         }
     };
+    // Sequences that are not texts are read through yrs's sequence iterator, which never
+    // ends on text: looked at first.
+    let unreadable = match &out {
+        Out::YArray(array) => holds_text(txn, array.as_ref()),
+        Out::YXmlElement(element) => holds_text(txn, element.as_ref()),
+        Out::YXmlFragment(fragment) => holds_text(txn, fragment.as_ref()),
+        _ => false,
+    };
+    if unreadable {
+        deepest.text_in_sequence = true;
+        return;
+    }
     match out {
         Out::YMap(map) => pending.extend(map.iter(txn).map(|(_, v)| (v, depth))),
         Out::YArray(array) => pending.extend(array.iter(txn).map(|v| (v, depth))),
@@ -185,7 +213,10 @@ pub enum StoredDocumentError {
 
 /// A document nests deeper than the limit.
 #[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
-#[error("the document nests more than {limit} levels deep (the limit is --max-nesting-depth)")]
+#[error(
+    "the document nests more than {limit} levels deep (the limit is --max-nesting-depth), or \
+     holds text inside an array, which cannot be read safely"
+)]
 pub struct TooDeep {
     /// The limit it exceeds.
     pub limit: u32,
@@ -255,7 +286,9 @@ fn any_to_json(any: Any) -> Value {
 }
 
 /// The document's root types as JSON: texts as strings, maps as objects, arrays as arrays.
-pub fn to_json(doc: &Doc) -> Value {
+/// A document `yrs` cannot read safely (see [`Nesting`]) is refused rather than read.
+pub fn to_json(doc: &Doc) -> Result<Value, TooDeep> {
+    check_nesting(doc, STORED_DEPTH_GUARD)?;
     let txn = doc.transact();
     let mut object = JsonMap::new();
     for (name, kind) in roots(&txn) {
@@ -267,7 +300,7 @@ pub fn to_json(doc: &Doc) -> Value {
         };
         object.insert(name, value);
     }
-    Value::Object(object)
+    Ok(Value::Object(object))
 }
 
 /// The text of `file` by the convention: an entry of the `files` map, else a root text.
@@ -578,6 +611,55 @@ mod tests {
     use yrs::updates::decoder::Decode;
     use yrs::{StateVector, Update};
 
+    #[test]
+    fn a_root_text_with_embeds_and_astral_characters_reads_as_text() {
+        // Read as an array, yrs's sequence reader never ends on "🌍" (it counts the item in
+        // UTF-16 units and reads it in characters).
+        let doc = new_doc();
+        let text = doc.get_or_insert_text("notes");
+        {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "é🌍 hi");
+            text.insert_embed(&mut txn, 3, yrs::MapPrelim::default());
+        }
+        let copy = reloaded(&doc);
+        assert_eq!(to_json(&copy).unwrap(), serde_json::json!({"notes": "é🌍 hi"}));
+        assert!(!nesting(&copy.transact(), 64).text_in_sequence);
+    }
+
+    #[test]
+    fn an_array_holding_text_is_refused_unread() {
+        use yrs::encoding::write::Write;
+        // Root map "m", key "a": an array (client 1, clock 0) holding the string "x🌍".
+        let mut update = Vec::new();
+        update.write_var(1u32); // one client
+        update.write_var(2u32); // two structs
+        update.write_var(1u32); // client 1
+        update.write_var(0u32); // from clock 0
+        update.write_u8(7 | 0b0010_0000); // a shared type with a key in its parent
+        update.write_var(1u32); // parent: a root, by name
+        update.write_string("m");
+        update.write_string("a");
+        update.write_u8(0); // an array
+        update.write_u8(4); // a string, parent given by id
+        update.write_var(0u32);
+        update.write_var(1u32);
+        update.write_var(0u32);
+        update.write_string("x🌍");
+        update.write_var(0u32); // no deletions
+        let doc = new_doc();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&update).unwrap())
+            .unwrap();
+        assert!(nesting(&doc.transact(), 64).text_in_sequence);
+        assert!(to_json(&doc).is_err());
+        assert!(check_nesting(&doc, 64).is_err());
+        assert!(matches!(
+            decode_stored(&update, 64),
+            Err(StoredDocumentError::TooDeep(_))
+        ));
+    }
+
     /// A copy of `doc` decoded from its bytes, as the server sees documents it did not create.
     fn reloaded(doc: &Doc) -> Doc {
         let bytes = doc
@@ -634,9 +716,9 @@ mod tests {
             );
         }
         let live = reloaded(&live);
-        let before = to_json(&live);
+        let before = to_json(&live).unwrap();
         restore_into(&mut live.transact_mut(), &version);
-        let after = to_json(&live);
+        let after = to_json(&live).unwrap();
         assert_eq!(after["notes"], "old text");
         assert_eq!(after[SUGGESTIONS_ROOT], before[SUGGESTIONS_ROOT]);
         assert_eq!(after[COMMENTS_ROOT], before[COMMENTS_ROOT]);
@@ -655,7 +737,7 @@ mod tests {
             let list = txn.get_or_insert_array("list");
             list.insert(&mut txn, 0, 42);
         }
-        let json = to_json(&reloaded(&doc));
+        let json = to_json(&reloaded(&doc)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({

@@ -26,7 +26,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use crate::config::Durability;
-use crate::document;
+use crate::document::{self, STORED_DEPTH_GUARD};
 use crate::guard;
 use crate::ids::{ConnectionId, RoomId};
 use crate::persist::PersistCommand;
@@ -306,7 +306,7 @@ impl Room {
     }
 
     /// The document's root types as JSON (see [`document::to_json`]).
-    pub fn to_json(&self) -> serde_json::Value {
+    pub fn to_json(&self) -> Result<serde_json::Value, document::TooDeep> {
         document::to_json(&self.0.doc)
     }
 
@@ -673,8 +673,14 @@ impl Room {
         version_data: &[u8],
         label: String,
     ) -> Result<VersionInfo, RestoreError> {
-        let target =
-            document::decode_stored(version_data, self.0.shared.config.update_limits.max_depth)?;
+        let limit = self.0.shared.config.update_limits.max_depth;
+        let target = document::decode_stored(version_data, limit)?;
+        // A restore reads the live document too (and writes nested shared types back as plain
+        // values, whose levels then add up): tried on a copy first, so that neither what it
+        // reads nor what it makes can be a document the server refuses to read.
+        let copy = document::decode_stored(&encode_integrated(&self.0.doc), STORED_DEPTH_GUARD)?;
+        document::restore_into(&mut copy.transact_mut(), &target);
+        document::check_nesting(&copy, limit).map_err(document::StoredDocumentError::from)?;
         self.edit(|txn| document::restore_into(txn, &target))
             .await?;
         Ok(self

@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use yrs::sync::awareness::{Awareness, AwarenessUpdate, AwarenessUpdateEntry};
-use yrs::types::ToJson;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{
@@ -537,8 +536,10 @@ impl Peer {
                     if field(&s, &txn, field::STATUS).as_deref()
                         == Some(SuggestionStatus::Accepted.as_str()) =>
                 {
-                    match s.get(&txn, field::APPLIED_AT_MS)?.to_json(&txn) {
-                        Any::Number(at) => at
+                    // Only a plain number counts: a shared type there is a client's doing,
+                    // and reading one is not the peer's business.
+                    match s.get(&txn, field::APPLIED_AT_MS)? {
+                        Out::Any(Any::Number(at)) => at
                             .as_f64()
                             .filter(|at| *at >= since as f64)
                             .map(|at| (at, id.to_owned(), s)),

@@ -61,7 +61,7 @@ pub async fn document(
         Format::Json => HttpResponse::Ok().json(
             web::block(move || room.to_json())
                 .await
-                .map_err(|e| ApiError::internal(&e))?,
+                .map_err(|e| ApiError::internal(&e))??,
         ),
         Format::Yjs => yjs_response(
             web::block(move || room.encode_state())
@@ -145,8 +145,10 @@ pub async fn get_version(
         Format::Json => {
             let limit = state.registry.config().update_limits.max_depth;
             let content = web::block(move || {
-                crdt_store::document::decode_stored(&data, limit)
-                    .map(|doc| crdt_store::document::to_json(&doc))
+                let doc = crdt_store::document::decode_stored(&data, limit)?;
+                Ok::<_, crdt_store::document::StoredDocumentError>(
+                    crdt_store::document::to_json(&doc)?,
+                )
             })
             .await
             .map_err(|e| ApiError::internal(&e))??;
