@@ -90,3 +90,36 @@ build_web() {
     echo "==> building the web client (server/web)"
     (cd "$dir" && npm run build --silent)
 }
+
+# The AFL++ toolchain for Rust (`cargo afl`), pinned with the afl crate the fuzz targets use;
+# installing it also builds AFL++ and its runtime for this rustc.
+ensure_cargo_afl() {
+    if ! cargo afl --version >/dev/null 2>&1; then
+        echo "==> installing cargo-afl"
+        cargo install cargo-afl --locked --version 0.18.2
+    fi
+    # A rustc upgrade needs the runtime rebuilt; this is a no-op (an error, ignored) when it
+    # is already built for the rustc in use.
+    cargo afl config --build >/dev/null 2>&1 || true
+}
+
+# Where the instrumented fuzz targets are built: beside the workspace's own build, apart
+# from it (instrumented code must never mix with normal builds).
+fuzz_target_dir() {
+    echo "${CARGO_TARGET_DIR:-$PWD/target}/afl"
+}
+
+# Builds every fuzz target once (instrumented, release): one build serves all targets.
+build_fuzz_targets() {
+    echo "==> cargo afl build (fuzz targets)"
+    cargo afl build --release --locked --manifest-path crdt-store/fuzz/Cargo.toml \
+        --target-dir "$1"
+}
+
+# The short fuzzing smoke CI runs: every target for a few seconds (FUZZ_SMOKE_SECONDS).
+fuzz_smoke() {
+    local seconds="${FUZZ_SMOKE_SECONDS:-15}"
+    for target in frame update awareness document; do
+        scripts/fuzz "$target" "$seconds"
+    done
+}

@@ -875,8 +875,9 @@ pub struct AwarenessStamp {
 
 /// Writes `identity`'s fields into the `user` object of an awareness state and removes the
 /// fields it strips. Returns `None` for a `null` state (a removal), which carries nothing to
-/// stamp.
-fn stamp_identity(json: &str, identity: &AwarenessStamp) -> Option<String> {
+/// stamp. Public so the awareness fuzz target exercises exactly what every connection's
+/// states go through.
+pub fn stamp_identity(json: &str, identity: &AwarenessStamp) -> Option<String> {
     use serde_json::Value;
     if json == "null" {
         return None;
