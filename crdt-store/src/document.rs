@@ -623,7 +623,10 @@ mod tests {
             text.insert_embed(&mut txn, 3, yrs::MapPrelim::default());
         }
         let copy = reloaded(&doc);
-        assert_eq!(to_json(&copy).unwrap(), serde_json::json!({"notes": "é🌍 hi"}));
+        assert_eq!(
+            to_json(&copy).unwrap(),
+            serde_json::json!({"notes": "é🌍 hi"})
+        );
         assert!(!nesting(&copy.transact(), 64).text_in_sequence);
     }
 

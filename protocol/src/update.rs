@@ -315,8 +315,14 @@ pub fn inspect(update: &[u8], limits: &UpdateLimits) -> Result<UpdateOutline, Up
         let ranges: u32 = cursor.read_var()?;
         check_count(&cursor, u64::from(ranges), 2)?;
         for _ in 0..ranges {
-            let _clock: u32 = cursor.read_var()?;
-            let _len: u32 = cursor.read_var()?;
+            let clock: u32 = cursor.read_var()?;
+            let len: u32 = cursor.read_var()?;
+            // yrs adds the two as u32 (and panics where overflow is checked).
+            if clock.checked_add(len).is_none() {
+                return Err(UpdateError::Malformed(
+                    "a deleted range ends past the last clock".to_owned(),
+                ));
+            }
         }
         outline.deletes += ranges as usize;
     }
@@ -457,9 +463,7 @@ pub(crate) fn skip_any(cursor: &mut Cursor<'_>, max_depth: u32) -> Result<(), Up
         }
         match cursor.read_u8()? {
             ANY_UNDEFINED | ANY_NULL | ANY_FALSE | ANY_TRUE => {}
-            ANY_INTEGER => {
-                cursor.read_var::<i64>()?;
-            }
+            ANY_INTEGER => skip_signed_varint(cursor)?,
             ANY_FLOAT32 => {
                 cursor.read_exact(4)?;
             }
@@ -485,6 +489,22 @@ pub(crate) fn skip_any(cursor: &mut Cursor<'_>, max_depth: u32) -> Result<(), Up
             other => return Err(UpdateError::UnknownValue(other)),
         }
     }
+}
+
+/// The longest signed lib0 varint `yrs` reads without shifting past 64 bits (which panics
+/// where overflow is checked): 6 bits in the first byte and 7 in each of 8 more.
+const MAX_SIGNED_VARINT_BYTES: usize = 9;
+
+/// Skips a signed lib0 varint, refusing one longer than `yrs` can read.
+fn skip_signed_varint(cursor: &mut Cursor<'_>) -> Result<(), UpdateError> {
+    for _ in 0..MAX_SIGNED_VARINT_BYTES {
+        if cursor.read_u8()? & 0b1000_0000 == 0 {
+            return Ok(());
+        }
+    }
+    Err(UpdateError::Malformed(
+        "an integer longer than 64 bits".to_owned(),
+    ))
 }
 
 /// Refuses JSON text whose arrays and objects nest deeper than `max_depth`, without parsing
@@ -680,6 +700,43 @@ mod tests {
             check_json(&"[".repeat(100), 64).unwrap_err(),
             UpdateError::ValuesTooDeep(64)
         );
+    }
+
+    #[test]
+    fn integers_and_deleted_ranges_yrs_would_overflow_on_are_refused() {
+        let any_update = |value: &[u8]| {
+            let mut payload = Vec::new();
+            payload.write_var(1u32);
+            payload.write_var(1u32);
+            payload.write_var(7u32);
+            payload.write_var(0u32);
+            payload.write_u8(CONTENT_ANY);
+            payload.write_var(1u32);
+            payload.write_string("array");
+            payload.write_var(1u32);
+            payload.write_u8(ANY_INTEGER);
+            payload.extend_from_slice(value);
+            payload.write_var(0u32);
+            payload
+        };
+        // Nine bytes read; ten would shift past 64 bits.
+        let nine = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        inspect(&any_update(&nine), &limits(64)).unwrap();
+        let ten = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert!(matches!(
+            inspect(&any_update(&ten), &limits(64)),
+            Err(UpdateError::Malformed(_))
+        ));
+        let mut deletes = vec![0u8];
+        deletes.write_var(1u32);
+        deletes.write_var(7u64);
+        deletes.write_var(1u32);
+        deletes.write_var(u32::MAX - 1);
+        deletes.write_var(2u32);
+        assert!(matches!(
+            inspect(&deletes, &limits(64)),
+            Err(UpdateError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -45,7 +45,7 @@ async fn committed_edits_survive_a_restart() {
         .await
         .expect("apply");
 
-    let before = alice.room().to_json();
+    let before = alice.room().to_json().unwrap();
     assert_eq!(before["t"], "hello wörld 🌍");
     assert_eq!(before["title"], "Greeting");
     assert_eq!(alice_doc.text("t"), bob_doc.text("t"));
@@ -63,7 +63,7 @@ async fn committed_edits_survive_a_restart() {
 
     let (restarted, metrics) = start_registry(test_config(), db.reopen().await).await;
     let reloaded = restarted.connect(&notes).await.expect("reload");
-    assert_eq!(reloaded.room().to_json(), before);
+    assert_eq!(reloaded.room().to_json().unwrap(), before);
     let reloaded_doc = ClientDoc::new();
     reloaded_doc.apply(&reloaded.room().encode_state());
     {
@@ -75,7 +75,7 @@ async fn committed_edits_survive_a_restart() {
     }
     let reloaded_other = restarted.connect(&other).await.expect("reload");
     assert_eq!(
-        reloaded_other.room().to_json(),
+        reloaded_other.room().to_json().unwrap(),
         serde_json::json!({"t": "unrelated"})
     );
     assert_eq!(metrics.counter("tandem_room_loads_total"), 2);

@@ -55,7 +55,7 @@ async fn concurrent_joins_load_a_cold_room_once() {
     assert_eq!(registry.rooms_in_memory(), 1);
     for connection in &connections {
         assert_eq!(
-            connection.room().to_json(),
+            connection.room().to_json().unwrap(),
             json!({"t": "stored before start"})
         );
     }
@@ -69,7 +69,10 @@ async fn concurrent_joins_load_a_cold_room_once() {
     for other in others {
         assert_eq!(next_update(other).await, update);
     }
-    assert_eq!(first.room().to_json(), json!({"t": "stored before start!"}));
+    assert_eq!(
+        first.room().to_json().unwrap(),
+        json!({"t": "stored before start!"})
+    );
 }
 
 #[tokio::test]
@@ -346,7 +349,7 @@ async fn an_idle_room_is_versioned_persisted_and_evicted() {
 
     let held = registry.connect(&room).await.expect("connect");
     let client = edit_and_leave(&registry, &room, &["written ", "then left"]).await;
-    let content = held.room().to_json();
+    let content = held.room().to_json().unwrap();
     assert_eq!(content, json!({"t": "written then left"}));
     advance_clock(IDLE * 2).await;
     registry.maintain().await;
@@ -389,11 +392,14 @@ async fn an_idle_room_is_versioned_persisted_and_evicted() {
         .await
         .expect("get version")
         .expect("version exists");
-    assert_eq!(crdt_store::document::to_json(&doc_from(&data)), content);
+    assert_eq!(
+        crdt_store::document::to_json(&doc_from(&data)).unwrap(),
+        content
+    );
 
     // Joining again loads the same content afresh.
     let rejoined = registry.connect(&room).await.expect("rejoin");
-    assert_eq!(rejoined.room().to_json(), content);
+    assert_eq!(rejoined.room().to_json().unwrap(), content);
     assert_eq!(metrics.counter("tandem_room_loads_total"), 2);
 
     // A room evicted without new edits gets no second version.
@@ -440,7 +446,12 @@ async fn a_join_during_eviction_waits_and_loads_every_edit() {
     let join = tokio::spawn({
         let registry = registry.clone();
         let room = room.clone();
-        async move { registry.connect(&room).await.map(|c| c.room().to_json()) }
+        async move {
+            registry
+                .connect(&room)
+                .await
+                .map(|c| c.room().to_json().unwrap())
+        }
     });
     let_other_tasks_run().await;
     assert!(
@@ -547,7 +558,7 @@ async fn edits_get_an_automatic_version_once_per_interval() {
         .expect("get version")
         .expect("version exists");
     assert_eq!(
-        crdt_store::document::to_json(&doc_from(&newest)),
+        crdt_store::document::to_json(&doc_from(&newest)).unwrap(),
         json!({"t": "first, second"})
     );
 }

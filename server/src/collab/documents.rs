@@ -146,9 +146,9 @@ pub async fn get_version(
             let limit = state.registry.config().update_limits.max_depth;
             let content = web::block(move || {
                 let doc = crdt_store::document::decode_stored(&data, limit)?;
-                Ok::<_, crdt_store::document::StoredDocumentError>(
-                    crdt_store::document::to_json(&doc)?,
-                )
+                Ok::<_, crdt_store::document::StoredDocumentError>(crdt_store::document::to_json(
+                    &doc,
+                )?)
             })
             .await
             .map_err(|e| ApiError::internal(&e))??;
