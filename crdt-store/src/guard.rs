@@ -7,18 +7,20 @@
 //! fuzz targets call it too.
 
 use protocol::UpdateLimits;
-use protocol::update::ItemId;
+use protocol::update::{ExistingItem, ItemId};
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Assoc, BranchID, ClientID, IndexScope, ReadTxn, StateVector, StickyIndex, TransactionMut,
-    Update,
+    Assoc, BranchID, ClientID, IdSet, IndexScope, ReadTxn, StateVector, StickyIndex,
+    TransactionMut, Update,
 };
 
 use crate::room::ApplyError;
 
 /// Validates a client's v1 update and applies it in `txn`. Answers `false` for an update
-/// that holds nothing (applied or not, nothing changes); a refused update leaves the
-/// document untouched.
+/// that holds nothing (applied or not, nothing changes); an update refused here leaves the
+/// document untouched. One refusal comes from `yrs` midway, [`ApplyError::Rejected`]: an
+/// item that was waiting for its parent, and the parent arrived as something no item can
+/// live in. What `yrs` integrated before it stays, so the caller discards the document.
 pub fn apply_client_update(
     txn: &mut TransactionMut<'_>,
     update: &[u8],
@@ -28,11 +30,34 @@ pub fn apply_client_update(
     if outline.is_empty() {
         return Ok(false);
     }
-    if outline.creates_types() {
+    let has = |known: &StateVector, id: ItemId| known.get(&ClientID::new(id.client)) > id.clock;
+    if outline.creates_types() || outline.names_parents() {
         let known = txn.state_vector();
-        outline.check_nesting(limits.max_depth, |id| {
-            enclosing_types(&*txn, &known, id, limits.max_depth)
-        })?;
+        if outline.creates_types() {
+            outline.check_nesting(limits.max_depth, |id| {
+                enclosing_types(&*txn, &known, id, limits.max_depth)
+            })?;
+        }
+        if outline.names_parents() {
+            // Deleted items are looked up in one snapshot, taken only if a parent is neither
+            // a type nor missing (a child arriving for a map someone deleted meanwhile).
+            let mut deleted: Option<IdSet> = None;
+            outline.check_parents(
+                |id| has(&known, id),
+                |id| {
+                    let id = yrs::ID::new(ClientID::new(id.client), id.clock);
+                    if BranchID::get_nested(&*txn, &id).is_some()
+                        || deleted
+                            .get_or_insert_with(|| txn.snapshot().delete_set)
+                            .contains(&id)
+                    {
+                        ExistingItem::CanParent
+                    } else {
+                        ExistingItem::CannotParent
+                    }
+                },
+            )?;
+        }
     }
     txn.apply_update(Update::decode_v1(update)?)?;
     Ok(true)

@@ -158,7 +158,7 @@ async fn commit_run(
                         metrics.persist_refused.increment(1);
                         error!(room = %single[0].room, bytes = single[0].update.len(), error = %err, "the database refused an update; it is dropped and its sender told");
                         if let PersistCommand::Append { room, .. } = &run[i] {
-                            crate::registry::discard(room);
+                            crate::registry::discard(room, "an update the database refused");
                         }
                         Outcome::Refused(err.to_string())
                     }

@@ -53,10 +53,11 @@ pub(crate) struct Shared {
     next_connection: AtomicU64,
 }
 
-/// Takes `room` out of memory because it holds an update its storage refused: from now on
+/// Takes `room` out of memory because its document holds what its storage does not (`why`:
+/// an update the database refused, or part of one `yrs` refused midway): from now on
 /// it refuses edits, every connection is told to resync ([`crate::Delivery::Lagged`]), and
 /// the next joiner loads the room afresh from what is stored, without that update.
-pub(crate) fn discard(room: &Room) {
+pub(crate) fn discard(room: &Room, why: &str) {
     let shared = &room.0.shared;
     if room.0.discarded.is_cancelled() || room.is_deleted() {
         return;
@@ -76,7 +77,7 @@ pub(crate) fn discard(room: &Room) {
         shared.metrics.rooms_in_memory.decrement(1.0);
     }
     room.0.evicted.cancel();
-    warn!(room = %room.id(), "room reloads from storage: it held an update the database refused");
+    warn!(room = %room.id(), "room reloads from storage: it held {why}");
 }
 
 impl Shared {

@@ -321,9 +321,19 @@ impl Room {
         frame: Option<Bytes>,
     ) -> Result<(), ApplyError> {
         let limits = self.0.shared.config.update_limits;
-        if !guard::apply_client_update(&mut self.0.doc.transact_mut(), &update, &limits)? {
+        let applied = guard::apply_client_update(&mut self.0.doc.transact_mut(), &update, &limits);
+        match applied {
             // y-websocket answers a step 1 with an empty step 2 when it has nothing new.
-            return Ok(());
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            // `yrs` refused the update while integrating it (an item that waited for its
+            // parent, which arrived as something no item can live in): what it integrated
+            // before stays in the document and nowhere else, so the room reloads.
+            Err(err @ ApplyError::Rejected(_)) => {
+                crate::registry::discard(self, "an update yrs refused while integrating it");
+                return Err(err);
+            }
+            Err(err) => return Err(err),
         }
         let frame = frame.unwrap_or_else(|| protocol::encode_update_frame(&update));
         self.publish(Outbound { origin, frame }, update).await

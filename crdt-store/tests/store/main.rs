@@ -6,10 +6,12 @@
 //! - `rooms`: loading once, refusing corrupt data and malformed updates, lagging subscribers,
 //!   awareness clean-up, idle eviction.
 //! - `versions`: named, automatic and restore versions.
+//! - `findings`: every input the fuzzers crashed on, replayed through what it broke.
 //! - `lifetime`: storage that cannot stall (compaction past a missing dependency, byte-capped
 //!   group commits, a refused update isolated) and deletion nothing racing it survives.
 
 mod compaction;
+mod findings;
 mod lifetime;
 mod persistence;
 mod rooms;
