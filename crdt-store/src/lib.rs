@@ -35,12 +35,13 @@ pub mod version;
 
 pub use bus::{RoomBus, document_digest};
 pub use config::{Durability, StoreConfig};
+pub use document::{doc_options, new_doc};
 pub use events::StoreEvent;
 pub use ids::{ConnectionId, InvalidRoomId, RoomId};
 pub use registry::{JoinError, RoomDeletion, RoomRegistry};
 pub use room::{
     ApplyError, AwarenessRefused, AwarenessStamp, Delivery, JoinRefused, Outbound, RestoreError,
-    Room, RoomConnection, RoomLease, doc_options, new_doc,
+    Room, RoomConnection, RoomLease,
 };
 pub use storage::{Storage, StorageError};
 pub use version::{VersionInfo, VersionKind};

@@ -471,7 +471,7 @@ impl Storage {
 
 /// The result of folding a log: what the document shows, and what waits for a dependency.
 struct Folded {
-    /// Everything that integrated, as one v1 update (see [`crate::room::encode_integrated`]).
+    /// Everything that integrated, as one v1 update (see [`crate::document::encode_integrated`]).
     snapshot: Vec<u8>,
     /// The rows holding something yrs keeps back until its dependency arrives, verbatim and
     /// in log order ([`encode_waiting`]); `None` when nothing waits.
@@ -502,7 +502,7 @@ fn fold_log(
     };
     rows.extend(updates.iter().cloned());
     let doc = rebuild_doc(room, snapshot, rows.iter().map(Vec::as_slice))?;
-    let snapshot = crate::room::encode_integrated(&doc);
+    let snapshot = crate::document::encode_integrated(&doc);
     let held_back = {
         let txn = doc.transact();
         let store = txn.store();
@@ -591,7 +591,7 @@ pub(crate) fn rebuild_doc<'a>(
     snapshot: Option<&'a [u8]>,
     rest: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Doc, StorageError> {
-    let doc = crate::room::new_doc();
+    let doc = crate::document::new_doc();
     {
         let mut txn = doc.transact_mut();
         for bytes in snapshot.into_iter().chain(rest) {
