@@ -641,6 +641,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
+    use migrations::MigratorTrait;
     use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 
     use super::*;
@@ -670,10 +671,12 @@ mod tests {
     async fn presence_from_another_node_expires_unless_renewed() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let registry = RoomRegistry::start(
-            StoreConfig::default(),
-            Storage::connect(&url, false).await.unwrap(),
-        );
+        // Opened and migrated as the binary does (see `tests/store/support.rs`).
+        let db = sea_orm::Database::connect(Storage::connect_options(&url, false))
+            .await
+            .unwrap();
+        migrations::Migrator::up(&db, None).await.unwrap();
+        let registry = RoomRegistry::start(StoreConfig::default(), Storage::new(db));
         let id = RoomId::parse("r").unwrap();
         let mut local = registry.connect(&id).await.unwrap();
         let room = local.room().clone();
