@@ -4,6 +4,9 @@
 //! one convention: a root `Y.Map` named [`FILES_ROOT`] maps a path to a `Y.Text`; any other
 //! root `Y.Text` is treated as a file named after the root.
 //!
+//! Every document the store makes starts here ([`new_doc`]), configured the one way every
+//! Tandem document is.
+//!
 //! A document decoded from bytes does not know the types of its roots (Yjs does not encode
 //! them); [`classify_root`] infers them from their content.
 

@@ -9,6 +9,11 @@
 //! Eviction closes a room (no new lease), flushes its pending writes, then removes its slot and
 //! signals `evicted`; a joiner that found the closed room waits for that signal and loads the
 //! room afresh, so it never reads the database before the old copy's last writes landed.
+//!
+//! The registry also owns what follows a commit: the writer reports each update's outcome to
+//! its `CommitDelivery`, which fans out what waited for the commit, answers the senders,
+//! announces the commit, schedules compaction, and takes out a room whose update the
+//! database refused.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
