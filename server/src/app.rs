@@ -35,8 +35,9 @@ use crate::telemetry::{SessionMetrics, install_metrics};
 pub struct AppState {
     /// The database: the server's own handle (the store has a clone).
     database: DatabaseConnection,
-    /// The clock every handler reads the time of day from (see [`crate::clock`]).
-    pub clock: Clock,
+    /// The clock every handler reads the time of day from, through [`AppState::now`] (see
+    /// [`crate::clock`]).
+    clock: Clock,
     /// All rooms.
     pub registry: RoomRegistry,
     /// WebSocket session settings.
@@ -75,7 +76,7 @@ impl AppState {
         &self.database
     }
 
-    /// Now, in milliseconds since the Unix epoch, by [`AppState::clock`].
+    /// Now, in milliseconds since the Unix epoch, by the server's one clock.
     pub fn now(&self) -> i64 {
         (self.clock)()
     }
