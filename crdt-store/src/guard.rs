@@ -14,8 +14,6 @@ use yrs::{
     TransactionMut, Update,
 };
 
-use crate::room::ApplyError;
-
 /// Validates a client's v1 update and applies it in `txn`. Answers `false` for an update
 /// that holds nothing (applied or not, nothing changes); an update refused here leaves the
 /// document untouched. One refusal comes from `yrs` midway, [`ApplyError::Rejected`]: an
@@ -91,4 +89,30 @@ fn enclosing_types<T: ReadTxn>(txn: &T, known: &StateVector, id: ItemId, cap: u3
             }
         }
     }
+}
+
+/// Why an update was refused. The room is unchanged in every case but
+/// [`ApplyError::Rejected`], after which the room is discarded and loads again from storage.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The update failed validation before `yrs` saw it: malformed, or nested too deep.
+    #[error("refused update: {0}")]
+    Refused(#[from] protocol::UpdateError),
+    /// The bytes are not a v1 Yjs update.
+    #[error("malformed update: {0}")]
+    Malformed(#[from] yrs::encoding::read::Error),
+    /// The update decoded but `yrs` refused it midway, having integrated part of it (see
+    /// [`apply_client_update`]).
+    #[error("update does not apply: {0}")]
+    Rejected(#[from] yrs::error::UpdateError),
+    /// The persistence writer has stopped (the server is shutting down).
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    /// The room was deleted: nothing more is written to it.
+    #[error("the room was deleted")]
+    RoomDeleted,
+    /// The database refused to store the update, for a reason retrying cannot fix (see
+    /// [`crate::StorageError::is_permanent`]); nobody else received it.
+    #[error("the update could not be stored: {0}")]
+    NotPersisted(String),
 }

@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables (clap) turned into one [`config::Config`].
-//! - [`app`]: builds shared state once, binds, runs, and shuts down gracefully.
+//! - [`app`]: connects the database and runs the migrations, builds shared state once,
+//!   binds, runs, and shuts down gracefully.
+//! - [`clock`]: the one clock every part reads the time of day from, passed in at start-up.
 //! - [`http`]: the route table, OpenAPI, security headers, CORS, the [`http::error::ApiError`]
 //!   shape every REST failure uses, the caller and authorized-room extractors, per-client
 //!   limits, the slow-loris deadlines on every request's head and body, `/healthz`, `/readyz`,
@@ -28,6 +30,7 @@
 pub mod accounts;
 pub mod ai;
 pub mod app;
+pub mod clock;
 pub mod cluster;
 pub mod collab;
 pub mod config;

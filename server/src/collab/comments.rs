@@ -415,14 +415,15 @@ async fn publish(
     }
 }
 
+/// Notifies everyone `mentioned` in a comment of `thread` (but its author), dated `at_ms`.
 async fn notify_mentions(
     db: &impl sea_orm::ConnectionTrait,
-    room_id: &RoomId,
     author: &Identity,
     mentioned: &[String],
     thread: &comment_thread::Model,
     comment_id: &str,
     body: &str,
+    at_ms: i64,
 ) -> Result<(), ApiError> {
     for user_id in mentioned {
         if Some(user_id) == author.user_id.as_ref() {
@@ -432,7 +433,7 @@ async fn notify_mentions(
             db,
             user_id,
             NotificationKind::Mentioned,
-            Some(room_id.as_str()),
+            Some(thread.room_id.as_str()),
             Some(author),
             json!({
                 "thread_id": thread.id,
@@ -440,6 +441,7 @@ async fn notify_mentions(
                 "file": thread.file,
                 "excerpt": excerpt(body),
             }),
+            at_ms,
         )
         .await?;
     }
@@ -568,7 +570,7 @@ pub async fn create_thread(
             .map_err(|message| field_error("file", message))?
     };
     let mentioned = resolve_mentions(state.db(), &room_id, &text, &request.mentions).await?;
-    let now = crdt_store::storage::now_millis();
+    let now = state.now();
     let thread = comment_thread::Model {
         id: random_id(),
         room_id: room_id.as_str().to_owned(),
@@ -595,10 +597,7 @@ pub async fn create_thread(
     let txn = state.db().begin().await?;
     thread.clone().into_active_model().insert(&txn).await?;
     first.clone().into_active_model().insert(&txn).await?;
-    notify_mentions(
-        &txn, &room_id, &identity, &mentioned, &thread, &first.id, &text,
-    )
-    .await?;
+    notify_mentions(&txn, &identity, &mentioned, &thread, &first.id, &text, now).await?;
     txn.commit().await?;
     state.activity.emit(comment_event(
         &room_id,
@@ -628,7 +627,7 @@ pub async fn reply(
     let text = check_body(&request.body)?;
     let stored = load_existing(state.db(), &room_id, &thread_id).await?;
     let mentioned = resolve_mentions(state.db(), &room_id, &text, &request.mentions).await?;
-    let now = crdt_store::storage::now_millis();
+    let now = state.now();
     let added = comment::Model {
         id: random_id(),
         thread_id: thread_id.clone(),
@@ -644,12 +643,12 @@ pub async fn reply(
     touch(&txn, &stored.thread, now).await?;
     notify_mentions(
         &txn,
-        &room_id,
         &identity,
         &mentioned,
         &stored.thread,
         &added.id,
         &text,
+        now,
     )
     .await?;
     txn.commit().await?;
@@ -710,7 +709,7 @@ pub async fn edit_comment(
         .filter(|id| !before.contains(*id))
         .cloned()
         .collect();
-    let now = crdt_store::storage::now_millis();
+    let now = state.now();
     let txn = state.db().begin().await?;
     let mut active = existing.clone().into_active_model();
     active.body = Set(text.clone());
@@ -720,12 +719,12 @@ pub async fn edit_comment(
     touch(&txn, &stored.thread, now).await?;
     notify_mentions(
         &txn,
-        &room_id,
         &identity,
         &newly,
         &stored.thread,
         &comment_id,
         &text,
+        now,
     )
     .await?;
     txn.commit().await?;
@@ -762,7 +761,7 @@ pub async fn delete_comment(
             .exec(&txn)
             .await?;
     } else {
-        touch(&txn, &stored.thread, crdt_store::storage::now_millis()).await?;
+        touch(&txn, &stored.thread, state.now()).await?;
     }
     txn.commit().await?;
     state.activity.emit(comment_event(
@@ -837,7 +836,7 @@ async fn set_status(
         let mut active = stored.thread.clone().into_active_model();
         active.status = Set(status.to_owned());
         active.resolved_by = Set(resolved.then_some(user_id));
-        active.updated_at = Set(crdt_store::storage::now_millis());
+        active.updated_at = Set(state.now());
         active.update(state.db()).await?;
         state.activity.emit(comment_event(
             &room_id,

@@ -200,6 +200,7 @@ pub async fn add_member(
         Some(&room_id),
         Some(&inviter),
         json!({"room_name": room_name, "role": role.as_str()}),
+        state.now(),
     )
     .await?;
     txn.commit().await?;

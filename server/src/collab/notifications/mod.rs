@@ -32,7 +32,7 @@ impl NotificationKind {
     }
 }
 
-/// Stores one notification for `user_id`.
+/// Stores one notification for `user_id`, dated `at_ms` (ms since the Unix epoch).
 pub async fn notify<C: ConnectionTrait>(
     db: &C,
     user_id: &str,
@@ -40,6 +40,7 @@ pub async fn notify<C: ConnectionTrait>(
     room_id: Option<&str>,
     actor: Option<&Identity>,
     data: serde_json::Value,
+    at_ms: i64,
 ) -> Result<(), DbErr> {
     notification::ActiveModel {
         user_id: Set(user_id.to_owned()),
@@ -49,7 +50,7 @@ pub async fn notify<C: ConnectionTrait>(
         actor_name: Set(actor.map(|a| a.name.clone())),
         data: Set(data.to_string()),
         read_at: Set(None),
-        created_at: Set(crdt_store::storage::now_millis()),
+        created_at: Set(at_ms),
         ..Default::default()
     }
     .insert(db)

@@ -148,10 +148,7 @@ pub async fn mark_read(
         return Err(ApiError::not_found("no such notification"));
     }
     notification::Entity::update_many()
-        .col_expr(
-            notification::Column::ReadAt,
-            Expr::value(crdt_store::storage::now_millis()),
-        )
+        .col_expr(notification::Column::ReadAt, Expr::value(state.now()))
         .filter(notification::Column::Id.eq(*id))
         .filter(notification::Column::ReadAt.is_null())
         .exec(state.db())
@@ -168,10 +165,7 @@ pub async fn mark_all_read(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_of(&caller)?;
     notification::Entity::update_many()
-        .col_expr(
-            notification::Column::ReadAt,
-            Expr::value(crdt_store::storage::now_millis()),
-        )
+        .col_expr(notification::Column::ReadAt, Expr::value(state.now()))
         .filter(notification::Column::UserId.eq(user_id))
         .filter(RoomScope::of(&caller.0).condition(notification::Column::RoomId))
         .filter(notification::Column::ReadAt.is_null())

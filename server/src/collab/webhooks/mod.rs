@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::clock::Clock;
 use crate::collab::activity::{EventKind, RoomEvent};
 use crate::entity::{webhook, webhook_delivery};
 
@@ -127,6 +128,8 @@ pub struct Webhooks {
 struct Inner {
     config: WebhookConfig,
     db: DatabaseConnection,
+    /// Dates deliveries, attempts and signatures.
+    clock: Clock,
     http: reqwest::Client,
     /// Signalled by the collector when it wrote deliveries, so they go out at once.
     new_deliveries: Notify,
@@ -136,10 +139,11 @@ struct Inner {
 }
 
 impl Webhooks {
-    /// Starts the collector (on `events`) and the dispatcher.
+    /// Starts the collector (on `events`) and the dispatcher, which tell time by `clock`.
     pub fn start(
         config: WebhookConfig,
         db: DatabaseConnection,
+        clock: Clock,
         events: broadcast::Receiver<Arc<RoomEvent>>,
     ) -> Self {
         let mut http = reqwest::Client::builder();
@@ -168,6 +172,7 @@ impl Webhooks {
             inner: Arc::new(Inner {
                 config,
                 db,
+                clock,
                 http,
                 new_deliveries: Notify::new(),
                 stop: CancellationToken::new(),
@@ -185,6 +190,11 @@ impl Webhooks {
         self.inner.stop.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+    }
+
+    /// Now, in milliseconds since the Unix epoch, by the server's clock.
+    fn now(&self) -> i64 {
+        (self.inner.clock)()
     }
 
     /// Whether `url` may be registered: `http` or `https`, with a host, and (unless private
@@ -233,7 +243,7 @@ impl Webhooks {
                         self.take(&mut changed, &event).await;
                     }
                     for (room, (_, _, updates)) in std::mem::take(&mut changed) {
-                        self.enqueue(&changed_event(room, updates)).await;
+                        self.enqueue(&changed_event(room, updates, self.now())).await;
                     }
                     break;
                 }
@@ -255,7 +265,7 @@ impl Webhooks {
                         .collect();
                     for room in due {
                         if let Some((_, _, updates)) = changed.remove(&room) {
-                            self.enqueue(&changed_event(room, updates)).await;
+                            self.enqueue(&changed_event(room, updates, self.now())).await;
                         }
                     }
                 }
@@ -293,7 +303,7 @@ impl Webhooks {
                 if !wants(&hook, event.kind) {
                     continue;
                 }
-                let now = crdt_store::storage::now_millis();
+                let now = self.now();
                 let payload = json!({
                     "event": event.kind.as_str(),
                     "event_id": crate::accounts::auth::secrets::random_id(),
@@ -367,7 +377,7 @@ impl Webhooks {
         attempts: &TaskTracker,
     ) -> Result<Duration, DbErr> {
         let db = &self.inner.db;
-        let now = crdt_store::storage::now_millis();
+        let now = self.now();
         let due = webhook_delivery::Entity::find()
             .filter(webhook_delivery::Column::Status.eq(status::PENDING))
             .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
@@ -431,7 +441,7 @@ impl Webhooks {
             None => Outcome::Final("the webhook was removed".into()),
         };
         let attempts = delivery.attempts + 1;
-        let now = crdt_store::storage::now_millis();
+        let now = self.now();
         let (state, status_code, error, next_attempt_at) = match outcome {
             Outcome::Delivered(code) => (status::DELIVERED, Some(code), None, now),
             Outcome::Failed(code, error) if (attempts as u32) < self.inner.config.max_attempts => {
@@ -471,7 +481,7 @@ impl Webhooks {
             Ok(url) => url,
             Err(reason) => return Outcome::Final(reason),
         };
-        let timestamp = (crdt_store::storage::now_millis() / 1000).to_string();
+        let timestamp = (self.now() / 1000).to_string();
         let signature = sign(&hook.secret, &timestamp, delivery.payload.as_bytes());
         let response = self
             .inner
@@ -571,13 +581,17 @@ fn wants(hook: &webhook::Model, kind: EventKind) -> bool {
         .is_ok_and(|events| events.iter().any(|e| e == kind.as_str()))
 }
 
-fn changed_event(room: String, updates: u64) -> RoomEvent {
-    RoomEvent::new(
-        room,
-        EventKind::DocumentChanged,
-        None,
-        json!({ "updates": updates }),
-    )
+/// The `document_changed` event a debounced burst of commits becomes, dated `at_ms`.
+fn changed_event(room: String, updates: u64, at_ms: i64) -> RoomEvent {
+    RoomEvent {
+        at_ms,
+        ..RoomEvent::new(
+            room,
+            EventKind::DocumentChanged,
+            None,
+            json!({ "updates": updates }),
+        )
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -147,7 +147,7 @@ pub async fn create_webhook(
         secret: Set(secret.clone()),
         events: Set(serde_json::to_string(&events).unwrap_or_else(|_| "[]".into())),
         created_by: Set(caller.0.user_id().unwrap_or_default().to_owned()),
-        created_at: Set(crdt_store::storage::now_millis()),
+        created_at: Set(state.now()),
     }
     .insert(state.db())
     .await?;
