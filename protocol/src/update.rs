@@ -362,9 +362,9 @@ fn depth_of(resolution: Resolution) -> Option<u32> {
 /// Beyond what `yrs` checks when it decodes, the update must be in the shape Yjs and `yrs`
 /// encode, because `yrs` integrates other shapes wrongly (it panics, or overflows its
 /// clocks): each client's structs in one run, every client id below 2^53 (the most a
-/// JavaScript number holds, and what `yrs` assumes), every clock, length and count within
-/// 32 bits (`yrs` reads them as `u32`, wrapping what is larger), and no run of clocks or
-/// deleted range ending past the last 32-bit clock.
+/// JavaScript number holds, and what `yrs` assumes), every length and count within 32 bits
+/// (`yrs` reads them as `u32`, wrapping what is larger), and every clock, run of clocks and
+/// deleted range ending at most at [`MAX_CLOCK`].
 pub fn inspect(update: &[u8], limits: &UpdateLimits) -> Result<UpdateOutline, UpdateError> {
     let mut cursor = Cursor::new(update);
     let mut outline = UpdateOutline::default();
@@ -378,7 +378,7 @@ pub fn inspect(update: &[u8], limits: &UpdateLimits) -> Result<UpdateOutline, Up
         if !seen.insert(client) {
             return Err(malformed("a client's structs in more than one run"));
         }
-        let mut clock = read_u32(&mut cursor)?;
+        let mut clock = read_clock(&mut cursor)?;
         // Each struct is at least two bytes (info, and one of length or content).
         check_count(&cursor, u64::from(structs), 2)?;
         for _ in 0..structs {
@@ -386,7 +386,8 @@ pub fn inspect(update: &[u8], limits: &UpdateLimits) -> Result<UpdateOutline, Up
             let len = read_struct(&mut cursor, id, limits, &mut outline)?;
             clock = clock
                 .checked_add(len)
-                .ok_or_else(|| malformed("clocks past 32 bits"))?;
+                .filter(|&end| end <= MAX_CLOCK)
+                .ok_or_else(|| malformed("clocks past the last one"))?;
         }
     }
     // The delete set.
@@ -401,10 +402,10 @@ pub fn inspect(update: &[u8], limits: &UpdateLimits) -> Result<UpdateOutline, Up
         let ranges = read_u32(&mut cursor)?;
         check_count(&cursor, u64::from(ranges), 2)?;
         for _ in 0..ranges {
-            let clock = read_u32(&mut cursor)?;
+            let clock = read_clock(&mut cursor)?;
             let len = read_u32(&mut cursor)?;
             // yrs adds the two as u32 (and panics where overflow is checked).
-            if clock.checked_add(len).is_none() {
+            if clock.checked_add(len).is_none_or(|end| end > MAX_CLOCK) {
                 return Err(malformed("a deleted range ends past the last clock"));
             }
         }
@@ -428,6 +429,20 @@ fn read_client(cursor: &mut Cursor<'_>) -> Result<u64, UpdateError> {
         return Err(malformed("a client id past 53 bits"));
     }
     Ok(client)
+}
+
+/// The last clock an update may reach: `yrs` compares clocks as `i32` when it integrates
+/// (and so takes a clock past this for one it already has). Two billion operations of one
+/// client; Yjs starts a new client id long before.
+pub const MAX_CLOCK: u32 = i32::MAX as u32;
+
+/// Reads a clock, refusing one past [`MAX_CLOCK`].
+fn read_clock(cursor: &mut Cursor<'_>) -> Result<u32, UpdateError> {
+    let clock = read_u32(cursor)?;
+    if clock > MAX_CLOCK {
+        return Err(malformed("a clock past the last one"));
+    }
+    Ok(clock)
 }
 
 /// Reads an unsigned varint that `yrs` reads as `u32`, refusing one it would wrap.
@@ -548,7 +563,7 @@ fn read_struct(
 
 fn read_id(cursor: &mut Cursor<'_>) -> Result<ItemId, UpdateError> {
     let client = read_client(cursor)?;
-    let clock = read_u32(cursor)?;
+    let clock = read_clock(cursor)?;
     Ok(ItemId { client, clock })
 }
 
@@ -882,8 +897,11 @@ mod tests {
         assert!(refused(update(&[(1 << 53, 0, 1)])));
         assert!(refused(update(&[(1, 1 << 32, 1)])));
         assert!(refused(update(&[(1, 0, 1 << 32)])));
-        // A run of clocks ending past the last one.
-        assert!(refused(update(&[(1, u64::from(u32::MAX) - 1, 2)])));
+        // A run of clocks ending past the last one, which yrs compares as `i32`.
+        let last = u64::from(MAX_CLOCK);
+        inspect(&update(&[(1, last - 2, 2)]), &limits(64)).unwrap();
+        assert!(refused(update(&[(1, last - 1, 2)])));
+        assert!(refused(update(&[(1, last + 1, 1)])));
         // A client's deleted ranges in two runs.
         let mut deletes = vec![0u8];
         deletes.write_var(2u32);
