@@ -24,10 +24,37 @@ pub fn apply_client_update(
     update: &[u8],
     limits: &UpdateLimits,
 ) -> Result<bool, ApplyError> {
+    let applied = apply_client_update_with(txn, update, limits, |txn, _| {
+        txn.apply_update(Update::decode_v1(update)?)?;
+        Ok(false)
+    })?;
+    Ok(applied.is_some())
+}
+
+/// Like [`apply_client_update`], with `apply` doing the applying once every check passed (it
+/// may check more first, e.g. where the update writes, and answer `Err` without applying).
+/// Answers `None` for an update that holds nothing, otherwise what `apply` answered.
+pub(crate) fn apply_client_update_with<T>(
+    txn: &mut TransactionMut<'_>,
+    update: &[u8],
+    limits: &UpdateLimits,
+    apply: impl FnOnce(&mut TransactionMut<'_>, &protocol::UpdateOutline) -> Result<T, ApplyError>,
+) -> Result<Option<T>, ApplyError> {
     let outline = protocol::update::inspect(update, limits)?;
     if outline.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
+    check_placement(txn, &outline, limits)?;
+    apply(txn, &outline).map(Some)
+}
+
+/// The checks that need the document: nesting of the types the update creates, and parents
+/// named by id.
+fn check_placement(
+    txn: &TransactionMut<'_>,
+    outline: &protocol::UpdateOutline,
+    limits: &UpdateLimits,
+) -> Result<(), ApplyError> {
     let has = |known: &StateVector, id: ItemId| known.get(&ClientID::new(id.client)) > id.clock;
     if outline.creates_types() || outline.names_parents() {
         let known = txn.state_vector();
@@ -57,8 +84,7 @@ pub fn apply_client_update(
             )?;
         }
     }
-    txn.apply_update(Update::decode_v1(update)?)?;
-    Ok(true)
+    Ok(())
 }
 
 /// How many shared types enclose the item `id` in the document (an item of a root type: 0),
@@ -108,6 +134,10 @@ pub enum ApplyError {
     /// The persistence writer has stopped (the server is shutting down).
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The update writes where its connection may not (see [`crate::writes`]); nothing of
+    /// it was applied.
+    #[error("{0}")]
+    Denied(#[from] crate::writes::WriteDenied),
     /// The room was deleted: nothing more is written to it.
     #[error("the room was deleted")]
     RoomDeleted,

@@ -34,6 +34,7 @@ pub mod registry;
 pub mod room;
 pub mod storage;
 pub mod version;
+pub mod writes;
 
 pub use bus::{RoomBus, document_digest};
 pub use config::{Durability, StoreConfig};

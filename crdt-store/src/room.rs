@@ -38,6 +38,7 @@ use crate::metrics::StoreMetrics;
 use crate::persist::{Append, PersistCommand, PersistQueue};
 use crate::storage::{Storage, StorageError};
 use crate::version::{VersionInfo, VersionKind};
+use crate::writes::{self, LocationIndex, WriteGrant};
 
 /// What every room of one registry shares. The registry builds it and hands it to each room
 /// it loads; a room reaches nothing of the registry beyond this.
@@ -197,6 +198,9 @@ pub(crate) struct RoomInner {
     /// its updates (see `registry::CommitDelivery::discard`): the document here holds that
     /// update, storage does not, so edits are refused and every connection resyncs elsewhere.
     pub(crate) discarded: CancellationToken,
+    /// Where everything in the document lives, for checking where clients write
+    /// ([`writes`]); locked only inside the document's write lock.
+    locations: Mutex<LocationIndex>,
     pub(crate) context: Arc<RoomContext>,
 }
 
@@ -233,6 +237,7 @@ impl Room {
             evicted: CancellationToken::new(),
             deleted: AtomicBool::new(false),
             storage_writes: tokio::sync::RwLock::new(()),
+            locations: Mutex::new(LocationIndex::default()),
             discarded: CancellationToken::new(),
             context,
         }))
@@ -348,18 +353,44 @@ impl Room {
     ///
     /// `frame`, when given, is the `[sync, update, …]` frame the update arrived in, forwarded
     /// as is; otherwise one is encoded. Either way it is built once for all subscribers.
+    ///
+    /// With a `grant`, every write of the update is checked against it first ([`writes`]):
+    /// an update writing anywhere the grant does not allow is refused whole
+    /// ([`ApplyError::Denied`]), and suggestions it creates are stamped with the grant's
+    /// author in the same transaction (what is published is then that transaction's update).
     pub async fn apply_update(
         &self,
         origin: ConnectionId,
         update: Bytes,
         frame: Option<Bytes>,
+        grant: Option<&WriteGrant>,
     ) -> Result<(), ApplyError> {
         let limits = self.0.context.config.update_limits;
-        let applied = guard::apply_client_update(&mut self.0.doc.transact_mut(), &update, &limits);
-        match applied {
+        let applied = {
+            let mut txn = self.0.doc.transact_mut();
+            guard::apply_client_update_with(&mut txn, &update, &limits, |txn, outline| {
+                let Some(grant) = grant else {
+                    txn.apply_update(yrs::Update::decode_v1(&update)?)?;
+                    return Ok(None);
+                };
+                let mut index = self.0.locations.lock().expect("location index lock");
+                let stamped = writes::apply_granted(
+                    txn,
+                    &mut index,
+                    outline,
+                    &update,
+                    grant,
+                    crate::storage::now_millis(),
+                )?;
+                Ok(stamped.then(|| Bytes::from(txn.encode_update_v1())))
+            })
+        };
+        let (update, frame) = match applied {
             // y-websocket answers a step 1 with an empty step 2 when it has nothing new.
-            Ok(false) => return Ok(()),
-            Ok(true) => {}
+            Ok(None) => return Ok(()),
+            Ok(Some(None)) => (update, frame),
+            // Stamped: the others receive the client's update with the server's fields.
+            Ok(Some(Some(stamped))) => (stamped, None),
             // `yrs` refused the update while integrating it (an item that waited for its
             // parent, which arrived as something no item can live in): what it integrated
             // before stays in the document and nowhere else, so the room reloads.
@@ -369,7 +400,7 @@ impl Room {
                 return Err(err);
             }
             Err(err) => return Err(err),
-        }
+        };
         let frame = frame.unwrap_or_else(|| protocol::encode_update_frame(&update));
         self.publish(Outbound { origin, frame }, update).await
     }
@@ -756,13 +787,26 @@ impl RoomConnection {
         }
     }
 
-    /// Applies an update sent by this connection.
+    /// Applies an update sent by this connection, whatever it writes (the store's own tests
+    /// and trusted peers; clients go through [`RoomConnection::apply_update_as`]).
     pub async fn apply_update(
         &self,
         update: Bytes,
         frame: Option<Bytes>,
     ) -> Result<(), ApplyError> {
-        self.room().apply_update(self.id, update, frame).await
+        self.room().apply_update(self.id, update, frame, None).await
+    }
+
+    /// Applies an update sent by this connection if `grant` allows everything it writes.
+    pub async fn apply_update_as(
+        &self,
+        update: Bytes,
+        frame: Option<Bytes>,
+        grant: &WriteGrant,
+    ) -> Result<(), ApplyError> {
+        self.room()
+            .apply_update(self.id, update, frame, Some(grant))
+            .await
     }
 
     /// Applies an awareness update sent by this connection and relays it to everyone.

@@ -17,6 +17,7 @@
 //! no deeper than the limit.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use yrs::encoding::read::{Cursor, Read};
 
@@ -146,12 +147,16 @@ enum Holds {
 }
 
 /// One item of an update, as far as nesting and placement are concerned.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct ItemRecord {
     id: ItemId,
     len: u32,
     placement: Placement,
     holds: Holds,
+    /// The root's name, for an item placed directly in a root.
+    root: Option<Arc<str>>,
+    /// The map key it is written under, when its parent is named and it has one.
+    key: Option<Arc<str>>,
 }
 
 impl ItemRecord {
@@ -180,15 +185,153 @@ pub struct UpdateOutline {
     items: Vec<ItemRecord>,
     /// Whether any item creates a shared type.
     creates_types: bool,
-    /// Delete-set ranges in the update.
-    deletes: usize,
+    /// Delete-set ranges in the update: client, first clock, length.
+    deletes: Vec<(u64, u32, u32)>,
+    /// Garbage-collected runs in the update: first id, length.
+    collected: Vec<(ItemId, u32)>,
 }
+
+/// Where an item lives, as far as who may write there is concerned: its root, and under a
+/// root map, the entry (the key in the root) and the entry's field (the key in the entry's
+/// own map). Whatever lives deeper is at the location of the field it lives in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The root type's name.
+    pub root: Arc<str>,
+    /// The key in the root map, for an item that is (or lives in) a root map's value.
+    pub entry: Option<Arc<str>>,
+    /// The key in that entry's map, for an item that is (or lives in) one of its values.
+    pub field: Option<Arc<str>>,
+}
+
+impl Location {
+    /// Where a child of an item at `self` lives, written under `key` (if any).
+    fn child(self: &Arc<Self>, key: Option<&Arc<str>>) -> Arc<Self> {
+        match (&self.entry, &self.field, key) {
+            (Some(_), None, Some(key)) => Arc::new(Location {
+                root: self.root.clone(),
+                entry: self.entry.clone(),
+                field: Some(key.clone()),
+            }),
+            _ => self.clone(),
+        }
+    }
+}
+
+/// Where an item lands: at a [`Location`], or nowhere, because it hangs off something
+/// garbage-collected (a type deleted with everything in it); `yrs` then drops it, as Yjs does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Somewhere in the document.
+    At(Arc<Location>),
+    /// Nowhere: it is collected, or will be as it lands.
+    Nowhere,
+}
+
+impl Place {
+    fn child(&self, key: Option<&Arc<str>>) -> Place {
+        match self {
+            Place::At(location) => Place::At(location.child(key)),
+            Place::Nowhere => Place::Nowhere,
+        }
+    }
+}
+
+/// An update's structs located: each one's first id, length and [`Place`] (collected runs
+/// included, at [`Place::Nowhere`]).
+pub type Located = Vec<(ItemId, u32, Place)>;
 
 impl UpdateOutline {
     /// Whether the update holds nothing: no item and no deletion (what `y-websocket` sends
     /// in a step 2 when it has nothing new).
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.deletes == 0
+        self.items.is_empty() && self.deletes.is_empty()
+    }
+
+    /// The ranges the update deletes: client, first clock, length.
+    pub fn deletes(&self) -> &[(u64, u32, u32)] {
+        &self.deletes
+    }
+
+    /// Where each item of the update lives ([`Location`]), resolved through the update's own
+    /// items and, for an item outside it, `existing(id)`: where the document has the item at
+    /// `id`, or `None` if it has not. An item whose location cannot be known (it hangs off
+    /// something neither the update nor the document has) is answered as
+    /// [`UpdateError::UnknownParent`].
+    pub fn locate(
+        &self,
+        mut existing: impl FnMut(ItemId) -> Option<Place>,
+    ) -> Result<Located, UpdateError> {
+        let index = ItemIndex::new(&self.items);
+        let mut runs: Vec<(u64, u32, u32)> = self
+            .collected
+            .iter()
+            .map(|&(id, len)| (id.client, id.clock, len))
+            .collect();
+        runs.sort_unstable();
+        let collected = |id: ItemId| {
+            let after = runs
+                .partition_point(|&(client, clock, _)| (client, clock) <= (id.client, id.clock));
+            after.checked_sub(1).is_some_and(|run| {
+                let (client, clock, len) = runs[run];
+                client == id.client && id.clock - clock < len
+            })
+        };
+        let mut found: Vec<Option<Place>> = vec![None; self.items.len()];
+        let mut visiting = vec![false; self.items.len()];
+        let mut located = Vec::with_capacity(self.items.len());
+        for start in 0..self.items.len() {
+            // Follow the chain of "beside" and "in type" links onto an explicit path until a
+            // known location, then unwind it.
+            let mut path: Vec<usize> = Vec::new();
+            let mut current = start;
+            let mut base: Place = loop {
+                if let Some(known) = &found[current] {
+                    break known.clone();
+                }
+                if visiting[current] {
+                    return Err(UpdateError::UnknownParent);
+                }
+                visiting[current] = true;
+                path.push(current);
+                let item = &self.items[current];
+                let target = match item.placement {
+                    Placement::Root => {
+                        let root = item.root.clone().ok_or(UpdateError::UnknownParent)?;
+                        let location = Place::At(Arc::new(Location {
+                            root,
+                            entry: item.key.clone(),
+                            field: None,
+                        }));
+                        found[current] = Some(location.clone());
+                        path.pop();
+                        break location;
+                    }
+                    Placement::InType(parent) | Placement::Beside(parent) => parent,
+                };
+                match index.find(&self.items, target) {
+                    Some(next) => current = next,
+                    None if collected(target) => break Place::Nowhere,
+                    None => break existing(target).ok_or(UpdateError::UnknownParent)?,
+                }
+            };
+            for &item in path.iter().rev() {
+                let record = &self.items[item];
+                if let Placement::InType(_) = record.placement {
+                    base = base.child(record.key.as_ref());
+                }
+                found[item] = Some(base.clone());
+            }
+            let item = &self.items[start];
+            let location = found[start].clone().ok_or(UpdateError::UnknownParent)?;
+            located.push((item.id, item.len, location));
+        }
+        located.extend(
+            self.collected
+                .iter()
+                .map(|&(id, len)| (id, len, Place::Nowhere)),
+        );
+        Ok(located)
     }
 
     /// Whether the update creates shared types, so [`UpdateOutline::check_nesting`] has
@@ -408,8 +551,10 @@ pub fn inspect(update: &[u8], limits: &UpdateLimits) -> Result<UpdateOutline, Up
             if clock.checked_add(len).is_none_or(|end| end > MAX_CLOCK) {
                 return Err(malformed("a deleted range ends past the last clock"));
             }
+            if len > 0 {
+                outline.deletes.push((client, clock, len));
+            }
         }
-        outline.deletes += ranges as usize;
     }
     Ok(outline)
 }
@@ -475,6 +620,9 @@ fn read_struct(
         if len == 0 {
             return Err(UpdateError::Malformed("empty block".to_owned()));
         }
+        if info == CONTENT_GC {
+            outline.collected.push((id, len));
+        }
         return Ok(len);
     }
     let origin = (info & HAS_ORIGIN != 0)
@@ -483,17 +631,19 @@ fn read_struct(
     let right_origin = (info & HAS_RIGHT_ORIGIN != 0)
         .then(|| read_id(cursor))
         .transpose()?;
+    let mut root = None;
+    let mut key = None;
     let placement = match (origin, right_origin) {
         (Some(neighbour), _) | (None, Some(neighbour)) => Placement::Beside(neighbour),
         (None, None) => {
             let placement = if read_u32(cursor)? == 1 {
-                cursor.read_string()?;
+                root = Some(Arc::from(cursor.read_string()?));
                 Placement::Root
             } else {
                 Placement::InType(read_id(cursor)?)
             };
             if info & HAS_PARENT_SUB != 0 {
-                cursor.read_string()?;
+                key = Some(Arc::from(cursor.read_string()?));
             }
             placement
         }
@@ -556,6 +706,8 @@ fn read_struct(
             len,
             placement,
             holds,
+            root,
+            key,
         });
     }
     Ok(len)
@@ -664,7 +816,10 @@ pub fn check_json(json: &str, max_depth: u32) -> Result<(), UpdateError> {
 mod tests {
     use super::*;
     use yrs::encoding::write::Write;
-    use yrs::{Any, Array, ArrayPrelim, Doc, Map, MapPrelim, ReadTxn, StateVector, Text, Transact};
+    use yrs::{
+        Any, Array, ArrayPrelim, Doc, Map, MapPrelim, ReadTxn, StateVector, Text, Transact,
+        WriteTxn,
+    };
 
     fn limits(max_depth: u32) -> UpdateLimits {
         UpdateLimits { max_depth }
@@ -969,6 +1124,92 @@ mod tests {
             .unwrap()
             .check_parents(|_| false, |_| unreachable!())
             .unwrap();
+    }
+
+    fn location(root: &str, entry: Option<&str>, field: Option<&str>) -> Location {
+        Location {
+            root: root.into(),
+            entry: entry.map(Into::into),
+            field: field.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn items_are_located_at_their_root_entry_and_field() {
+        let doc = Doc::new();
+        let map_entry = {
+            let mut txn = doc.transact_mut();
+            txn.get_or_insert_text("t").insert(&mut txn, 0, "ab");
+            let suggestions = txn.get_or_insert_map("suggestions");
+            let entry = suggestions.insert(&mut txn, "s1", MapPrelim::default());
+            entry.insert(&mut txn, "status", "pending");
+            entry.insert(
+                &mut txn,
+                "nested",
+                MapPrelim::from([("deep", Any::from(1))]),
+            );
+            txn.encode_update_v1()
+        };
+        let outline = inspect(&map_entry, &limits(64)).unwrap();
+        let mut seen: Vec<Location> = outline
+            .locate(|_| None)
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, place)| match place {
+                Place::At(location) => (*location).clone(),
+                Place::Nowhere => panic!("nothing here is collected"),
+            })
+            .collect();
+        seen.sort_by_key(|l| format!("{l:?}"));
+        seen.dedup();
+        assert_eq!(
+            seen,
+            vec![
+                location("suggestions", Some("s1"), None),
+                location("suggestions", Some("s1"), Some("nested")),
+                location("suggestions", Some("s1"), Some("status")),
+                location("t", None, None),
+            ]
+        );
+
+        // Typing after existing text is located through the document, without it only refused.
+        let typing = {
+            let mut txn = doc.transact_mut();
+            txn.get_or_insert_text("t").insert(&mut txn, 2, "c");
+            txn.encode_update_v1()
+        };
+        let outline = inspect(&typing, &limits(64)).unwrap();
+        assert_eq!(outline.locate(|_| None), Err(UpdateError::UnknownParent));
+        let text = Place::At(Arc::new(location("t", None, None)));
+        let located = outline.locate(|_| Some(text.clone())).unwrap();
+        assert_eq!(located.len(), 1);
+        assert_eq!(located[0].2, text);
+        let located = outline.locate(|_| Some(Place::Nowhere)).unwrap();
+        assert_eq!(
+            located[0].2,
+            Place::Nowhere,
+            "typing next to collected text lands nowhere"
+        );
+
+        // Overwriting a field is located at that field through the value it replaces.
+        let overwrite = {
+            let mut txn = doc.transact_mut();
+            let suggestions = txn.get_or_insert_map("suggestions");
+            let Some(yrs::Out::YMap(entry)) = suggestions.get(&txn, "s1") else {
+                panic!("the entry");
+            };
+            entry.insert(&mut txn, "status", "accepted");
+            txn.encode_update_v1()
+        };
+        let outline = inspect(&overwrite, &limits(64)).unwrap();
+        assert_eq!(outline.deletes().len(), 1, "the old value is deleted");
+        let status = Place::At(Arc::new(location(
+            "suggestions",
+            Some("s1"),
+            Some("status"),
+        )));
+        let located = outline.locate(|_| Some(status.clone())).unwrap();
+        assert_eq!(located[0].2, status);
     }
 
     #[test]

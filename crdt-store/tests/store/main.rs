@@ -7,6 +7,7 @@
 //!   awareness clean-up, idle eviction.
 //! - `versions`: named, automatic and restore versions.
 //! - `findings`: every input the fuzzers crashed on, replayed through what it broke.
+//! - `writes`: each connection writes only where its grant allows.
 //! - `lifetime`: storage that cannot stall (compaction past a missing dependency, byte-capped
 //!   group commits, a refused update isolated) and deletion nothing racing it survives.
 
@@ -17,3 +18,4 @@ mod persistence;
 mod rooms;
 mod support;
 mod versions;
+mod writes;
