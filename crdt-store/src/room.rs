@@ -385,12 +385,13 @@ impl Room {
                 Ok(stamped.then(|| Bytes::from(txn.encode_update_v1())))
             })
         };
-        let (update, frame) = match applied {
+        let (update, frame, origin) = match applied {
             // y-websocket answers a step 1 with an empty step 2 when it has nothing new.
             Ok(None) => return Ok(()),
-            Ok(Some(None)) => (update, frame),
-            // Stamped: the others receive the client's update with the server's fields.
-            Ok(Some(Some(stamped))) => (stamped, None),
+            Ok(Some(None)) => (update, frame, origin),
+            // Stamped: everyone receives the client's update with the server's fields, its
+            // sender too (what it sent is already its own; the stamps are not).
+            Ok(Some(Some(stamped))) => (stamped, None, ConnectionId::SERVER),
             // `yrs` refused the update while integrating it (an item that waited for its
             // parent, which arrived as something no item can live in): what it integrated
             // before stays in the document and nowhere else, so the room reloads.

@@ -77,6 +77,9 @@ pub struct WriteGrant {
     pub content: bool,
     /// Suggestions: create them, and change or withdraw its own.
     pub suggest: bool,
+    /// Decisions: the fields the server owns, of anyone's suggestion. Only for the
+    /// server's own peer, which writes them after the server's gate let a decision through.
+    pub decide: bool,
     /// Who writes, as suggestions record it (`suggestion_field::AUTHOR_ID`): stable across
     /// sessions, e.g. `user:<id>`, `key:<id>`.
     pub author: Arc<str>,
@@ -238,19 +241,20 @@ pub(crate) fn check(
                     .as_ref()
                     .and_then(|map| author_of(txn, map, entry));
                 match existing {
+                    Some(_) if grant.decide => Ok(()),
                     // A suggestion the document has: its author's alone, server fields aside.
                     Some(author) => {
+                        if let Some(field) = &location.field
+                            && suggestion_field::SERVER_OWNED.contains(&&**field)
+                        {
+                            return Err(WriteDenied::ServerOwned(field.to_string()));
+                        }
                         if *author != *grant.author {
                             return Err(WriteDenied::NotTheAuthor(entry.to_string()));
                         }
                         // Replacing one's suggestion whole would replace its server fields.
                         if location.field.is_none() && !deleting {
                             return Err(WriteDenied::ServerOwned("entry".to_owned()));
-                        }
-                        if let Some(field) = &location.field
-                            && suggestion_field::SERVER_OWNED.contains(&&**field)
-                        {
-                            return Err(WriteDenied::ServerOwned(field.to_string()));
                         }
                         Ok(())
                     }
@@ -369,8 +373,13 @@ pub(crate) fn stamp_new_suggestions(
     let suggestions = txn.get_or_insert_map(SUGGESTIONS_ROOT);
     for entry in created {
         if let Some(Out::YMap(map)) = suggestions.get(txn, entry) {
-            map.insert(txn, suggestion_field::AUTHOR, &*grant.author_name);
             map.insert(txn, suggestion_field::AUTHOR_ID, &*grant.author);
+            if grant.decide {
+                // The server's own peer writes the server's fields itself (a suggestion it is
+                // still writing says so).
+                continue;
+            }
+            map.insert(txn, suggestion_field::AUTHOR, &*grant.author_name);
             map.insert(txn, suggestion_field::STATUS, "pending");
             map.insert(
                 txn,

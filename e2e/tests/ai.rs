@@ -136,9 +136,28 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
         .expect("suggestion")
         .to_owned();
     driver.wait_suggestion("a", &second, "pending").await?;
+    // An editor's client cannot decide by setting the status in the document: the status is
+    // the server's, and decisions go through its gate (the accept route).
     driver
         .set_suggestion_status("a", &second, "accepted")
         .await?;
+    let denied = driver
+        .call("waitPermissionDenied", json!({"client": "a"}))
+        .await?;
+    assert!(
+        denied
+            .as_str()
+            .is_some_and(|r| r.contains("written by the server")),
+        "{denied}"
+    );
+    let (status, body) = post(
+        &server,
+        &token,
+        &format!("/api/rooms/ai/suggestions/{second}/accept"),
+        json!({}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
     driver.wait_text("b", FILE, expected).await?;
     driver
         .call(
@@ -146,7 +165,7 @@ async fn a_streamed_answer_becomes_a_live_suggestion_that_accepting_applies() ->
             json!({"client": "b", "name": "suggestions", "key": second, "field": "author", "equals": "AI assistant"}),
         )
         .await?;
-    // That path takes the checkpoint too (before the edit the clients just saw).
+    // The accept route takes the checkpoint (before the edit the clients just saw).
     let versions = get(&server, &token, "/api/rooms/ai/versions").await?;
     assert!(
         versions["versions"]

@@ -242,8 +242,9 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     assert_eq!(code, 200, "{body}");
     driver.wait_text("b", "second.rs", REFACTORED).await?;
 
-    // An editor's client accepts through the document: the peer process asks the server
-    // (which checks its copy and takes the checkpoint) before applying.
+    // An editor's client cannot accept through the document (the status is the server's):
+    // it is told so, and accepting through the server applies it, the peer process asking
+    // the server (which checks its copy and takes the checkpoint) before applying.
     stand_in.push(ScriptedReply::text(REPLY));
     let third = suggestion_id(
         &server
@@ -254,6 +255,22 @@ async fn a_separate_peer_process_streams_suggests_and_recovers_after_being_kille
     driver
         .set_suggestion_status("a", &third, "accepted")
         .await?;
+    let denied = driver
+        .call("waitPermissionDenied", json!({"client": "a"}))
+        .await?;
+    assert!(
+        denied
+            .as_str()
+            .is_some_and(|r| r.contains("written by the server")),
+        "{denied}"
+    );
+    let accepted = reqwest::Client::new()
+        .post(server.http(&format!("/api/rooms/ext/suggestions/{third}/accept")))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(accepted.status(), 200);
     driver.wait_text("b", "third.rs", REFACTORED).await?;
     let versions: Value = reqwest::Client::new()
         .get(server.http("/api/rooms/ext/versions"))

@@ -16,6 +16,7 @@ fn grant(content: bool, suggest: bool, who: &str) -> WriteGrant {
     WriteGrant {
         content,
         suggest,
+        decide: false,
         author: Arc::from(format!("user:{who}")),
         author_name: Arc::from(who),
     }

@@ -40,6 +40,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use bytes::Bytes;
+use crdt_store::writes::WriteGrant;
 use crdt_store::{ApplyError, AwarenessStamp, Delivery, RoomConnection, RoomId};
 use futures_util::StreamExt;
 use protocol::{DecodeError, Message, decode_message};
@@ -55,7 +56,10 @@ use crate::http::caller::{bearer_token, require_role};
 use crate::http::error::ApiError;
 use crate::telemetry::refused;
 
+mod grant;
 pub(crate) mod keepalive;
+
+use grant::write_grant;
 
 use keepalive::{Keepalive, KeepaliveTick};
 
@@ -76,6 +80,8 @@ struct SessionAccess {
     expires_at: Option<i64>,
     /// Written into (and stripped from) every awareness state this connection sends.
     stamp: AwarenessStamp,
+    /// Where this connection may write in the document.
+    grant: WriteGrant,
 }
 
 /// Awareness fields only the server may set: the assistant is known by its `assistant` flag,
@@ -138,6 +144,7 @@ pub async fn connect(
         role,
         expires_at,
         stamp: stamp(&identity),
+        grant: write_grant(role, &identity),
     };
     let connection = state.registry.connect(&room_id).await?;
     // Checked again with the room joined (see `authorized_room`): a deletion that finished
@@ -558,6 +565,7 @@ async fn recheck_access(
             let may_now_write = access.role < Role::Editor && role >= Role::Editor;
             access.role = role;
             access.stamp = stamp(&identity);
+            access.grant = write_grant(role, &identity);
             if may_now_write {
                 return Err(close(
                     CloseCode::Other(CLOSE_ROLE_RAISED),
@@ -595,7 +603,7 @@ async fn handle_frame(
     frame: Bytes,
 ) -> Result<(), End> {
     let message = decode_message(&frame).map_err(malformed)?;
-    let may_write = access.role >= Role::Editor;
+    let may_write = access.role.writes_document();
     match message {
         Message::SyncStep2(update) | Message::Update(update) if !may_write => {
             refuse_write(session, &update).await?;
@@ -605,14 +613,18 @@ async fn handle_frame(
             session.binary(reply).await.map_err(|_| End::ClientGone)?;
         }
         // Step 2 is re-framed as an update for the others; an update frame is forwarded as is.
-        Message::SyncStep2(update) => connection
-            .apply_update(update, None)
-            .await
-            .map_err(apply_failed)?,
-        Message::Update(update) => connection
-            .apply_update(update, Some(frame))
-            .await
-            .map_err(apply_failed)?,
+        Message::SyncStep2(update) => {
+            let applied = connection
+                .apply_update_as(update, None, &access.grant)
+                .await;
+            write_answered(session, applied).await?;
+        }
+        Message::Update(update) => {
+            let applied = connection
+                .apply_update_as(update, Some(frame), &access.grant)
+                .await;
+            write_answered(session, applied).await?;
+        }
         Message::Awareness(update) => connection
             .apply_awareness(update, frame, Some(&access.stamp))
             .map_err(|refused_state| {
@@ -633,6 +645,21 @@ async fn handle_frame(
 fn malformed(err: DecodeError) -> End {
     refused("malformed");
     close(CloseCode::Invalid, format!("malformed message: {err}"))
+}
+
+/// Answers an update the store refused for where it writes with the permission-denied
+/// message (the socket stays open, as for a viewer's update: nothing of it was applied);
+/// any other refusal ends the session.
+async fn write_answered(session: &mut Session, applied: Result<(), ApplyError>) -> Result<(), End> {
+    match applied {
+        Ok(()) => Ok(()),
+        Err(ApplyError::Denied(denied)) => {
+            refused("permission_denied");
+            let reply = protocol::encode_permission_denied_frame(&denied.to_string());
+            session.binary(reply).await.map_err(|_| End::ClientGone)
+        }
+        Err(err) => Err(apply_failed(err)),
+    }
 }
 
 fn apply_failed(err: ApplyError) -> End {

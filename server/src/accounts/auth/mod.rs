@@ -66,15 +66,21 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-/// A room role. Ordered: `Viewer < Editor < Owner`.
+/// A room role. Ordered: `Viewer < Commenter < Suggester < Editor < Owner`; each may do
+/// what the ones before it may.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Reads the document and awareness; cannot write.
+    /// Reads the document and awareness; cannot write it.
     Viewer,
-    /// Reads and writes.
+    /// Reads, and comments over REST; cannot write the document.
+    Commenter,
+    /// Comments, and creates, changes and withdraws their own suggestions; cannot write the
+    /// content.
+    Suggester,
+    /// Reads and writes the content, and suggests.
     Editor,
     /// Edits and manages the room.
     Owner,
@@ -85,6 +91,8 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
+            Role::Commenter => "commenter",
+            Role::Suggester => "suggester",
             Role::Editor => "editor",
             Role::Owner => "owner",
         }
@@ -94,10 +102,18 @@ impl Role {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "viewer" => Some(Role::Viewer),
+            "commenter" => Some(Role::Commenter),
+            "suggester" => Some(Role::Suggester),
             "editor" => Some(Role::Editor),
             "owner" => Some(Role::Owner),
             _ => None,
         }
+    }
+
+    /// Whether a socket of this role may send document updates at all (each is still checked
+    /// for where it writes).
+    pub fn writes_document(self) -> bool {
+        self >= Role::Suggester
     }
 }
 
