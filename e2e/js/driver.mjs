@@ -556,6 +556,15 @@ const commands = {
     return null
   },
 
+  // Sets `key` of root map `name` to a new nested map holding `value`'s fields (an object).
+  setMapEntry: async (args) => {
+    const c = getClient(args)
+    const value = args.value
+    if (value === null || typeof value !== 'object') throw new Error('setMapEntry needs an object value')
+    c.doc.getMap(req(args, 'name', 'string')).set(req(args, 'key', 'string'), new Y.Map(Object.entries(value)))
+    return null
+  },
+
   waitClose: async (args) => {
     const c = getClient(args)
     const index = typeof args.index === 'number' ? args.index : c.closes.length
