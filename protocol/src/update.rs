@@ -226,13 +226,16 @@ pub enum Place {
     At(Arc<Location>),
     /// Nowhere: it is collected, or will be as it lands.
     Nowhere,
+    /// Not known yet: it hangs off this id, which neither the update nor the document has
+    /// (`yrs` keeps it waiting until the id arrives, and its place is that id's).
+    Waiting(ItemId),
 }
 
 impl Place {
     fn child(&self, key: Option<&Arc<str>>) -> Place {
         match self {
             Place::At(location) => Place::At(location.child(key)),
-            Place::Nowhere => Place::Nowhere,
+            other => other.clone(),
         }
     }
 }
@@ -255,9 +258,9 @@ impl UpdateOutline {
 
     /// Where each item of the update lives ([`Location`]), resolved through the update's own
     /// items and, for an item outside it, `existing(id)`: where the document has the item at
-    /// `id`, or `None` if it has not. An item whose location cannot be known (it hangs off
-    /// something neither the update nor the document has) is answered as
-    /// [`UpdateError::UnknownParent`].
+    /// `id`, or `None` if it has not. An item whose location cannot be known yet (it hangs
+    /// off something neither the update nor the document has) is at [`Place::Waiting`]; a
+    /// cycle of placements is [`UpdateError::UnknownParent`].
     pub fn locate(
         &self,
         mut existing: impl FnMut(ItemId) -> Option<Place>,
@@ -312,7 +315,7 @@ impl UpdateOutline {
                 match index.find(&self.items, target) {
                     Some(next) => current = next,
                     None if collected(target) => break Place::Nowhere,
-                    None => break existing(target).ok_or(UpdateError::UnknownParent)?,
+                    None => break existing(target).unwrap_or(Place::Waiting(target)),
                 }
             };
             for &item in path.iter().rev() {
@@ -1157,7 +1160,7 @@ mod tests {
             .into_iter()
             .map(|(_, _, place)| match place {
                 Place::At(location) => (*location).clone(),
-                Place::Nowhere => panic!("nothing here is collected"),
+                other => panic!("nothing here is collected or waiting: {other:?}"),
             })
             .collect();
         seen.sort_by_key(|l| format!("{l:?}"));
@@ -1179,7 +1182,10 @@ mod tests {
             txn.encode_update_v1()
         };
         let outline = inspect(&typing, &limits(64)).unwrap();
-        assert_eq!(outline.locate(|_| None), Err(UpdateError::UnknownParent));
+        assert!(matches!(
+            outline.locate(|_| None).unwrap()[0].2,
+            Place::Waiting(_)
+        ));
         let text = Place::At(Arc::new(location("t", None, None)));
         let located = outline.locate(|_| Some(text.clone())).unwrap();
         assert_eq!(located.len(), 1);

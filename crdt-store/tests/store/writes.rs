@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crdt_store::writes::{WriteGrant, suggestion_field};
 use crdt_store::{ApplyError, RoomConnection, writes::WriteDenied};
 use serde_json::json;
-use yrs::{Any, Map, MapPrelim, Out, Text, Transact, WriteTxn};
+use yrs::{Any, Map, MapPrelim, Out, ReadTxn, Text, Transact, WriteTxn};
 
 use crate::support::{ClientDoc, TestDb, delivered_already, next_update, room_id, test_config};
 
@@ -255,4 +255,51 @@ async fn writes_are_located_after_server_edits_and_after_a_reload() {
         editor.room().to_json().unwrap(),
         json!({ "t": "ser-ver text" })
     );
+}
+
+/// An editor's update may arrive before what it builds on, when that comes from a client the
+/// room has never seen (it waits, and lands where its dependency does, checked then); one
+/// building on a future item of a client the room knows is refused: those are predictable
+/// (the server's own next edit of the comment mirror), so nobody can say where it lands.
+#[tokio::test]
+async fn updates_may_wait_only_for_clients_the_room_has_never_seen() {
+    let db = TestDb::new().await;
+    let (registry, _metrics) = db.start(test_config()).await;
+    let room = room_id("waiting");
+    let editor = registry.connect(&room).await.expect("connect");
+    let editing = grant(true, true, "ed");
+    let suggesting = grant(false, true, "sue");
+
+    let lost = ClientDoc::with_id(41);
+    let builder = ClientDoc::with_id(42);
+    let missing = lost.append("t", "missing ");
+    builder.apply(&missing);
+    let dependent = builder.append("t", "dependent");
+    assert_eq!(
+        denied(&editor, dependent.clone(), &suggesting).await,
+        WriteDenied::Unknown,
+        "only who may edit the content may send what has to wait"
+    );
+    editor
+        .apply_update_as(dependent, None, &editing)
+        .await
+        .expect("an update may wait for a client the room has not seen");
+    editor
+        .apply_update_as(missing, None, &editing)
+        .await
+        .expect("its dependency arrives");
+    assert_eq!(editor.room().to_json().unwrap(), json!({ "t": "missing dependent" }));
+
+    // The room knows client 41 now: something hanging off its next item is refused.
+    let ahead = lost.append("t", " more");
+    let after = {
+        let next = ClientDoc::with_id(43);
+        next.apply(&lost.doc.transact().encode_state_as_update_v1(&Default::default()));
+        next.append("t", "!")
+    };
+    assert_eq!(denied(&editor, after, &editing).await, WriteDenied::Unknown);
+    editor
+        .apply_update_as(ahead, None, &editing)
+        .await
+        .expect("the item itself arrives");
 }
