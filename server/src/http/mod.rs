@@ -1,17 +1,29 @@
 //! The HTTP edge: the route table and OpenAPI document, the middleware every response goes
 //! through (security headers, CORS, head and body deadlines), the one JSON error shape
-//! ([`error::ApiError`]), the caller and authorized-room extractors, per-client limits, health
-//! and metrics endpoints, and the browser client's files. Invariant: every REST failure leaves
-//! through [`error::ApiError`], and no handler reads a credential except through [`caller`];
-//! this wing holds no domain rule and no database or document work of its own.
+//! ([`ApiError`]), the caller extractors and the one extractor of room routes
+//! ([`AuthorizedRoom`]), input validation every wing shares ([`input`]), per-client limits,
+//! health and metrics endpoints, and the browser client's files. Invariant: every REST failure
+//! leaves through [`ApiError`], no handler reads a credential except through [`caller`], and
+//! every route under `/api/rooms/{room}` authorizes through [`AuthorizedRoom`]; this wing holds
+//! no domain rule and no database or document work of its own.
 
+mod authorized_room;
 pub(crate) mod body_deadline;
 pub(crate) mod caller;
 pub mod error;
 pub(crate) mod head_deadline;
 mod health;
+pub mod input;
 pub mod limits;
 pub mod web_client;
+
+pub use authorized_room::{
+    AuthorizedRoom, BadRequestIfInvalid, Editor, InvalidName, Load, Loaded, MinRole,
+    NotFoundIfInvalid, Owner, RoomParam, Session, Unloaded, Viewer,
+};
+pub use caller::{Caller, RoomScope, SessionUser, bearer_token, existing_room_id, require_role};
+pub use error::ApiError;
+pub use input::{FieldErrors, check_name, field_error, read_body, validated};
 
 use actix_cors::Cors;
 use actix_web::middleware::DefaultHeaders;
@@ -27,7 +39,6 @@ use crate::collab::webhooks::routes as webhooks;
 use crate::collab::{comments, documents, files};
 use crate::rooms::{invites, members, room, share_links};
 use crate::sync;
-use error::ApiError;
 
 /// Largest JSON request body accepted by the REST API.
 const MAX_JSON_BODY: usize = 64 * 1024;
