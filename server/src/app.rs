@@ -16,9 +16,9 @@ use tracing::info;
 
 use crate::accounts::access::AccessEvents;
 use crate::accounts::auth::{Auth, system_clock};
-use crate::accounts::presence::Presence;
 use crate::cluster::RedisBus;
 use crate::collab::activity::Activity;
+use crate::collab::presence::Presence;
 use crate::config::{Config, SessionConfig};
 use crate::http;
 use crate::http::head_deadline::HeadDeadlineStream;

@@ -50,8 +50,8 @@ use peer::PeerHandle;
 use provider::{Prompt, Provider, ProviderConfig, estimate_tokens};
 use suggestion::{AnchoredRange, FileRange, GateVerdict};
 
-/// The account the assistant acts as.
-pub const ASSISTANT_USER_ID: &str = "ai-assistant";
+/// The account the assistant acts as (the accounts wing reserves it).
+pub use crate::accounts::ASSISTANT_USER_ID;
 
 /// Assistant settings.
 #[derive(Clone, Debug)]
@@ -227,7 +227,7 @@ impl Ai {
         user::Entity::insert(user::ActiveModel {
             id: Set(ASSISTANT_USER_ID.to_owned()),
             email: Set("assistant@tandem.invalid".to_owned()),
-            display_name: Set(peer::ASSISTANT_NAME.to_owned()),
+            display_name: Set(crate::accounts::ASSISTANT_NAME.to_owned()),
             // Not a PHC string: no password ever verifies against it.
             password_hash: Set("!".to_owned()),
             created_at: Set(auth.now()),

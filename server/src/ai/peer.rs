@@ -34,8 +34,8 @@ use yrs::{
     Text, TextRef, Transact, TransactionMut, Update, WriteTxn,
 };
 
-/// The name the assistant shows.
-pub const ASSISTANT_NAME: &str = "AI assistant";
+/// The name the assistant shows (the accounts wing reserves it).
+pub use crate::accounts::ASSISTANT_NAME;
 /// Its colour in presence.
 pub const ASSISTANT_COLOR: &str = "#7c3aed";
 

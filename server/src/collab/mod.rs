@@ -10,4 +10,5 @@ pub(crate) mod comments;
 pub(crate) mod documents;
 pub(crate) mod files;
 pub mod notifications;
+pub mod presence;
 pub mod webhooks;

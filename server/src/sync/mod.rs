@@ -89,7 +89,7 @@ fn stamp(identity: &Identity) -> AwarenessStamp {
         identity.user_id.clone().map_or(Value::Null, Value::String),
     );
     user.insert("name".to_owned(), Value::String(identity.name.clone()));
-    let is_assistant = identity.user_id.as_deref() == Some(crate::ai::ASSISTANT_USER_ID);
+    let is_assistant = identity.user_id.as_deref() == Some(crate::accounts::ASSISTANT_USER_ID);
     AwarenessStamp {
         user,
         strip: if is_assistant {
@@ -129,7 +129,7 @@ pub async fn connect(
     // peers connect from the server's own address, one per room it works in; they are the
     // server's, not a client's, and are not counted.
     let client_slot = match &principal {
-        Principal::User { user_id, .. } if user_id == crate::ai::ASSISTANT_USER_ID => None,
+        Principal::User { user_id, .. } if user_id == crate::accounts::ASSISTANT_USER_ID => None,
         _ => Some(state.client_limits.admit_websocket(req.peer_addr())?),
     };
     let (role, identity) = require_role(&state, &principal, &room_id, Role::Viewer).await?;
