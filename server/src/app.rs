@@ -46,6 +46,8 @@ pub struct AppState {
     pub presence: Presence,
     /// Room events: the activity feed and its listeners.
     pub activity: Activity,
+    /// Serialises the writes of each room's `comments` mirror.
+    pub comments: crate::collab::CommentMirror,
     /// The cluster bus, when clustered.
     pub cluster: Option<RedisBus>,
     /// The AI assistant (answers "not configured" without a provider).
@@ -131,6 +133,7 @@ impl Application {
             events: AccessEvents::new(1024),
             presence: Presence::new(activity.clone()),
             activity,
+            comments: Default::default(),
             cluster,
             ai: None,
             file_limits: config.file_limits,

@@ -10,10 +10,7 @@ use crate::accounts::auth::TokenPair;
 use crate::accounts::{API_KEY_PREFIX, ASSISTANT_NAME, AccessEvent, Role, random_token};
 use crate::app::AppState;
 use crate::entity::{api_key, user};
-/// Name checks moved to `http::input`; kept here until the rooms and collab wings import them
-/// from there.
-pub use crate::http::check_name;
-use crate::http::{ApiError, FieldErrors, SessionUser, validated};
+use crate::http::{ApiError, FieldErrors, SessionUser, check_name, validated};
 
 /// An account as others may see it (never the password hash).
 #[derive(Serialize, ToSchema)]

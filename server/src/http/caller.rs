@@ -128,44 +128,6 @@ impl RoomScope {
     }
 }
 
-/// A room a request may use: its id, a lease that keeps it loaded, and who is asking.
-pub struct AuthorizedRoom {
-    /// The room.
-    pub id: crdt_store::RoomId,
-    /// Keeps the room in memory for the request.
-    pub lease: crdt_store::RoomLease,
-    /// The caller as others see them.
-    pub identity: Identity,
-}
-
-impl AuthorizedRoom {
-    /// The room's document.
-    pub fn room(&self) -> &crdt_store::Room {
-        self.lease.room()
-    }
-}
-
-/// Parses `room`, checks that `principal` holds at least `min` there, and loads it.
-pub async fn authorized_room(
-    state: &AppState,
-    principal: &Principal,
-    room: &str,
-    min: Role,
-) -> Result<AuthorizedRoom, ApiError> {
-    let id = crdt_store::RoomId::parse(room)?;
-    require_role(state, principal, &id, min).await?;
-    let lease = state.registry.lease(&id).await?;
-    // Checked again with the room held: a deletion between the first check and the lease
-    // would otherwise hand this caller a room created afresh under the id, by someone else.
-    // Held, the room is the one checked; if it is deleted later, its writes are refused.
-    let (_, identity) = require_role(state, principal, &id, min).await?;
-    Ok(AuthorizedRoom {
-        id,
-        lease,
-        identity,
-    })
-}
-
 /// Checks that `principal` holds at least `min` in `room_id`. Room routes check through
 /// [`AuthorizedRoom`](crate::http::AuthorizedRoom); this is for what names its room
 /// elsewhere (the WebSocket upgrade, a share token's own room).

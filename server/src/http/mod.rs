@@ -34,10 +34,15 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use crate::accounts::routes as accounts;
 use crate::ai::routes as ai;
 use crate::collab::activity::routes as activity;
+use crate::collab::comments::routes as comments;
+use crate::collab::documents::routes as documents;
+use crate::collab::files::routes as files;
 use crate::collab::notifications::routes as notifications;
 use crate::collab::webhooks::routes as webhooks;
-use crate::collab::{comments, documents, files};
-use crate::rooms::{invites, members, room, share_links};
+use crate::rooms::invites::routes as invites;
+use crate::rooms::members::routes as members;
+use crate::rooms::room::routes as room;
+use crate::rooms::share_links::routes as share_links;
 use crate::sync;
 
 /// Largest JSON request body accepted by the REST API.
@@ -70,7 +75,7 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         comments::delete_comment, comments::resolve, comments::reopen,
         notifications::list_notifications, notifications::mark_read, notifications::mark_all_read,
         files::list_files, files::create_file, files::download_file, files::upload_file,
-        files::rename_file, files::delete_file, files::export_room, files::import_room,
+        files::rename_file, files::delete_file, files::export_room, room::import_room,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook,
         webhooks::list_deliveries,
     ),
@@ -195,7 +200,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/invites/{token}/accept",
         web::post().to(invites::accept_invite),
     )
-    .route("/api/import", web::post().to(files::import_room))
+    .route("/api/import", web::post().to(room::import_room))
     .route(
         "/api/share-links/current",
         web::get().to(share_links::current_share_link),

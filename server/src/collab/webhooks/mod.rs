@@ -42,6 +42,7 @@ use tracing::{debug, warn};
 use crate::collab::activity::{EventKind, RoomEvent};
 use crate::entity::{webhook, webhook_delivery};
 
+mod registrations;
 pub(crate) mod routes;
 
 /// Webhook settings.
