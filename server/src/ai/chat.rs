@@ -52,7 +52,7 @@ pub(crate) async fn start_turn(
     room: &Room,
     turn: ChatTurn,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
-    let ai = state.ai.clone().ok_or(super::AiError::NotConfigured)?;
+    let ai = super::decisions::ai(state)?.clone();
     ai.provider()?;
     // Before the rate limit: a request refused for want of a peer does not count.
     ai.peer_reachable()?;

@@ -17,7 +17,7 @@ use super::decisions::ai;
 use super::remote::ControlLink;
 use crate::app::AppState;
 use crate::http::ApiError;
-use crate::sync::keepalive::{Keepalive, KeepaliveTick};
+use crate::sync::{Keepalive, KeepaliveTick};
 
 /// Accepts the peer process's control connection: 404 in in-process mode, 401 for a wrong
 /// secret (`Authorization: Bearer …`), 409 while another process is connected.

@@ -9,7 +9,7 @@ use super::{Ai, AiError};
 use crate::app::AppState;
 use crate::http::ApiError;
 
-/// The assistant, or 503 `ai_not_configured`.
+/// The assistant, or 503 `ai_not_configured` (for every AI route).
 pub(crate) fn ai(state: &AppState) -> Result<&Ai, ApiError> {
     state
         .ai

@@ -167,7 +167,7 @@ fn initial_awareness_clock(now_ms: i64) -> u32 {
 pub fn spawn(
     ws_url: String,
     room: String,
-    now: crate::accounts::auth::Clock,
+    now: crate::accounts::Clock,
     gate: AcceptGate,
     tasks: &TaskTracker,
     stop: CancellationToken,
@@ -202,7 +202,7 @@ struct Peer {
     doc: Doc,
     awareness: Awareness,
     status: Status,
-    now: crate::accounts::auth::Clock,
+    now: crate::accounts::Clock,
     gate: Option<AcceptGate>,
 }
 
@@ -210,7 +210,7 @@ async fn run(
     ws_url: String,
     room: &str,
     mut commands: mpsc::Receiver<PeerCommand>,
-    now: crate::accounts::auth::Clock,
+    now: crate::accounts::Clock,
     gate: AcceptGate,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -445,7 +445,7 @@ impl Peer {
             s.range.end.clone(),
             s.range.original.clone(),
         );
-        let id = crate::accounts::auth::secrets::random_id();
+        let id = crate::accounts::random_id();
         let entry: HashMap<String, Any> = HashMap::from([
             (field::FILE.into(), Any::from(s.range.file.as_str())),
             (field::START.into(), Any::Buffer(start.into())),

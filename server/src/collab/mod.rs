@@ -16,10 +16,16 @@ pub mod notifications;
 pub mod presence;
 pub mod webhooks;
 
+pub(crate) use activity::routes as activity_routes;
 pub use activity::{Activity, EventKind, RoomEvent};
 pub use comments::CommentMirror;
+pub(crate) use comments::routes as comment_routes;
 pub use documents::encoded_state;
+pub(crate) use documents::routes as document_routes;
 pub use files::document_from_upload;
+pub(crate) use files::routes as file_routes;
+pub(crate) use notifications::routes as notification_routes;
 pub use notifications::{NotificationKind, notify};
 pub use presence::Presence;
 pub use webhooks::Webhooks;
+pub(crate) use webhooks::routes as webhook_routes;

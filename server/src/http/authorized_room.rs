@@ -24,8 +24,7 @@ use crdt_store::{Room, RoomId, RoomLease};
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
-use crate::accounts::access::Identity;
-use crate::accounts::auth::{Principal, Role};
+use crate::accounts::{Identity, Principal, Role};
 use crate::app::AppState;
 use crate::http::caller::{Caller, SessionUser, existing_room_id, require_role, role_too_small};
 use crate::http::error::ApiError;

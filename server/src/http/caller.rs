@@ -4,8 +4,7 @@
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
 
-use crate::accounts::access::{Identity, RoomAccess, room_access};
-use crate::accounts::auth::{AuthError, Principal, Role};
+use crate::accounts::{AuthError, Identity, Principal, Role, RoomAccess, room_access};
 use crdt_store::RoomId;
 
 use crate::app::AppState;

@@ -24,6 +24,7 @@ pub use authorized_room::{
 pub use caller::{Caller, RoomScope, SessionUser, bearer_token, existing_room_id, require_role};
 pub use error::ApiError;
 pub use input::{FieldErrors, check_name, field_error, read_body, validated};
+pub use limits::{ClientLimits, ConnectionSlot, LimitError};
 
 use actix_cors::Cors;
 use actix_web::middleware::DefaultHeaders;
@@ -33,16 +34,14 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 use crate::accounts::routes as accounts;
 use crate::ai::routes as ai;
-use crate::collab::activity::routes as activity;
-use crate::collab::comments::routes as comments;
-use crate::collab::documents::routes as documents;
-use crate::collab::files::routes as files;
-use crate::collab::notifications::routes as notifications;
-use crate::collab::webhooks::routes as webhooks;
-use crate::rooms::invites::routes as invites;
-use crate::rooms::members::routes as members;
-use crate::rooms::room::routes as room;
-use crate::rooms::share_links::routes as share_links;
+use crate::collab::{
+    activity_routes as activity, comment_routes as comments, document_routes as documents,
+    file_routes as files, notification_routes as notifications, webhook_routes as webhooks,
+};
+use crate::rooms::{
+    invite_routes as invites, member_routes as members, room_routes as room,
+    share_link_routes as share_links,
+};
 use crate::sync;
 
 /// Largest JSON request body accepted by the REST API.

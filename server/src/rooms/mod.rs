@@ -11,6 +11,11 @@ pub(crate) mod members;
 pub(crate) mod room;
 pub(crate) mod share_links;
 
+pub(crate) use invites::routes as invite_routes;
+pub(crate) use members::routes as member_routes;
+pub(crate) use room::routes as room_routes;
+pub(crate) use share_links::routes as share_link_routes;
+
 use std::time::Duration;
 
 use serde::Serialize;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::collab::activity::routes::{ActorView, PageQuery, stored_json};
+use crate::entity::notification;
 use crate::http::{ApiError, Caller, RoomScope};
 
 /// Which notifications to list.
@@ -41,6 +42,23 @@ pub struct NotificationView {
     pub read: bool,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+}
+
+impl From<notification::Model> for NotificationView {
+    fn from(row: notification::Model) -> Self {
+        Self {
+            id: row.id,
+            kind: row.kind,
+            room_id: row.room_id,
+            actor: row.actor_name.map(|name| ActorView {
+                id: row.actor_id,
+                name,
+            }),
+            data: stored_json(&row.data),
+            read: row.read_at.is_some(),
+            created_at_ms: row.created_at,
+        }
+    }
 }
 
 /// One page of notifications.
@@ -85,27 +103,11 @@ pub async fn list_notifications(
         query.before,
     )
     .await?;
-    let notifications: Vec<NotificationView> = page
-        .rows
-        .into_iter()
-        .map(|row| NotificationView {
-            id: row.id,
-            kind: row.kind,
-            room_id: row.room_id,
-            actor: row.actor_name.map(|name| ActorView {
-                id: row.actor_id,
-                name,
-            }),
-            data: stored_json(&row.data),
-            read: row.read_at.is_some(),
-            created_at_ms: row.created_at,
-        })
-        .collect();
-    let next_before = if page.more {
-        notifications.last().map(|n| n.id)
-    } else {
-        None
-    };
+    let notifications: Vec<NotificationView> = page.rows.into_iter().map(Into::into).collect();
+    let next_before = page
+        .more
+        .then(|| notifications.last().map(|n| n.id))
+        .flatten();
     Ok(HttpResponse::Ok().json(NotificationPage {
         notifications,
         unread_count: page.unread_count,

@@ -297,7 +297,7 @@ impl Webhooks {
                 let now = crdt_store::storage::now_millis();
                 let payload = json!({
                     "event": event.kind.as_str(),
-                    "event_id": crate::accounts::auth::secrets::random_id(),
+                    "event_id": crate::accounts::random_id(),
                     "webhook_id": hook.id,
                     "room": event.room,
                     "at_ms": event.at_ms,

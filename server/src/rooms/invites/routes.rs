@@ -68,6 +68,21 @@ pub struct InviteParam {
     invite_id: String,
 }
 
+/// 422 unless an invite may grant `role` (not owner) and `max_uses` (1 to 10 000).
+fn check_invite(role: Role, max_uses: Option<u32>) -> Result<(), ApiError> {
+    let mut fields = FieldErrors::new();
+    if role == Role::Owner {
+        fields.insert(
+            "role",
+            "invite as editor or viewer; transfer ownership separately".to_owned(),
+        );
+    }
+    if max_uses == Some(0) || max_uses.is_some_and(|n| n > 10_000) {
+        fields.insert("max_uses", "must be 1 to 10000".to_owned());
+    }
+    validated(fields)
+}
+
 /// Creates an invite link (owners).
 #[utoipa::path(post, path = "/api/rooms/{room}/invites", tag = "invites", request_body = CreateInviteRequest,
     params(RoomParam),
@@ -82,17 +97,7 @@ pub async fn create_invite(
         expires_in,
         max_uses,
     } = body.into_inner();
-    let mut fields = FieldErrors::new();
-    if role == Role::Owner {
-        fields.insert(
-            "role",
-            "invite as editor or viewer; transfer ownership separately".to_owned(),
-        );
-    }
-    if max_uses == Some(0) || max_uses.is_some_and(|n| n > 10_000) {
-        fields.insert("max_uses", "must be 1 to 10000".to_owned());
-    }
-    validated(fields)?;
+    check_invite(role, max_uses)?;
     let expiry = parse_expiry(expires_in.as_deref(), Duration::from_secs(7 * 86_400))?;
     let token = random_token(INVITE_TOKEN_PREFIX);
     let now = state.auth.now();
