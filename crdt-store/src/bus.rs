@@ -9,12 +9,13 @@
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use yrs::{ReadTxn, Transact};
 
 use crate::ids::RoomId;
-use crate::room::Room;
+use crate::room::{Replicas, Room};
 
 /// A boxed future the bus returns from [`RoomBus::join`].
 pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -38,6 +39,19 @@ pub trait RoomBus: Send + Sync + 'static {
 
     /// A local client's awareness change (a v1-encoded awareness update).
     fn publish_awareness(&self, room: &RoomId, update: Bytes);
+}
+
+/// A bus as rooms see it: only where they publish (rooms never join, attach or leave).
+pub(crate) struct BusReplicas(pub(crate) Arc<dyn RoomBus>);
+
+impl Replicas for BusReplicas {
+    fn publish_update(&self, room: &RoomId, update: Bytes) {
+        self.0.publish_update(room, update);
+    }
+
+    fn publish_awareness(&self, room: &RoomId, update: Bytes) {
+        self.0.publish_awareness(room, update);
+    }
 }
 
 /// A digest of what a document contains (its state vector and delete set), equal on two

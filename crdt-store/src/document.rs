@@ -4,6 +4,9 @@
 //! one convention: a root `Y.Map` named [`FILES_ROOT`] maps a path to a `Y.Text`; any other
 //! root `Y.Text` is treated as a file named after the root.
 //!
+//! Every document the store makes starts here ([`new_doc`]), configured the one way every
+//! Tandem document is.
+//!
 //! A document decoded from bytes does not know the types of its roots (Yjs does not encode
 //! them); [`classify_root`] infers them from their content.
 
@@ -13,9 +16,32 @@ use yrs::types::ToJson;
 use yrs::types::text::YChange;
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Any, Array, ArrayRef, Doc, GetString, Map, MapRef, Out, ReadTxn, Text, TextPrelim, TextRef,
-    Transact, TransactionMut, Update, WriteTxn, Xml, XmlFragment,
+    Any, Array, ArrayRef, Doc, GetString, Map, MapRef, OffsetKind, Options, Out, ReadTxn,
+    StateVector, Text, TextPrelim, TextRef, Transact, TransactionMut, Update, WriteTxn, Xml,
+    XmlFragment,
 };
+
+/// A new, empty document configured the way every Tandem document is (see [`doc_options`]).
+pub fn new_doc() -> Doc {
+    Doc::with_options(doc_options())
+}
+
+/// How every Tandem document is configured: text offsets in UTF-16 code units, as JavaScript
+/// counts them, so positions mean the same on both sides; a random client id.
+pub fn doc_options() -> Options {
+    Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    }
+}
+
+/// `doc` as one v1 update of what it shows: everything integrated, without the updates still
+/// waiting for a dependency. yrs's `encode_state_as_update` appends those, but integrating
+/// such an encoding again does not always give back the same document; they stay where they
+/// are (the log, the live document) until their dependency arrives.
+pub(crate) fn encode_integrated(doc: &Doc) -> Vec<u8> {
+    doc.transact().encode_diff_v1(&StateVector::default())
+}
 
 /// The root map holding a multi-file room's files.
 pub const FILES_ROOT: &str = "files";
@@ -253,7 +279,7 @@ pub fn decode_stored(bytes: &[u8], limit: u32) -> Result<Doc, StoredDocumentErro
     let corrupt = |e: &dyn std::fmt::Display| StoredDocumentError::Corrupt(e.to_string());
     inspect_stored(bytes, limit)?;
     let update = Update::decode_v1(bytes).map_err(|e| corrupt(&e))?;
-    let doc = crate::room::new_doc();
+    let doc = new_doc();
     doc.transact_mut()
         .apply_update(update)
         .map_err(|e| corrupt(&e))?;
@@ -606,7 +632,6 @@ fn utf16_len(s: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::new_doc;
     use proptest::prelude::*;
     use yrs::updates::decoder::Decode;
     use yrs::{StateVector, Update};

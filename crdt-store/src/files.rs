@@ -211,7 +211,7 @@ pub fn delete_file(txn: &mut TransactionMut<'_>, path: &FilePath) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::new_doc;
+    use crate::document::new_doc;
     use yrs::{Text, Transact};
 
     fn path(p: &str) -> FilePath {

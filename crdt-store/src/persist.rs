@@ -4,11 +4,13 @@
 //! sender wait: back-pressure, never loss). The writer takes everything queued, up to
 //! `max_batch` commands, and writes it in transactions of at most `max_batch_bytes` of update
 //! data each (an update larger than that goes alone), so no statement nears a database's
-//! message limit (PostgreSQL's is 1 GiB). Only after a transaction commits does it fan out
-//! the frames that were waiting for durability and answer the senders, in queue order.
+//! message limit (PostgreSQL's is 1 GiB). Only after a transaction commits does it report
+//! the outcome of each append, in queue order, to its [`CommitListener`] (the registry),
+//! which fans out the frames that were waiting for durability and answers the senders. The
+//! writer knows rooms by id only: what a room attaches to an append is opaque to it.
 //!
 //! A failed write is retried with backoff while the failure is transient (the connection,
-//! a lock, a full disk); nothing is fanned out or acknowledged until it succeeds. When the
+//! a lock, a full disk); nothing is reported until it succeeds. When the
 //! database refuses a transaction for what it holds ([`StorageError::is_permanent`]), the
 //! updates are written one by one, so the one that can never be written is found, reported
 //! (log and `tandem_persist_refused_total`) and refused to its sender, and every other
@@ -22,25 +24,64 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::ids::RoomId;
-use crate::room::{ApplyError, Outbound, Reach, Room};
+use crate::metrics::StoreMetrics;
 use crate::storage::{LogEntry, Storage, StorageError};
 
-/// A request to the writer.
-pub(crate) enum PersistCommand {
-    /// Log `update` for `room`; afterwards deliver `fanout` if present and answer `ack`.
-    Append {
-        room: Room,
-        update: Bytes,
-        fanout: Option<(Outbound, Reach)>,
-        /// Told whether the update was committed, if the sender waits for it.
-        ack: Option<oneshot::Sender<Result<(), ApplyError>>>,
-    },
+/// A request to the writer. `T` is what the sender attaches to an append and gets back, in
+/// [`CommitListener::settled`], once the writer is done with it; the writer never looks
+/// inside it.
+pub(crate) enum PersistCommand<T> {
+    /// Log an update.
+    Append(Append<T>),
     /// Answer once every command queued before this one is committed.
     Flush(oneshot::Sender<()>),
 }
 
+/// One update to log.
+pub(crate) struct Append<T> {
+    /// The room it belongs to.
+    pub(crate) room: RoomId,
+    /// The v1 update.
+    pub(crate) update: Bytes,
+    /// The sender's own, handed back with the outcome.
+    pub(crate) ticket: T,
+}
+
 /// Handle for sending to the writer. Cheap to clone.
-pub(crate) type PersistQueue = mpsc::Sender<PersistCommand>;
+pub(crate) type PersistQueue<T> = mpsc::Sender<PersistCommand<T>>;
+
+/// What became of one append.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// It is in the database.
+    Committed,
+    /// It was withdrawn before it reached the database (its room was deleted); it is dropped.
+    Withdrawn,
+    /// The database refused this update for good; why.
+    Refused(String),
+}
+
+/// Whoever owns the rooms hears from the writer through this (the registry implements it):
+/// the writer only writes, and everything that follows a commit (fan-out, answers,
+/// compaction) is the listener's. Every method runs on the writer's task, between two
+/// transactions, so what it does is done before the next one is written.
+pub(crate) trait CommitListener: Send + 'static {
+    /// What senders attach to their appends.
+    type Ticket: Send + 'static;
+
+    /// Whether the append is withdrawn: asked right before its transaction, at the last
+    /// moment, so that a deletion (which withdraws its room's appends, then waits for the
+    /// writer) never has a write of its room land after the room's rows were deleted.
+    fn withdrawn(&self, ticket: &Self::Ticket) -> bool;
+
+    /// The database refused the append for good: told at once, before the rest of its run
+    /// is written one by one.
+    fn refused(&self, ticket: &Self::Ticket);
+
+    /// What became of every append of one run, in queue order, once its transaction is
+    /// over (flushes among them are answered right after).
+    fn settled(&self, appends: Vec<(Append<Self::Ticket>, Outcome)>);
+}
 
 /// How the writer groups commands into transactions.
 #[derive(Clone, Copy, Debug)]
@@ -71,80 +112,67 @@ pub(crate) fn byte_capped_runs(sizes: &[usize], max_bytes: usize) -> Vec<usize> 
     runs
 }
 
-/// What became of one append.
-enum Outcome {
-    Committed,
-    /// The room was deleted before the update reached the database; it is dropped.
-    RoomDeleted,
-    /// The database refused this update for good.
-    Refused(String),
-}
-
 /// Runs until every sender is dropped and the queue is drained.
-pub(crate) async fn run_writer(
+pub(crate) async fn run_writer<L: CommitListener>(
     storage: Storage,
-    mut queue: mpsc::Receiver<PersistCommand>,
+    mut queue: mpsc::Receiver<PersistCommand<L::Ticket>>,
     limits: BatchLimits,
-    metrics: crate::metrics::StoreMetrics,
+    metrics: StoreMetrics,
+    listener: L,
 ) {
     let mut batch = Vec::with_capacity(limits.max_rows);
     while queue.recv_many(&mut batch, limits.max_rows).await > 0 {
         metrics.persist_backlog.set(queue.len() as f64);
         // Commands are handled in queue order: each run of appends (with the flushes among
-        // them) is committed, then delivered, before the next run is written.
+        // them) is committed, then settled, before the next run is written.
         let sizes: Vec<usize> = batch
             .iter()
             .map(|command| match command {
-                PersistCommand::Append { update, .. } => update.len(),
+                PersistCommand::Append(append) => append.update.len(),
                 PersistCommand::Flush(_) => 0,
             })
             .collect();
         let mut commands = batch.drain(..);
         for len in byte_capped_runs(&sizes, limits.max_bytes) {
-            let run: Vec<PersistCommand> = commands.by_ref().take(len).collect();
-            commit_run(&storage, run, &metrics).await;
+            let run: Vec<PersistCommand<L::Ticket>> = commands.by_ref().take(len).collect();
+            commit_run(&storage, run, &metrics, &listener).await;
         }
     }
 }
 
 /// Writes one run of commands in one transaction (or, when the database refuses it, one
-/// update at a time), then fans out, answers and counts, in queue order.
-async fn commit_run(
+/// update at a time), then counts, hands the outcomes to `listener` and answers the
+/// flushes.
+async fn commit_run<L: CommitListener>(
     storage: &Storage,
-    run: Vec<PersistCommand>,
-    metrics: &crate::metrics::StoreMetrics,
+    run: Vec<PersistCommand<L::Ticket>>,
+    metrics: &StoreMetrics,
+    listener: &L,
 ) {
-    // A deleted room's updates are dropped here, at the last moment: deletion marks the room
-    // and then waits for the writer (a flush), so whatever is written after the mark never
-    // lands after the room's rows were deleted.
-    let live: Vec<usize> = run
-        .iter()
-        .enumerate()
-        .filter_map(|(i, command)| match command {
-            PersistCommand::Append { room, .. } if !room.is_deleted() => Some(i),
-            _ => None,
-        })
+    let mut appends = Vec::with_capacity(run.len());
+    let mut flushes = Vec::new();
+    for command in run {
+        match command {
+            PersistCommand::Append(append) => appends.push(append),
+            PersistCommand::Flush(done) => flushes.push(done),
+        }
+    }
+    // A withdrawn append is dropped here, at the last moment (see
+    // `CommitListener::withdrawn`).
+    let live: Vec<usize> = (0..appends.len())
+        .filter(|&i| !listener.withdrawn(&appends[i].ticket))
         .collect();
-    let mut outcomes: Vec<Option<Outcome>> = run
-        .iter()
-        .map(|command| match command {
-            PersistCommand::Append { .. } => Some(Outcome::RoomDeleted),
-            PersistCommand::Flush(_) => None,
-        })
-        .collect();
-    let entry = |i: usize| match &run[i] {
-        PersistCommand::Append { room, update, .. } => LogEntry {
-            room: room.id(),
-            update,
-        },
-        PersistCommand::Flush(_) => unreachable!("only appends are written"),
+    let mut outcomes: Vec<Outcome> = appends.iter().map(|_| Outcome::Withdrawn).collect();
+    let entry = |i: usize| LogEntry {
+        room: &appends[i].room,
+        update: &appends[i].update,
     };
     let started = Instant::now();
     let entries: Vec<LogEntry<'_>> = live.iter().map(|&i| entry(i)).collect();
     match write_with_retry(storage, &entries, metrics).await {
         Ok(()) => {
             for &i in &live {
-                outcomes[i] = Some(Outcome::Committed);
+                outcomes[i] = Outcome::Committed;
             }
         }
         Err(err) => {
@@ -152,24 +180,22 @@ async fn commit_run(
             warn!(error = %err, updates = entries.len(), "the database refused a batch; writing its updates one by one");
             for &i in &live {
                 let single = [entry(i)];
-                outcomes[i] = Some(match write_with_retry(storage, &single, metrics).await {
+                outcomes[i] = match write_with_retry(storage, &single, metrics).await {
                     Ok(()) => Outcome::Committed,
                     Err(err) => {
                         metrics.persist_refused.increment(1);
                         error!(room = %single[0].room, bytes = single[0].update.len(), error = %err, "the database refused an update; it is dropped and its sender told");
-                        if let PersistCommand::Append { room, .. } = &run[i] {
-                            crate::registry::discard(room);
-                        }
+                        listener.refused(&appends[i].ticket);
                         Outcome::Refused(err.to_string())
                     }
-                });
+                };
             }
         }
     }
     drop(entries);
     let committed = outcomes
         .iter()
-        .filter(|o| matches!(o, Some(Outcome::Committed)))
+        .filter(|o| matches!(o, Outcome::Committed))
         .count();
     if committed > 0 {
         metrics
@@ -177,46 +203,12 @@ async fn commit_run(
             .record(started.elapsed().as_secs_f64());
         metrics.persist_batch_updates.record(committed as f64);
     }
-    let mut last_room: Option<(RoomId, Room, u64)> = None;
-    for (command, outcome) in run.into_iter().zip(outcomes) {
-        match command {
-            PersistCommand::Append {
-                room,
-                fanout,
-                update,
-                ack,
-            } => {
-                let result = match outcome {
-                    Some(Outcome::Committed) => Ok(()),
-                    Some(Outcome::Refused(reason)) => Err(ApplyError::NotPersisted(reason)),
-                    _ => Err(ApplyError::RoomDeleted),
-                };
-                if result.is_ok() {
-                    if let Some((outbound, reach)) = fanout {
-                        room.deliver(outbound, &update, reach);
-                    }
-                    // Count per room run; consecutive updates of one room are common.
-                    match &mut last_room {
-                        Some((id, _, count)) if id == room.id() => *count += 1,
-                        _ => {
-                            if let Some((_, previous, count)) = last_room.take() {
-                                previous.note_logged(count);
-                            }
-                            last_room = Some((room.id().clone(), room, 1));
-                        }
-                    }
-                }
-                if let Some(ack) = ack {
-                    // The sender may have given up waiting (its socket closed).
-                    let _ = ack.send(result);
-                }
-            }
-            // The requester may have given up waiting; that is not an error.
-            PersistCommand::Flush(done) => drop(done.send(())),
-        }
+    if !appends.is_empty() {
+        listener.settled(appends.into_iter().zip(outcomes).collect());
     }
-    if let Some((_, room, count)) = last_room {
-        room.note_logged(count);
+    for done in flushes {
+        // The requester may have given up waiting; that is not an error.
+        let _ = done.send(());
     }
 }
 
@@ -225,7 +217,7 @@ async fn commit_run(
 async fn write_with_retry(
     storage: &Storage,
     entries: &[LogEntry<'_>],
-    metrics: &crate::metrics::StoreMetrics,
+    metrics: &StoreMetrics,
 ) -> Result<(), StorageError> {
     let mut backoff = Duration::from_millis(50);
     loop {

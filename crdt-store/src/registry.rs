@@ -9,11 +9,15 @@
 //! Eviction closes a room (no new lease), flushes its pending writes, then removes its slot and
 //! signals `evicted`; a joiner that found the closed room waits for that signal and loads the
 //! room afresh, so it never reads the database before the old copy's last writes landed.
+//!
+//! The registry also owns what follows a commit: the writer reports each update's outcome to
+//! its `CommitDelivery`, which fans out what waited for the commit, answers the senders,
+//! announces the commit, schedules compaction, and takes out a room whose update the
+//! database refused.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
-use crate::events::StoreEvent;
 use dashmap::DashMap;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -24,64 +28,157 @@ use tracing::{info, warn};
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, Transact};
 
-use crate::bus::RoomBus;
+use crate::bus::{BusReplicas, RoomBus};
 use crate::config::{Durability, StoreConfig};
-use crate::ids::{ConnectionId, RoomId};
+use crate::events::StoreEvent;
+use crate::guard::ApplyError;
+use crate::ids::RoomId;
 use crate::metrics::StoreMetrics;
-use crate::persist::{BatchLimits, PersistCommand, PersistQueue, run_writer};
-use crate::room::{JoinRefused, Room, RoomConnection, RoomLease};
+use crate::persist::{Append, BatchLimits, CommitListener, Outcome, PersistCommand, run_writer};
+use crate::room::{
+    Discard, JoinRefused, PendingAppend, Replicas, Room, RoomConnection, RoomContext, RoomLease,
+};
 use crate::storage::{Storage, StorageError, rebuild_doc};
 use crate::version::VersionKind;
 
-/// State shared by the registry and every room it loaded.
-pub(crate) struct Shared {
-    pub(crate) config: StoreConfig,
-    pub(crate) storage: Storage,
-    /// Sends to the persistence writer. The writer stops once every clone is dropped.
-    pub(crate) persist: PersistQueue,
-    pub(crate) metrics: StoreMetrics,
-    /// Background work (the writer, compactions, maintenance), tracked so it can be closed
-    /// and inspected; compactions in flight at exit roll back whole (one transaction each).
-    pub(crate) tasks: TaskTracker,
-    /// Replicas on other nodes, when clustered.
-    pub(crate) bus: Option<Arc<dyn RoomBus>>,
-    /// Announces [`StoreEvent`]s.
-    pub(crate) events: tokio::sync::broadcast::Sender<StoreEvent>,
-    /// The registry's rooms (the same map as [`RegistryInner::rooms`]), so the writer can
-    /// take out a room whose memory no longer matches its storage (see [`discard`]).
-    rooms: Arc<DashMap<RoomId, Slot>>,
-    next_connection: AtomicU64,
+/// What follows a commit, on the writer's task: the writer reports each append's outcome
+/// here, and this fans out the frames that waited for it, answers their senders, counts the
+/// logged updates toward compaction and announces them, and takes out of memory a room whose
+/// update the database refused.
+#[derive(Clone)]
+struct CommitDelivery {
+    /// The registry's rooms. Weak: the writer outlives no registry on its account (rooms
+    /// hold the writer's queue, so a strong handle here would keep the writer waiting on
+    /// itself).
+    rooms: Weak<DashMap<RoomId, Slot>>,
+    /// Replicas on other nodes, when clustered: a discarded room leaves them.
+    bus: Option<Arc<dyn RoomBus>>,
+    /// Where compactions run (the registry's background work).
+    tasks: TaskTracker,
 }
 
-/// Takes `room` out of memory because it holds an update its storage refused: from now on
-/// it refuses edits, every connection is told to resync ([`crate::Delivery::Lagged`]), and
-/// the next joiner loads the room afresh from what is stored, without that update.
-pub(crate) fn discard(room: &Room) {
-    let shared = &room.0.shared;
-    if room.0.discarded.is_cancelled() || room.is_deleted() {
-        return;
+impl CommitListener for CommitDelivery {
+    type Ticket = PendingAppend;
+
+    fn withdrawn(&self, append: &PendingAppend) -> bool {
+        append.room.is_deleted()
     }
-    room.0.discarded.cancel();
-    room.activity().closed = true;
-    let removed = shared
-        .rooms
-        .remove_if(room.id(), |_, slot| {
-            slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
-        })
-        .is_some();
-    if removed {
-        if let Some(bus) = &shared.bus {
-            bus.leave(room.id());
+
+    fn refused(&self, append: &PendingAppend) {
+        self.discard(&append.room, "an update the database refused");
+    }
+
+    fn settled(&self, appends: Vec<(Append<PendingAppend>, Outcome)>) {
+        let mut last_room: Option<(Room, u64)> = None;
+        for (append, outcome) in appends {
+            let PendingAppend { room, fanout, ack } = append.ticket;
+            let result = match outcome {
+                Outcome::Committed => Ok(()),
+                Outcome::Refused(reason) => Err(ApplyError::NotPersisted(reason)),
+                Outcome::Withdrawn => Err(ApplyError::RoomDeleted),
+            };
+            if result.is_ok() {
+                if let Some((outbound, reach)) = fanout {
+                    room.deliver(outbound, &append.update, reach);
+                }
+                // Count per room run; consecutive updates of one room are common.
+                match &mut last_room {
+                    Some((previous, count)) if previous.id() == room.id() => *count += 1,
+                    _ => {
+                        if let Some((previous, count)) = last_room.take() {
+                            self.note_logged(&previous, count);
+                        }
+                        last_room = Some((room, 1));
+                    }
+                }
+            }
+            if let Some(ack) = ack {
+                // The sender may have given up waiting (its socket closed).
+                let _ = ack.send(result);
+            }
         }
-        shared.metrics.rooms_in_memory.decrement(1.0);
+        if let Some((room, count)) = last_room {
+            self.note_logged(&room, count);
+        }
     }
-    room.0.evicted.cancel();
-    warn!(room = %room.id(), "room reloads from storage: it held an update the database refused");
 }
 
-impl Shared {
-    pub(crate) fn next_connection_id(&self) -> ConnectionId {
-        ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed))
+impl Discard for CommitDelivery {
+    /// Takes `room` out of memory because its document holds what its storage does not (`why`:
+    /// an update the database refused, or part of one `yrs` refused midway): from now on it
+    /// refuses edits, every connection is told to resync ([`crate::Delivery::Lagged`]), and
+    /// the next joiner loads the room afresh from what is stored, without that update.
+    fn discard(&self, room: &Room, why: &str) {
+        if room.0.discarded.is_cancelled() || room.is_deleted() {
+            return;
+        }
+        room.0.discarded.cancel();
+        room.activity().closed = true;
+        let removed = self.rooms.upgrade().is_some_and(|rooms| {
+            rooms
+                .remove_if(room.id(), |_, slot| {
+                    slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
+                })
+                .is_some()
+        });
+        if removed {
+            if let Some(bus) = &self.bus {
+                bus.leave(room.id());
+            }
+            room.0.context.metrics.rooms_in_memory.decrement(1.0);
+        }
+        room.0.evicted.cancel();
+        warn!(room = %room.id(), "room reloads from storage: it held {why}");
+    }
+}
+
+impl CommitDelivery {
+    /// `count` updates of `room` were committed: announces them, and starts a compaction
+    /// when the log has grown past the threshold and none is running.
+    fn note_logged(&self, room: &Room, count: u64) {
+        let context = &room.0.context;
+        let logged = room.0.logged_updates.fetch_add(count, Ordering::Relaxed) + count;
+        // Nobody listening is not an error.
+        let _ = context.events.send(StoreEvent::DocumentChanged {
+            room: room.id().clone(),
+            updates: count,
+        });
+        if logged < context.config.compact_after_updates {
+            return;
+        }
+        {
+            let mut activity = room.activity();
+            if activity.compacting {
+                return;
+            }
+            activity.compacting = true;
+        }
+        let room = room.clone();
+        self.tasks.spawn(async move {
+            // A deletion waits for this guard; a deleted room is not compacted back to life.
+            let writes = room.0.storage_writes.read().await;
+            let result = if room.is_deleted() {
+                Ok(false)
+            } else {
+                room.0.context.storage.compact(room.id()).await
+            };
+            drop(writes);
+            match result {
+                Ok(compacted) => {
+                    if compacted {
+                        room.0.context.metrics.compactions.increment(1);
+                    }
+                    // Everything counted so far was merged (or merged by another node).
+                    let _ = room.0.logged_updates.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |n| Some(n.saturating_sub(logged)),
+                    );
+                }
+                Err(err) => warn!(room = %room.id(), error = %err, "compaction failed"),
+            }
+            room.activity().compacting = false;
+        });
     }
 }
 
@@ -107,7 +204,13 @@ pub const REMOTE_AWARENESS_TIMEOUT: std::time::Duration = std::time::Duration::f
 
 struct RegistryInner {
     rooms: Arc<DashMap<RoomId, Slot>>,
-    shared: Arc<Shared>,
+    /// What every room shares (the rooms' own handle on the store).
+    context: Arc<RoomContext>,
+    /// Replicas on other nodes, when clustered.
+    bus: Option<Arc<dyn RoomBus>>,
+    /// Background work (the writer, compactions, maintenance), tracked so it can be closed
+    /// and inspected; compactions in flight at exit roll back whole (one transaction each).
+    tasks: TaskTracker,
     stop_maintenance: CancellationToken,
 }
 
@@ -133,6 +236,12 @@ impl RoomRegistry {
         let metrics = StoreMetrics::register();
         let (persist, queue) = mpsc::channel(config.persist_queue);
         let tasks = TaskTracker::new();
+        let rooms = Arc::new(DashMap::new());
+        let delivery = CommitDelivery {
+            rooms: Arc::downgrade(&rooms),
+            bus: bus.clone(),
+            tasks: tasks.clone(),
+        };
         tasks.spawn(run_writer(
             storage.clone(),
             queue,
@@ -141,29 +250,30 @@ impl RoomRegistry {
                 max_bytes: config.max_batch_bytes.max(1),
             },
             metrics.clone(),
+            delivery.clone(),
         ));
-        let rooms = Arc::new(DashMap::new());
+        let replicas = bus
+            .clone()
+            .map(|bus| Arc::new(BusReplicas(bus)) as Arc<dyn Replicas>);
         let registry = Self {
             inner: Arc::new(RegistryInner {
-                rooms: rooms.clone(),
-                shared: Arc::new(Shared {
-                    rooms,
+                rooms,
+                context: Arc::new(RoomContext::new(
                     config,
                     storage,
                     persist,
                     metrics,
-                    tasks,
-                    bus,
-                    events: tokio::sync::broadcast::Sender::new(crate::events::EVENT_CAPACITY),
-                    next_connection: AtomicU64::new(1),
-                }),
+                    replicas,
+                    Arc::new(delivery),
+                )),
+                bus,
+                tasks,
                 stop_maintenance: CancellationToken::new(),
             }),
         };
         let maintenance = registry.clone();
         registry
             .inner
-            .shared
             .tasks
             .spawn(async move { maintenance.run_maintenance().await });
         registry
@@ -171,17 +281,17 @@ impl RoomRegistry {
 
     /// Listens to what happens to rooms from now on (commits, versions).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
-        self.inner.shared.events.subscribe()
+        self.inner.context.events.subscribe()
     }
 
     /// The database behind the rooms.
     pub fn storage(&self) -> &Storage {
-        &self.inner.shared.storage
+        &self.inner.context.storage
     }
 
     /// The configuration the registry runs with.
     pub fn config(&self) -> &StoreConfig {
-        &self.inner.shared.config
+        &self.inner.context.config
     }
 
     /// Number of rooms in memory.
@@ -217,7 +327,7 @@ impl RoomRegistry {
         let slot = match self.inner.rooms.get(id) {
             Some(slot) => slot.clone(),
             None => {
-                if self.inner.rooms.len() >= self.inner.shared.config.max_rooms {
+                if self.inner.rooms.len() >= self.inner.context.config.max_rooms {
                     return Err(JoinError::TooManyRooms);
                 }
                 self.inner.rooms.entry(id.clone()).or_default().clone()
@@ -233,12 +343,12 @@ impl RoomRegistry {
     }
 
     async fn load(&self, id: &RoomId) -> Result<Room, JoinError> {
-        let shared = &self.inner.shared;
+        let context = &self.inner.context;
         let loaded = async {
-            let stored = shared.storage.load(id).await?;
+            let stored = context.storage.load(id).await?;
             let logged = stored.updates.len() as u64;
             let room_id = id.clone();
-            let limit = shared.config.update_limits.max_depth;
+            let limit = context.config.update_limits.max_depth;
             let doc = tokio::task::spawn_blocking(move || {
                 let doc = rebuild_doc(&room_id, None, stored.pieces())?;
                 // Stored before the limit existed (or under a higher one): not served, since
@@ -253,7 +363,7 @@ impl RoomRegistry {
             })
             .await??;
             // Peers may hold edits not yet in storage (relaxed durability, or in flight).
-            let catch_up = match &shared.bus {
+            let catch_up = match &self.inner.bus {
                 Some(bus) => {
                     let state_vector = doc.transact().state_vector().encode_v1();
                     bus.join(id, state_vector).await
@@ -265,10 +375,10 @@ impl RoomRegistry {
         .await;
         match loaded {
             Ok((doc, logged, catch_up)) => {
-                shared.metrics.room_loads.increment(1);
-                shared.metrics.rooms_in_memory.increment(1.0);
+                context.metrics.room_loads.increment(1);
+                context.metrics.rooms_in_memory.increment(1.0);
                 info!(room = %id, logged_updates = logged, "room loaded");
-                let room = Room::new(id.clone(), doc, logged, shared.clone());
+                let room = Room::new(id.clone(), doc, logged, context.clone());
                 let mut repaired = false;
                 for update in catch_up {
                     match room.apply_repair(&update).await {
@@ -282,13 +392,13 @@ impl RoomRegistry {
                     // What peers had that storage lacked is logged before anyone is served it.
                     self.flush().await;
                 }
-                if let Some(bus) = &shared.bus {
+                if let Some(bus) = &self.inner.bus {
                     bus.attach(&room);
                 }
                 Ok(room)
             }
             Err(err) => {
-                shared.metrics.room_load_failures.increment(1);
+                context.metrics.room_load_failures.increment(1);
                 warn!(room = %id, error = %err, "room load failed");
                 Err(err.into())
             }
@@ -300,7 +410,7 @@ impl RoomRegistry {
         let (done, committed) = oneshot::channel();
         if self
             .inner
-            .shared
+            .context
             .persist
             .send(PersistCommand::Flush(done))
             .await
@@ -329,7 +439,7 @@ impl RoomRegistry {
     }
 
     async fn run_maintenance(&self) {
-        let mut tick = tokio::time::interval(self.inner.shared.config.maintenance_interval);
+        let mut tick = tokio::time::interval(self.inner.context.config.maintenance_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -341,7 +451,7 @@ impl RoomRegistry {
 
     /// One maintenance pass: automatic versions and idle eviction.
     pub async fn maintain(&self) {
-        let config = &self.inner.shared.config;
+        let config = &self.inner.context.config;
         let now = Instant::now();
         for room in self.loaded_rooms() {
             let (evict, version_due) = {
@@ -368,7 +478,7 @@ impl RoomRegistry {
             if version_due {
                 self.auto_version(&room).await;
             }
-            if self.inner.shared.bus.is_some() {
+            if self.inner.bus.is_some() {
                 room.expire_remote_awareness(REMOTE_AWARENESS_TIMEOUT);
             }
         }
@@ -378,7 +488,13 @@ impl RoomRegistry {
         // Another node holding the room may have versioned the same activity already (its
         // clients' edits and ours reach both replicas): one version covers it.
         let since = room.activity().unversioned_since_ms;
-        match self.inner.shared.storage.latest_version_at(room.id()).await {
+        match self
+            .inner
+            .context
+            .storage
+            .latest_version_at(room.id())
+            .await
+        {
             // Strictly later: a version dated in the same millisecond as the edit may lack it.
             Ok(Some(latest)) if latest > since => {
                 room.activity().unversioned_since = None;
@@ -401,11 +517,11 @@ impl RoomRegistry {
             slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &room.0))
         });
         room.0.evicted.cancel();
-        if let Some(bus) = &self.inner.shared.bus {
+        if let Some(bus) = &self.inner.bus {
             bus.leave(room.id());
         }
-        self.inner.shared.metrics.rooms_in_memory.decrement(1.0);
-        self.inner.shared.metrics.room_evictions.increment(1);
+        self.inner.context.metrics.rooms_in_memory.decrement(1.0);
+        self.inner.context.metrics.room_evictions.increment(1);
         info!(room = %room.id(), "idle room evicted");
     }
 
@@ -414,7 +530,7 @@ impl RoomRegistry {
     /// `begin_delete` and [`Storage::delete_room_in`] inside its own transaction.
     pub async fn delete_room(&self, id: &RoomId) -> Result<(), StorageError> {
         let deletion = self.begin_delete(id).await;
-        let deleted = self.inner.shared.storage.delete_room(id).await;
+        let deleted = self.inner.context.storage.delete_room(id).await;
         deletion.finish();
         deleted
     }
@@ -444,9 +560,13 @@ impl RoomRegistry {
     /// Joiners arriving meanwhile wait and then load the id afresh from what is left: an
     /// empty document, which is what a re-created room starts from.
     pub async fn begin_delete(&self, id: &RoomId) -> RoomDeletion {
-        let shared = &self.inner.shared;
         loop {
-            let stand_in = Room::new(id.clone(), crate::room::new_doc(), 0, shared.clone());
+            let stand_in = Room::new(
+                id.clone(),
+                crate::document::new_doc(),
+                0,
+                self.inner.context.clone(),
+            );
             stand_in.activity().closed = true;
             stand_in.0.deleted.store(true, Ordering::Release);
             let slot = self.inner.rooms.entry(id.clone()).or_default().clone();
@@ -490,10 +610,10 @@ impl RoomRegistry {
             }
         }
         self.flush().await;
-        if self.inner.shared.config.durability == Durability::Relaxed {
+        if self.inner.context.config.durability == Durability::Relaxed {
             info!("relaxed durability: all fanned-out updates are now committed");
         }
-        self.inner.shared.tasks.close();
+        self.inner.tasks.close();
         // Compactions finish on their own; the writer only stops when the process does.
     }
 }
@@ -523,10 +643,10 @@ impl Drop for RoomDeletion {
             slot.get().is_some_and(|r| Arc::ptr_eq(&r.0, &self.room.0))
         });
         if self.loaded {
-            if let Some(bus) = &inner.shared.bus {
+            if let Some(bus) = &inner.bus {
                 bus.leave(id);
             }
-            inner.shared.metrics.rooms_in_memory.decrement(1.0);
+            inner.context.metrics.rooms_in_memory.decrement(1.0);
         }
         self.room.0.evicted.cancel();
     }
@@ -537,6 +657,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
+    use migrations::MigratorTrait;
     use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 
     use super::*;
@@ -566,10 +687,12 @@ mod tests {
     async fn presence_from_another_node_expires_unless_renewed() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let registry = RoomRegistry::start(
-            StoreConfig::default(),
-            Storage::connect(&url, false).await.unwrap(),
-        );
+        // Opened and migrated as the binary does (see `tests/store/support.rs`).
+        let db = sea_orm::Database::connect(Storage::connect_options(&url, false))
+            .await
+            .unwrap();
+        migrations::Migrator::up(&db, None).await.unwrap();
+        let registry = RoomRegistry::start(StoreConfig::default(), Storage::new(db));
         let id = RoomId::parse("r").unwrap();
         let mut local = registry.connect(&id).await.unwrap();
         let room = local.room().clone();

@@ -10,50 +10,104 @@
 //!   [`Delivery::Lagged`] and must be disconnected so its client resyncs.
 //! - `activity` is the bookkeeping the registry's maintenance pass reads (connections,
 //!   idleness, pending versions and compaction).
+//!
+//! A room reaches the rest of the store only through its `RoomContext` (configuration,
+//! storage, the writer's queue, metrics, events, its replicas), which the registry builds; it
+//! never imports the registry. Its updates go to the writer with a `PendingAppend`, which
+//! the registry acts on once the writer reports the commit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 use yrs::sync::awareness::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ClientID, Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
-use crate::config::Durability;
-use crate::document::{self, STORED_DEPTH_GUARD};
-use crate::guard;
+use crate::config::{Durability, StoreConfig};
+use crate::document::{self, STORED_DEPTH_GUARD, encode_integrated};
+use crate::events::StoreEvent;
+use crate::guard::{self, ApplyError};
 use crate::ids::{ConnectionId, RoomId};
-use crate::persist::PersistCommand;
-use crate::registry::Shared;
-use crate::storage::StorageError;
+use crate::metrics::StoreMetrics;
+use crate::persist::{Append, PersistCommand, PersistQueue};
+use crate::storage::{Storage, StorageError};
 use crate::version::{VersionInfo, VersionKind};
+use crate::writes::{self, LocationIndex, WriteGrant};
 
-/// A new, empty document configured the way every Tandem document is (see [`doc_options`]).
-pub fn new_doc() -> Doc {
-    Doc::with_options(doc_options())
+/// What every room of one registry shares. The registry builds it and hands it to each room
+/// it loads; a room reaches nothing of the registry beyond this.
+pub(crate) struct RoomContext {
+    pub(crate) config: StoreConfig,
+    pub(crate) storage: Storage,
+    /// Sends to the persistence writer. The writer stops once every clone is dropped.
+    pub(crate) persist: PersistQueue<PendingAppend>,
+    pub(crate) metrics: StoreMetrics,
+    /// The rooms' replicas on other nodes, when clustered.
+    pub(crate) replicas: Option<Arc<dyn Replicas>>,
+    /// Announces [`StoreEvent`]s.
+    pub(crate) events: broadcast::Sender<StoreEvent>,
+    /// Takes a room whose document holds what its storage does not out of memory.
+    pub(crate) discard: Arc<dyn Discard>,
+    next_connection: AtomicU64,
 }
 
-/// How every Tandem document is configured: text offsets in UTF-16 code units, as JavaScript
-/// counts them, so positions mean the same on both sides; a random client id.
-pub fn doc_options() -> Options {
-    Options {
-        offset_kind: OffsetKind::Utf16,
-        ..Options::default()
+impl RoomContext {
+    pub(crate) fn new(
+        config: StoreConfig,
+        storage: Storage,
+        persist: PersistQueue<PendingAppend>,
+        metrics: StoreMetrics,
+        replicas: Option<Arc<dyn Replicas>>,
+        discard: Arc<dyn Discard>,
+    ) -> Self {
+        Self {
+            config,
+            storage,
+            persist,
+            metrics,
+            replicas,
+            discard,
+            events: broadcast::Sender::new(crate::events::EVENT_CAPACITY),
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    fn next_connection_id(&self) -> ConnectionId {
+        ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed))
     }
 }
 
-/// `doc` as one v1 update of what it shows: everything integrated, without the updates still
-/// waiting for a dependency. yrs's `encode_state_as_update` appends those, but integrating
-/// such an encoding again does not always give back the same document; they stay where they
-/// are (the log, the live document) until their dependency arrives.
-pub(crate) fn encode_integrated(doc: &Doc) -> Vec<u8> {
-    doc.transact().encode_diff_v1(&StateVector::default())
+/// How a room whose document holds what its storage does not leaves memory (the registry's,
+/// which owns the map of rooms): `why` says what it holds.
+pub(crate) trait Discard: Send + Sync {
+    fn discard(&self, room: &Room, why: &str);
+}
+
+/// What a room tells its replicas on other nodes: the publishing half of the cluster bus
+/// (`bus::RoomBus`, which the registry hands its rooms through `bus::BusReplicas`).
+pub(crate) trait Replicas: Send + Sync {
+    /// A local client's update, ready to fan out (after its commit in durable mode).
+    fn publish_update(&self, room: &RoomId, update: Bytes);
+    /// A local client's awareness change (a v1-encoded awareness update).
+    fn publish_awareness(&self, room: &RoomId, update: Bytes);
+}
+
+/// What a room attaches to each update it hands the writer, for when the writer is done
+/// with it: the frame waiting for the commit and who waits for the verdict. The registry
+/// acts on it (see `registry::CommitDelivery`).
+pub(crate) struct PendingAppend {
+    /// The room that applied the update (this copy of it, not whichever is loaded later).
+    pub(crate) room: Room,
+    /// What to fan out once committed (durable mode); `None` when it went out already.
+    pub(crate) fanout: Option<(Outbound, Reach)>,
+    /// Told whether the update was committed, if the sender waits for it.
+    pub(crate) ack: Option<oneshot::Sender<Result<(), ApplyError>>>,
 }
 
 /// Where a committed update goes besides this node's subscribers.
@@ -72,30 +126,6 @@ pub struct Outbound {
     pub origin: ConnectionId,
     /// One complete y-protocols message.
     pub frame: Bytes,
-}
-
-/// Why an update was refused. The room is unchanged in every case.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The update failed validation before `yrs` saw it: malformed, or nested too deep.
-    #[error("refused update: {0}")]
-    Refused(#[from] protocol::UpdateError),
-    /// The bytes are not a v1 Yjs update.
-    #[error("malformed update: {0}")]
-    Malformed(#[from] yrs::encoding::read::Error),
-    /// The update decoded but does not fit this document.
-    #[error("update does not apply: {0}")]
-    Rejected(#[from] yrs::error::UpdateError),
-    /// The persistence writer has stopped (the server is shutting down).
-    #[error("the store is shutting down")]
-    ShuttingDown,
-    /// The room was deleted: nothing more is written to it.
-    #[error("the room was deleted")]
-    RoomDeleted,
-    /// The database refused to store the update, for a reason retrying cannot fix (see
-    /// [`StorageError::is_permanent`]); nobody else received it.
-    #[error("the update could not be stored: {0}")]
-    NotPersisted(String),
 }
 
 /// Why a connection could not join a room.
@@ -164,11 +194,14 @@ pub(crate) struct RoomInner {
     /// compaction) for as long as they run; a deletion takes it exclusively before setting
     /// `deleted`, so none of them is still in flight when the room's rows are deleted.
     pub(crate) storage_writes: tokio::sync::RwLock<()>,
-    /// Cancelled when the writer took the room out of memory because the database refused
-    /// one of its updates (see `registry::discard`): the document here holds that update,
-    /// storage does not, so edits are refused and every connection resyncs elsewhere.
+    /// Cancelled when the room was taken out of memory because the database refused one of
+    /// its updates (see `registry::CommitDelivery::discard`): the document here holds that
+    /// update, storage does not, so edits are refused and every connection resyncs elsewhere.
     pub(crate) discarded: CancellationToken,
-    pub(crate) shared: Arc<Shared>,
+    /// Where everything in the document lives, for checking where clients write
+    /// ([`writes`]); locked only inside the document's write lock.
+    locations: Mutex<LocationIndex>,
+    pub(crate) context: Arc<RoomContext>,
 }
 
 /// A loaded room. Cheap to clone.
@@ -176,8 +209,13 @@ pub(crate) struct RoomInner {
 pub struct Room(pub(crate) Arc<RoomInner>);
 
 impl Room {
-    pub(crate) fn new(id: RoomId, doc: Doc, logged_updates: u64, shared: Arc<Shared>) -> Self {
-        let (fanout, _) = broadcast::channel(shared.config.subscriber_queue);
+    pub(crate) fn new(
+        id: RoomId,
+        doc: Doc,
+        logged_updates: u64,
+        context: Arc<RoomContext>,
+    ) -> Self {
+        let (fanout, _) = broadcast::channel(context.config.subscriber_queue);
         Room(Arc::new(RoomInner {
             id,
             awareness: Mutex::new(AwarenessState {
@@ -199,8 +237,9 @@ impl Room {
             evicted: CancellationToken::new(),
             deleted: AtomicBool::new(false),
             storage_writes: tokio::sync::RwLock::new(()),
+            locations: Mutex::new(LocationIndex::default()),
             discarded: CancellationToken::new(),
-            shared,
+            context,
         }))
     }
 
@@ -237,7 +276,7 @@ impl Room {
     pub fn connect(&self) -> Result<RoomConnection, JoinRefused> {
         {
             let activity = self.activity();
-            if activity.leases >= self.0.shared.config.max_connections_per_room {
+            if activity.leases >= self.0.context.config.max_connections_per_room {
                 return Err(JoinRefused::Full);
             }
         }
@@ -246,7 +285,7 @@ impl Room {
         let receiver = self.0.fanout.subscribe();
         Ok(RoomConnection {
             lease,
-            id: self.0.shared.next_connection_id(),
+            id: self.0.context.next_connection_id(),
             receiver,
             awareness_clients: HashSet::new(),
         })
@@ -274,7 +313,7 @@ impl Room {
         Some(protocol::encode_awareness_frame(&update))
     }
 
-    /// The whole document as one v1 update (see [`encode_integrated`]).
+    /// The whole document as one v1 update (see [`document::encode_integrated`]).
     pub fn encode_state(&self) -> Vec<u8> {
         encode_integrated(&self.0.doc)
     }
@@ -314,17 +353,54 @@ impl Room {
     ///
     /// `frame`, when given, is the `[sync, update, …]` frame the update arrived in, forwarded
     /// as is; otherwise one is encoded. Either way it is built once for all subscribers.
+    ///
+    /// With a `grant`, every write of the update is checked against it first ([`writes`]):
+    /// an update writing anywhere the grant does not allow is refused whole
+    /// ([`ApplyError::Denied`]), and suggestions it creates are stamped with the grant's
+    /// author in the same transaction (what is published is then that transaction's update).
     pub async fn apply_update(
         &self,
         origin: ConnectionId,
         update: Bytes,
         frame: Option<Bytes>,
+        grant: Option<&WriteGrant>,
     ) -> Result<(), ApplyError> {
-        let limits = self.0.shared.config.update_limits;
-        if !guard::apply_client_update(&mut self.0.doc.transact_mut(), &update, &limits)? {
+        let limits = self.0.context.config.update_limits;
+        let applied = {
+            let mut txn = self.0.doc.transact_mut();
+            guard::apply_client_update_with(&mut txn, &update, &limits, |txn, outline| {
+                let Some(grant) = grant else {
+                    txn.apply_update(yrs::Update::decode_v1(&update)?)?;
+                    return Ok(None);
+                };
+                let mut index = self.0.locations.lock().expect("location index lock");
+                let stamped = writes::apply_granted(
+                    txn,
+                    &mut index,
+                    outline,
+                    &update,
+                    grant,
+                    crate::storage::now_millis(),
+                )?;
+                Ok(stamped.then(|| Bytes::from(txn.encode_update_v1())))
+            })
+        };
+        let (update, frame) = match applied {
             // y-websocket answers a step 1 with an empty step 2 when it has nothing new.
-            return Ok(());
-        }
+            Ok(None) => return Ok(()),
+            Ok(Some(None)) => (update, frame),
+            // Stamped: the others receive the client's update with the server's fields.
+            Ok(Some(Some(stamped))) => (stamped, None),
+            // `yrs` refused the update while integrating it (an item that waited for its
+            // parent, which arrived as something no item can live in): what it integrated
+            // before stays in the document and nowhere else, so the room reloads.
+            Err(err @ ApplyError::Rejected(_)) => {
+                (self.0.context.discard)
+                    .discard(self, "an update yrs refused while integrating it");
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
         let frame = frame.unwrap_or_else(|| protocol::encode_update_frame(&update));
         self.publish(Outbound { origin, frame }, update).await
     }
@@ -403,10 +479,10 @@ impl Room {
                 activity.unversioned_since_ms = crate::storage::now_millis();
             }
         }
-        self.0.shared.metrics.updates_applied.increment(1);
-        let (fanout_after_commit, ack, committed) = match self.0.shared.config.durability {
+        self.0.context.metrics.updates_applied.increment(1);
+        let (fanout_after_commit, ack, committed) = match self.0.context.config.durability {
             Durability::Durable => {
-                let (ack, committed) = tokio::sync::oneshot::channel();
+                let (ack, committed) = oneshot::channel();
                 (Some((outbound, reach)), Some(ack), Some(committed))
             }
             Durability::Relaxed => {
@@ -415,14 +491,17 @@ impl Room {
             }
         };
         self.0
-            .shared
+            .context
             .persist
-            .send(PersistCommand::Append {
-                room: self.clone(),
+            .send(PersistCommand::Append(Append {
+                room: self.0.id.clone(),
                 update,
-                fanout: fanout_after_commit,
-                ack,
-            })
+                ticket: PendingAppend {
+                    room: self.clone(),
+                    fanout: fanout_after_commit,
+                    ack,
+                },
+            }))
             .await
             .map_err(|_| ApplyError::ShuttingDown)?;
         match committed {
@@ -437,9 +516,9 @@ impl Room {
     pub(crate) fn deliver(&self, outbound: Outbound, update: &Bytes, reach: Reach) {
         self.broadcast(outbound);
         if reach == Reach::Cluster
-            && let Some(bus) = &self.0.shared.bus
+            && let Some(replicas) = &self.0.context.replicas
         {
-            bus.publish_update(&self.0.id, update.clone());
+            replicas.publish_update(&self.0.id, update.clone());
         }
     }
 
@@ -577,57 +656,6 @@ impl Room {
         let _ = self.0.fanout.send(outbound);
     }
 
-    /// Called by the writer after `count` updates of this room were committed; starts a
-    /// compaction when the log has grown past the threshold and none is running.
-    pub(crate) fn note_logged(&self, count: u64) {
-        let logged = self.0.logged_updates.fetch_add(count, Ordering::Relaxed) + count;
-        // Nobody listening is not an error.
-        let _ = self
-            .0
-            .shared
-            .events
-            .send(crate::StoreEvent::DocumentChanged {
-                room: self.0.id.clone(),
-                updates: count,
-            });
-        if logged < self.0.shared.config.compact_after_updates {
-            return;
-        }
-        {
-            let mut activity = self.activity();
-            if activity.compacting {
-                return;
-            }
-            activity.compacting = true;
-        }
-        let room = self.clone();
-        self.0.shared.tasks.spawn(async move {
-            // A deletion waits for this guard; a deleted room is not compacted back to life.
-            let writes = room.0.storage_writes.read().await;
-            let result = if room.is_deleted() {
-                Ok(false)
-            } else {
-                room.0.shared.storage.compact(&room.0.id).await
-            };
-            drop(writes);
-            match result {
-                Ok(compacted) => {
-                    if compacted {
-                        room.0.shared.metrics.compactions.increment(1);
-                    }
-                    // Everything counted so far was merged (or merged by another node).
-                    let _ = room.0.logged_updates.fetch_update(
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                        |n| Some(n.saturating_sub(logged)),
-                    );
-                }
-                Err(err) => warn!(room = %room.0.id, error = %err, "compaction failed"),
-            }
-            room.activity().compacting = false;
-        });
-    }
-
     /// Takes a version of the current state.
     pub async fn create_version(
         &self,
@@ -648,20 +676,16 @@ impl Room {
         let data = tokio::task::spawn_blocking(move || encode_integrated(&doc)).await?;
         let info = self
             .0
-            .shared
+            .context
             .storage
             .insert_version(&self.0.id, kind, label, data, captured_at_ms)
             .await?;
         drop(writes);
-        self.0.shared.metrics.versions_created.increment(1);
-        let _ = self
-            .0
-            .shared
-            .events
-            .send(crate::StoreEvent::VersionCreated {
-                room: self.0.id.clone(),
-                version: info.clone(),
-            });
+        self.0.context.metrics.versions_created.increment(1);
+        let _ = self.0.context.events.send(StoreEvent::VersionCreated {
+            room: self.0.id.clone(),
+            version: info.clone(),
+        });
         Ok(info)
     }
 
@@ -673,7 +697,7 @@ impl Room {
         version_data: &[u8],
         label: String,
     ) -> Result<VersionInfo, RestoreError> {
-        let limit = self.0.shared.config.update_limits.max_depth;
+        let limit = self.0.context.config.update_limits.max_depth;
         let target = document::decode_stored(version_data, limit)?;
         // A restore reads the live document too (and writes nested shared types back as plain
         // values, whose levels then add up): tried on a copy first, so that neither what it
@@ -763,13 +787,26 @@ impl RoomConnection {
         }
     }
 
-    /// Applies an update sent by this connection.
+    /// Applies an update sent by this connection, whatever it writes (the store's own tests
+    /// and trusted peers; clients go through [`RoomConnection::apply_update_as`]).
     pub async fn apply_update(
         &self,
         update: Bytes,
         frame: Option<Bytes>,
     ) -> Result<(), ApplyError> {
-        self.room().apply_update(self.id, update, frame).await
+        self.room().apply_update(self.id, update, frame, None).await
+    }
+
+    /// Applies an update sent by this connection if `grant` allows everything it writes.
+    pub async fn apply_update_as(
+        &self,
+        update: Bytes,
+        frame: Option<Bytes>,
+        grant: &WriteGrant,
+    ) -> Result<(), ApplyError> {
+        self.room()
+            .apply_update(self.id, update, frame, Some(grant))
+            .await
     }
 
     /// Applies an awareness update sent by this connection and relays it to everyone.
@@ -790,7 +827,7 @@ impl RoomConnection {
         identity: Option<&AwarenessStamp>,
     ) -> Result<(), AwarenessRefused> {
         let room = self.lease.room.clone();
-        let limit = room.0.shared.config.max_awareness_state;
+        let limit = room.0.context.config.max_awareness_state;
         if let Some(size) = update
             .clients
             .values()
@@ -831,8 +868,8 @@ impl RoomConnection {
             } else {
                 frame
             };
-            if let Some(bus) = &room.0.shared.bus {
-                bus.publish_awareness(&room.0.id, Bytes::from(update.encode_v1()));
+            if let Some(replicas) = &room.0.context.replicas {
+                replicas.publish_awareness(&room.0.id, Bytes::from(update.encode_v1()));
             }
             // Only serde errors are possible and the entries are raw JSON strings.
             let _ = state.awareness.apply_update(update);
@@ -919,8 +956,8 @@ impl Drop for RoomConnection {
                 .update_with_clients(self.awareness_clients.iter().copied())
         };
         if let Ok(update) = update {
-            if let Some(bus) = &self.room().0.shared.bus {
-                bus.publish_awareness(self.room().id(), Bytes::from(update.encode_v1()));
+            if let Some(replicas) = &self.room().0.context.replicas {
+                replicas.publish_awareness(self.room().id(), Bytes::from(update.encode_v1()));
             }
             self.room().broadcast(Outbound {
                 origin: self.id,

@@ -6,12 +6,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use migrations::{Migrator, MigratorTrait};
 use sea_orm::sea_query::Expr;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectOptions, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, Transact, Update};
@@ -125,8 +124,10 @@ pub struct Storage {
     db: DatabaseConnection,
 }
 
-/// Milliseconds since the Unix epoch, as stored in `created_at` columns.
-pub fn now_millis() -> i64 {
+/// Milliseconds since the Unix epoch, as stored in `created_at` columns. The store's own
+/// reading of the wall clock (log rows, snapshots, versions); the server has its own clock,
+/// passed in where it needs one.
+pub(crate) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -134,11 +135,21 @@ pub fn now_millis() -> i64 {
 }
 
 impl Storage {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies pending migrations.
+    /// The store on `db`, a connection the binary opened (with [`Storage::connect_options`])
+    /// and whose schema it brought up to date (the `migrations` crate): the store neither
+    /// connects nor migrates.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// How a connection to `url` (`sqlite://…` or `postgres://…`) must be opened for what the
+    /// store promises: a bounded pool, and on SQLite the write-ahead log (readers never wait
+    /// for the writer), a generous busy timeout (a writer waits for another, a compaction or a
+    /// second node, rather than failing) and creating the file when missing.
     ///
     /// `synchronous_full` makes SQLite sync its write-ahead log on every commit (what the
     /// durable mode promises across power loss); PostgreSQL follows its own `fsync` setting.
-    pub async fn connect(url: &str, synchronous_full: bool) -> Result<Self, StorageError> {
+    pub fn connect_options(url: &str, synchronous_full: bool) -> ConnectOptions {
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .sqlx_logging(false)
@@ -154,9 +165,7 @@ impl Storage {
                     .busy_timeout(Duration::from_secs(30))
                     .create_if_missing(true)
             });
-        let db = Database::connect(options).await?;
-        Migrator::up(&db, None).await?;
-        Ok(Self { db })
+        options
     }
 
     /// Checks that the database answers.
@@ -368,11 +377,6 @@ impl Storage {
         Ok(())
     }
 
-    /// The underlying connection pool, for tables other parts of the server own.
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
     /// Stores a version of a room. `captured_at_ms` (milliseconds since the Unix epoch) is
     /// when `data` was read from the document; it is recorded as the version's creation time,
     /// which automatic versions compare edits against.
@@ -471,7 +475,7 @@ impl Storage {
 
 /// The result of folding a log: what the document shows, and what waits for a dependency.
 struct Folded {
-    /// Everything that integrated, as one v1 update (see [`crate::room::encode_integrated`]).
+    /// Everything that integrated, as one v1 update (see [`crate::document::encode_integrated`]).
     snapshot: Vec<u8>,
     /// The rows holding something yrs keeps back until its dependency arrives, verbatim and
     /// in log order ([`encode_waiting`]); `None` when nothing waits.
@@ -502,7 +506,7 @@ fn fold_log(
     };
     rows.extend(updates.iter().cloned());
     let doc = rebuild_doc(room, snapshot, rows.iter().map(Vec::as_slice))?;
-    let snapshot = crate::room::encode_integrated(&doc);
+    let snapshot = crate::document::encode_integrated(&doc);
     let held_back = {
         let txn = doc.transact();
         let store = txn.store();
@@ -591,7 +595,7 @@ pub(crate) fn rebuild_doc<'a>(
     snapshot: Option<&'a [u8]>,
     rest: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Doc, StorageError> {
-    let doc = crate::room::new_doc();
+    let doc = crate::document::new_doc();
     {
         let mut txn = doc.transact_mut();
         for bytes in snapshot.into_iter().chain(rest) {

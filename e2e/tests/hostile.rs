@@ -990,3 +990,91 @@ async fn a_document_stored_by_an_earlier_release_deeper_than_any_limit_is_refuse
     );
     Ok(())
 }
+
+/// One struct run of `client` from `clock`: one deleted-content item of `len` clocks in root
+/// `"gone"`, appended to `update`.
+fn deleted_run(update: &mut Vec<u8>, client: u64, clock: u64, len: u64) {
+    const CONTENT_DELETED: u8 = 1;
+    write_var(update, 1);
+    write_var(update, client);
+    write_var(update, clock);
+    update.push(CONTENT_DELETED);
+    write_var(update, 1);
+    write_string(update, "gone");
+    write_var(update, len);
+}
+
+/// Updates in shapes neither Yjs nor yrs encode, on which yrs's integration panicked or
+/// wrapped its clocks (the fuzzer's findings): a client's structs in two runs, a clock past
+/// 32 bits, a client id past 53 bits, a deleted range past the last clock, and an item inside
+/// text. Each closes its socket with 1007 and changes nothing; the room goes on.
+#[tokio::test]
+async fn updates_in_shapes_yrs_integrates_wrongly_are_refused() -> Result {
+    let server = TandemServer::start(&[]).await?;
+    let driver = YjsDriver::start().await?;
+    let owner = server.ensure_room("shapes").await?;
+    driver.connect("a", &server, "shapes").await?;
+    driver.connect("b", &server, "shapes").await?;
+    driver.insert("a", "text", 0, "hello").await?;
+    driver.wait_text("b", "text", "hello").await?;
+
+    let runs = |groups: &[(u64, u64, u64)]| {
+        let mut update = Vec::new();
+        write_var(&mut update, groups.len() as u64);
+        for &(client, clock, len) in groups {
+            deleted_run(&mut update, client, clock, len);
+        }
+        write_var(&mut update, 0);
+        update
+    };
+    let mut past_last_clock = vec![0];
+    write_var(&mut past_last_clock, 1);
+    write_var(&mut past_last_clock, HOSTILE_CLIENT);
+    write_var(&mut past_last_clock, 1);
+    write_var(&mut past_last_clock, u64::from(u32::MAX));
+    write_var(&mut past_last_clock, 2);
+    // A string at clock 0, then a value placed inside it (clock 1).
+    let mut inside_text = Vec::new();
+    write_var(&mut inside_text, 1);
+    write_var(&mut inside_text, 2);
+    write_var(&mut inside_text, HOSTILE_CLIENT);
+    write_var(&mut inside_text, 0);
+    inside_text.push(4); // a string in root "gone"
+    write_var(&mut inside_text, 1);
+    write_string(&mut inside_text, "gone");
+    write_string(&mut inside_text, "x");
+    inside_text.push(CONTENT_ANY); // a value, parent by id: the string
+    write_var(&mut inside_text, 0);
+    write_var(&mut inside_text, HOSTILE_CLIENT);
+    write_var(&mut inside_text, 0);
+    write_var(&mut inside_text, 1);
+    inside_text.push(126); // null
+    write_var(&mut inside_text, 0);
+    let hostile = [
+        (
+            "two runs",
+            runs(&[(HOSTILE_CLIENT, 22, 1), (HOSTILE_CLIENT, 3, 226)]),
+        ),
+        ("clock past 32 bits", runs(&[(HOSTILE_CLIENT, 1 << 40, 1)])),
+        ("length past 32 bits", runs(&[(HOSTILE_CLIENT, 0, 1 << 33)])),
+        ("client past 53 bits", runs(&[(1 << 60, 0, 1)])),
+        ("deleted past the last clock", past_last_clock),
+        ("inside text", inside_text),
+    ];
+    for (what, update) in hostile {
+        let mut socket = Socket::open(&server, "shapes", &owner).await?;
+        socket.send(update_frame(&update)).await?;
+        let (code, reason) = socket.closed().await?;
+        assert_eq!(code, 1007, "{what}: {reason}");
+        assert_healthy(&server).await?;
+    }
+    let untouched = document(&server, "shapes", &owner).await?;
+    assert_eq!(
+        untouched,
+        serde_json::json!({ "text": "hello" }),
+        "{untouched}"
+    );
+    driver.insert("b", "text", 5, " world").await?;
+    driver.wait_text("a", "text", "hello world").await?;
+    Ok(())
+}

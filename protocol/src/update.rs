@@ -16,7 +16,8 @@
 //! The walk allocates only what the input justifies: one small record per item, and a stack
 //! no deeper than the limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use yrs::encoding::read::{Cursor, Read};
 
@@ -102,6 +103,10 @@ pub enum UpdateError {
     /// would land, and so how deep, cannot be known.
     #[error("a shared type whose parent is missing from the document")]
     UnknownParent,
+    /// An item placed inside something that is not a shared type (text, a value...): `yrs`
+    /// would refuse it only after integrating what came before it.
+    #[error("an item whose parent {0:?} is not a shared type")]
+    ParentNotAType(ItemId),
 }
 
 impl From<yrs::encoding::read::Error> for UpdateError {
@@ -130,13 +135,46 @@ enum Placement {
     Beside(ItemId),
 }
 
-/// One item of an update, as far as nesting is concerned.
-#[derive(Clone, Copy, Debug)]
+/// What an item holds, as far as being a parent is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holds {
+    /// A shared type: other items can live in it.
+    Type,
+    /// Deleted content: `yrs` drops children placed in it.
+    Deleted,
+    /// Anything else (text, values, embeds...): no item can live in it.
+    Other,
+}
+
+/// One item of an update, as far as nesting and placement are concerned.
+#[derive(Clone, Debug)]
 struct ItemRecord {
     id: ItemId,
     len: u32,
     placement: Placement,
-    creates_type: bool,
+    holds: Holds,
+    /// The root's name, for an item placed directly in a root.
+    root: Option<Arc<str>>,
+    /// The map key it is written under, when its parent is named and it has one.
+    key: Option<Arc<str>>,
+}
+
+impl ItemRecord {
+    fn creates_type(&self) -> bool {
+        self.holds == Holds::Type
+    }
+}
+
+/// What the document an update is applied to holds at an item id, as far as being a parent
+/// is concerned (see [`UpdateOutline::check_parents`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExistingItem {
+    /// The document has no such item (yet): `yrs` keeps the child waiting for it.
+    Missing,
+    /// A shared type, or something deleted: a child can be placed there.
+    CanParent,
+    /// Text, a value, an embed...: no child can live there.
+    CannotParent,
 }
 
 /// What [`inspect`] learned about an update: enough to finish the nesting check against the
@@ -147,21 +185,200 @@ pub struct UpdateOutline {
     items: Vec<ItemRecord>,
     /// Whether any item creates a shared type.
     creates_types: bool,
-    /// Delete-set ranges in the update.
-    deletes: usize,
+    /// Delete-set ranges in the update: client, first clock, length.
+    deletes: Vec<(u64, u32, u32)>,
+    /// Garbage-collected runs in the update: first id, length.
+    collected: Vec<(ItemId, u32)>,
 }
+
+/// Where an item lives, as far as who may write there is concerned: its root, and under a
+/// root map, the entry (the key in the root) and the entry's field (the key in the entry's
+/// own map). Whatever lives deeper is at the location of the field it lives in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The root type's name.
+    pub root: Arc<str>,
+    /// The key in the root map, for an item that is (or lives in) a root map's value.
+    pub entry: Option<Arc<str>>,
+    /// The key in that entry's map, for an item that is (or lives in) one of its values.
+    pub field: Option<Arc<str>>,
+}
+
+impl Location {
+    /// Where a child of an item at `self` lives, written under `key` (if any).
+    fn child(self: &Arc<Self>, key: Option<&Arc<str>>) -> Arc<Self> {
+        match (&self.entry, &self.field, key) {
+            (Some(_), None, Some(key)) => Arc::new(Location {
+                root: self.root.clone(),
+                entry: self.entry.clone(),
+                field: Some(key.clone()),
+            }),
+            _ => self.clone(),
+        }
+    }
+}
+
+/// Where an item lands: at a [`Location`], or nowhere, because it hangs off something
+/// garbage-collected (a type deleted with everything in it); `yrs` then drops it, as Yjs does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Somewhere in the document.
+    At(Arc<Location>),
+    /// Nowhere: it is collected, or will be as it lands.
+    Nowhere,
+}
+
+impl Place {
+    fn child(&self, key: Option<&Arc<str>>) -> Place {
+        match self {
+            Place::At(location) => Place::At(location.child(key)),
+            Place::Nowhere => Place::Nowhere,
+        }
+    }
+}
+
+/// An update's structs located: each one's first id, length and [`Place`] (collected runs
+/// included, at [`Place::Nowhere`]).
+pub type Located = Vec<(ItemId, u32, Place)>;
 
 impl UpdateOutline {
     /// Whether the update holds nothing: no item and no deletion (what `y-websocket` sends
     /// in a step 2 when it has nothing new).
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.deletes == 0
+        self.items.is_empty() && self.deletes.is_empty()
+    }
+
+    /// The ranges the update deletes: client, first clock, length.
+    pub fn deletes(&self) -> &[(u64, u32, u32)] {
+        &self.deletes
+    }
+
+    /// Where each item of the update lives ([`Location`]), resolved through the update's own
+    /// items and, for an item outside it, `existing(id)`: where the document has the item at
+    /// `id`, or `None` if it has not. An item whose location cannot be known (it hangs off
+    /// something neither the update nor the document has) is answered as
+    /// [`UpdateError::UnknownParent`].
+    pub fn locate(
+        &self,
+        mut existing: impl FnMut(ItemId) -> Option<Place>,
+    ) -> Result<Located, UpdateError> {
+        let index = ItemIndex::new(&self.items);
+        let mut runs: Vec<(u64, u32, u32)> = self
+            .collected
+            .iter()
+            .map(|&(id, len)| (id.client, id.clock, len))
+            .collect();
+        runs.sort_unstable();
+        let collected = |id: ItemId| {
+            let after = runs
+                .partition_point(|&(client, clock, _)| (client, clock) <= (id.client, id.clock));
+            after.checked_sub(1).is_some_and(|run| {
+                let (client, clock, len) = runs[run];
+                client == id.client && id.clock - clock < len
+            })
+        };
+        let mut found: Vec<Option<Place>> = vec![None; self.items.len()];
+        let mut visiting = vec![false; self.items.len()];
+        let mut located = Vec::with_capacity(self.items.len());
+        for start in 0..self.items.len() {
+            // Follow the chain of "beside" and "in type" links onto an explicit path until a
+            // known location, then unwind it.
+            let mut path: Vec<usize> = Vec::new();
+            let mut current = start;
+            let mut base: Place = loop {
+                if let Some(known) = &found[current] {
+                    break known.clone();
+                }
+                if visiting[current] {
+                    return Err(UpdateError::UnknownParent);
+                }
+                visiting[current] = true;
+                path.push(current);
+                let item = &self.items[current];
+                let target = match item.placement {
+                    Placement::Root => {
+                        let root = item.root.clone().ok_or(UpdateError::UnknownParent)?;
+                        let location = Place::At(Arc::new(Location {
+                            root,
+                            entry: item.key.clone(),
+                            field: None,
+                        }));
+                        found[current] = Some(location.clone());
+                        path.pop();
+                        break location;
+                    }
+                    Placement::InType(parent) | Placement::Beside(parent) => parent,
+                };
+                match index.find(&self.items, target) {
+                    Some(next) => current = next,
+                    None if collected(target) => break Place::Nowhere,
+                    None => break existing(target).ok_or(UpdateError::UnknownParent)?,
+                }
+            };
+            for &item in path.iter().rev() {
+                let record = &self.items[item];
+                if let Placement::InType(_) = record.placement {
+                    base = base.child(record.key.as_ref());
+                }
+                found[item] = Some(base.clone());
+            }
+            let item = &self.items[start];
+            let location = found[start].clone().ok_or(UpdateError::UnknownParent)?;
+            located.push((item.id, item.len, location));
+        }
+        located.extend(
+            self.collected
+                .iter()
+                .map(|&(id, len)| (id, len, Place::Nowhere)),
+        );
+        Ok(located)
     }
 
     /// Whether the update creates shared types, so [`UpdateOutline::check_nesting`] has
     /// work to do. Typing never does.
     pub fn creates_types(&self) -> bool {
         self.creates_types
+    }
+
+    /// Whether some item names its parent by id (the first item put into a nested type, or
+    /// an entry of a nested map), so [`UpdateOutline::check_parents`] has work to do. Typing
+    /// into an existing text never does.
+    pub fn names_parents(&self) -> bool {
+        self.items
+            .iter()
+            .any(|item| matches!(item.placement, Placement::InType(_)))
+    }
+
+    /// Checks that every item naming its parent by id names something a child can live in.
+    ///
+    /// `yrs` refuses an update whose item lives in text or a value only once it reaches that
+    /// item, after integrating everything before it, so such an update is refused here
+    /// whole. `known(id)` answers whether the document already has the item at `id` (then
+    /// `existing(id)` says what it holds, and the document's version wins over the update's,
+    /// as in `yrs`); otherwise the update's own item at `id` decides, and a parent found
+    /// nowhere is left for `yrs` to wait for.
+    pub fn check_parents(
+        &self,
+        mut known: impl FnMut(ItemId) -> bool,
+        mut existing: impl FnMut(ItemId) -> ExistingItem,
+    ) -> Result<(), UpdateError> {
+        let index = ItemIndex::new(&self.items);
+        for item in &self.items {
+            let Placement::InType(parent) = item.placement else {
+                continue;
+            };
+            let can_parent = if known(parent) {
+                existing(parent) != ExistingItem::CannotParent
+            } else {
+                index
+                    .find(&self.items, parent)
+                    .is_none_or(|found| self.items[found].holds != Holds::Other)
+            };
+            if !can_parent {
+                return Err(UpdateError::ParentNotAType(parent));
+            }
+        }
+        Ok(())
     }
 
     /// Checks that no shared type the update creates nests deeper than `max_depth`.
@@ -182,7 +399,7 @@ impl UpdateOutline {
         // resolution is under way, so a cycle in a hostile update ends the walk.
         let mut depth: Vec<Resolution> = vec![Resolution::Unknown; self.items.len()];
         for (position, item) in self.items.iter().enumerate() {
-            if !item.creates_type {
+            if !item.creates_type() {
                 continue;
             }
             let enclosing = resolve(position, &self.items, &index, &mut depth, &mut existing)?;
@@ -257,7 +474,7 @@ fn resolve(
         };
         path.push((current, step));
         match index.find(items, target) {
-            Some(next) if step == 0 || items[next].creates_type => current = next,
+            Some(next) if step == 0 || items[next].creates_type() => current = next,
             // A parent that is an item of the update but no type: yrs cannot place the
             // child, so it creates nothing deep.
             Some(next) => break depth_of(depth[next]).unwrap_or(0),
@@ -284,49 +501,99 @@ fn depth_of(resolution: Resolution) -> Option<u32> {
 }
 
 /// Walks a v1 update and checks everything that can be checked without the document.
+///
+/// Beyond what `yrs` checks when it decodes, the update must be in the shape Yjs and `yrs`
+/// encode, because `yrs` integrates other shapes wrongly (it panics, or overflows its
+/// clocks): each client's structs in one run, every client id below 2^53 (the most a
+/// JavaScript number holds, and what `yrs` assumes), every length and count within 32 bits
+/// (`yrs` reads them as `u32`, wrapping what is larger), and every clock, run of clocks and
+/// deleted range ending at most at [`MAX_CLOCK`].
 pub fn inspect(update: &[u8], limits: &UpdateLimits) -> Result<UpdateOutline, UpdateError> {
     let mut cursor = Cursor::new(update);
     let mut outline = UpdateOutline::default();
-    let clients: u32 = cursor.read_var()?;
+    let clients = read_u32(&mut cursor)?;
     // Each client group is at least three bytes (count, client, clock).
     check_count(&cursor, u64::from(clients), 3)?;
+    let mut seen = HashSet::new();
     for _ in 0..clients {
-        let structs: u32 = cursor.read_var()?;
-        let client: u32 = cursor.read_var()?;
-        let mut clock: u32 = cursor.read_var()?;
+        let structs = read_u32(&mut cursor)?;
+        let client = read_client(&mut cursor)?;
+        if !seen.insert(client) {
+            return Err(malformed("a client's structs in more than one run"));
+        }
+        let mut clock = read_clock(&mut cursor)?;
         // Each struct is at least two bytes (info, and one of length or content).
         check_count(&cursor, u64::from(structs), 2)?;
         for _ in 0..structs {
-            let id = ItemId {
-                client: u64::from(client),
-                clock,
-            };
+            let id = ItemId { client, clock };
             let len = read_struct(&mut cursor, id, limits, &mut outline)?;
             clock = clock
                 .checked_add(len)
-                .ok_or_else(|| UpdateError::Malformed("clock overflow".to_owned()))?;
+                .filter(|&end| end <= MAX_CLOCK)
+                .ok_or_else(|| malformed("clocks past the last one"))?;
         }
     }
     // The delete set.
-    let clients: u32 = cursor.read_var()?;
+    let clients = read_u32(&mut cursor)?;
     check_count(&cursor, u64::from(clients), 2)?;
+    seen.clear();
     for _ in 0..clients {
-        let _client: u64 = cursor.read_var()?;
-        let ranges: u32 = cursor.read_var()?;
+        let client = read_client(&mut cursor)?;
+        if !seen.insert(client) {
+            return Err(malformed("a client's deleted ranges in more than one run"));
+        }
+        let ranges = read_u32(&mut cursor)?;
         check_count(&cursor, u64::from(ranges), 2)?;
         for _ in 0..ranges {
-            let clock: u32 = cursor.read_var()?;
-            let len: u32 = cursor.read_var()?;
+            let clock = read_clock(&mut cursor)?;
+            let len = read_u32(&mut cursor)?;
             // yrs adds the two as u32 (and panics where overflow is checked).
-            if clock.checked_add(len).is_none() {
-                return Err(UpdateError::Malformed(
-                    "a deleted range ends past the last clock".to_owned(),
-                ));
+            if clock.checked_add(len).is_none_or(|end| end > MAX_CLOCK) {
+                return Err(malformed("a deleted range ends past the last clock"));
+            }
+            if len > 0 {
+                outline.deletes.push((client, clock, len));
             }
         }
-        outline.deletes += ranges as usize;
     }
     Ok(outline)
+}
+
+fn malformed(what: &str) -> UpdateError {
+    UpdateError::Malformed(what.to_owned())
+}
+
+/// The largest client id: Yjs's are JavaScript numbers, and `yrs` keeps the bits above for
+/// itself.
+const MAX_CLIENT: u64 = (1 << 53) - 1;
+
+/// Reads a client id, refusing one `yrs` cannot hold.
+fn read_client(cursor: &mut Cursor<'_>) -> Result<u64, UpdateError> {
+    let client: u64 = cursor.read_var()?;
+    if client > MAX_CLIENT {
+        return Err(malformed("a client id past 53 bits"));
+    }
+    Ok(client)
+}
+
+/// The last clock an update may reach: `yrs` compares clocks as `i32` when it integrates
+/// (and so takes a clock past this for one it already has). Two billion operations of one
+/// client; Yjs starts a new client id long before.
+pub const MAX_CLOCK: u32 = i32::MAX as u32;
+
+/// Reads a clock, refusing one past [`MAX_CLOCK`].
+fn read_clock(cursor: &mut Cursor<'_>) -> Result<u32, UpdateError> {
+    let clock = read_u32(cursor)?;
+    if clock > MAX_CLOCK {
+        return Err(malformed("a clock past the last one"));
+    }
+    Ok(clock)
+}
+
+/// Reads an unsigned varint that `yrs` reads as `u32`, refusing one it would wrap.
+fn read_u32(cursor: &mut Cursor<'_>) -> Result<u32, UpdateError> {
+    let value: u64 = cursor.read_var()?;
+    u32::try_from(value).map_err(|_| malformed("a clock, length or count past 32 bits"))
 }
 
 /// Refuses a count of things, each at least `min_bytes` long, that cannot fit in what remains.
@@ -349,9 +616,12 @@ fn read_struct(
 ) -> Result<u32, UpdateError> {
     let info = cursor.read_u8()?;
     if info == CONTENT_SKIP || info == CONTENT_GC {
-        let len: u32 = cursor.read_var()?;
+        let len = read_u32(cursor)?;
         if len == 0 {
             return Err(UpdateError::Malformed("empty block".to_owned()));
+        }
+        if info == CONTENT_GC {
+            outline.collected.push((id, len));
         }
         return Ok(len);
     }
@@ -361,25 +631,26 @@ fn read_struct(
     let right_origin = (info & HAS_RIGHT_ORIGIN != 0)
         .then(|| read_id(cursor))
         .transpose()?;
+    let mut root = None;
+    let mut key = None;
     let placement = match (origin, right_origin) {
         (Some(neighbour), _) | (None, Some(neighbour)) => Placement::Beside(neighbour),
         (None, None) => {
-            let named: u32 = cursor.read_var()?;
-            let placement = if named == 1 {
-                cursor.read_string()?;
+            let placement = if read_u32(cursor)? == 1 {
+                root = Some(Arc::from(cursor.read_string()?));
                 Placement::Root
             } else {
                 Placement::InType(read_id(cursor)?)
             };
             if info & HAS_PARENT_SUB != 0 {
-                cursor.read_string()?;
+                key = Some(Arc::from(cursor.read_string()?));
             }
             placement
         }
     };
     let content = info & 0b1111;
     let len = match content {
-        CONTENT_DELETED => cursor.read_var()?,
+        CONTENT_DELETED => read_u32(cursor)?,
         CONTENT_BINARY => {
             cursor.read_buf()?;
             1
@@ -424,25 +695,28 @@ fn read_struct(
     };
     // `yrs` drops items of length zero without advancing the clock.
     if len > 0 {
-        let creates_type = content == CONTENT_TYPE;
-        outline.creates_types |= creates_type;
+        let holds = match content {
+            CONTENT_TYPE => Holds::Type,
+            CONTENT_DELETED => Holds::Deleted,
+            _ => Holds::Other,
+        };
+        outline.creates_types |= holds == Holds::Type;
         outline.items.push(ItemRecord {
             id,
             len,
             placement,
-            creates_type,
+            holds,
+            root,
+            key,
         });
     }
     Ok(len)
 }
 
 fn read_id(cursor: &mut Cursor<'_>) -> Result<ItemId, UpdateError> {
-    let client: u32 = cursor.read_var()?;
-    let clock: u32 = cursor.read_var()?;
-    Ok(ItemId {
-        client: u64::from(client),
-        clock,
-    })
+    let client = read_client(cursor)?;
+    let clock = read_clock(cursor)?;
+    Ok(ItemId { client, clock })
 }
 
 /// Skips one lib0 `Any` value, iteratively, refusing nesting deeper than `max_depth`.
@@ -542,7 +816,10 @@ pub fn check_json(json: &str, max_depth: u32) -> Result<(), UpdateError> {
 mod tests {
     use super::*;
     use yrs::encoding::write::Write;
-    use yrs::{Any, Array, ArrayPrelim, Doc, Map, MapPrelim, ReadTxn, StateVector, Text, Transact};
+    use yrs::{
+        Any, Array, ArrayPrelim, Doc, Map, MapPrelim, ReadTxn, StateVector, Text, Transact,
+        WriteTxn,
+    };
 
     fn limits(max_depth: u32) -> UpdateLimits {
         UpdateLimits { max_depth }
@@ -737,6 +1014,202 @@ mod tests {
             inspect(&deletes, &limits(64)),
             Err(UpdateError::Malformed(_))
         ));
+    }
+
+    /// One client group of `client` starting at `clock` holding one deleted-content item of
+    /// `len` in the root `"t"`; appended to `payload`.
+    fn deleted_item(payload: &mut Vec<u8>, client: u64, clock: u64, len: u64) {
+        payload.write_var(1u32); // one struct
+        payload.write_var(client);
+        payload.write_var(clock);
+        payload.write_u8(CONTENT_DELETED);
+        payload.write_var(1u32); // named root
+        payload.write_string("t");
+        payload.write_var(len);
+    }
+
+    #[test]
+    fn shapes_yrs_integrates_wrongly_are_refused() {
+        let update = |groups: &[(u64, u64, u64)]| {
+            let mut payload = Vec::new();
+            payload.write_var(groups.len() as u32);
+            for &(client, clock, len) in groups {
+                deleted_item(&mut payload, client, clock, len);
+            }
+            payload.write_var(0u32);
+            payload
+        };
+        let refused = |payload: Vec<u8>| {
+            matches!(
+                inspect(&payload, &limits(64)),
+                Err(UpdateError::Malformed(_))
+            )
+        };
+        inspect(&update(&[(1, 0, 3), (2, 5, 1)]), &limits(64)).unwrap();
+        // The same client in two runs: yrs appends the second to the first.
+        assert!(refused(update(&[(1, 0, 3), (1, 0, 1)])));
+        // A client id past 53 bits, a clock or a length past 32 bits: yrs wraps them.
+        assert!(refused(update(&[(1 << 53, 0, 1)])));
+        assert!(refused(update(&[(1, 1 << 32, 1)])));
+        assert!(refused(update(&[(1, 0, 1 << 32)])));
+        // A run of clocks ending past the last one, which yrs compares as `i32`.
+        let last = u64::from(MAX_CLOCK);
+        inspect(&update(&[(1, last - 2, 2)]), &limits(64)).unwrap();
+        assert!(refused(update(&[(1, last - 1, 2)])));
+        assert!(refused(update(&[(1, last + 1, 1)])));
+        // A client's deleted ranges in two runs.
+        let mut deletes = vec![0u8];
+        deletes.write_var(2u32);
+        for _ in 0..2 {
+            deletes.write_var(7u64);
+            deletes.write_var(1u32);
+            deletes.write_var(0u32);
+            deletes.write_var(1u32);
+        }
+        assert!(refused(deletes));
+    }
+
+    #[test]
+    fn items_placed_in_what_no_item_lives_in_are_refused() {
+        // Item 1:0 is a string in root "t"; item 1:1 says it lives inside 1:0.
+        let mut payload = Vec::new();
+        payload.write_var(1u32);
+        payload.write_var(2u32);
+        payload.write_var(1u64);
+        payload.write_var(0u32);
+        payload.write_u8(CONTENT_STRING);
+        payload.write_var(1u32);
+        payload.write_string("t");
+        payload.write_string("a");
+        payload.write_u8(CONTENT_ANY);
+        payload.write_var(0u32); // parent by id
+        payload.write_var(1u64);
+        payload.write_var(0u32);
+        payload.write_var(1u32);
+        payload.write_u8(ANY_NULL);
+        payload.write_var(0u32);
+        let outline = inspect(&payload, &limits(64)).unwrap();
+        assert!(outline.names_parents());
+        let parent = ItemId {
+            client: 1,
+            clock: 0,
+        };
+        // The document lacks 1:0: the update's own item decides.
+        assert_eq!(
+            outline.check_parents(|_| false, |_| unreachable!()),
+            Err(UpdateError::ParentNotAType(parent))
+        );
+        // The document has 1:0 and can hold children there (it won over the update's).
+        outline
+            .check_parents(|_| true, |_| ExistingItem::CanParent)
+            .unwrap();
+        assert_eq!(
+            outline.check_parents(|_| true, |_| ExistingItem::CannotParent),
+            Err(UpdateError::ParentNotAType(parent))
+        );
+        // A parent found nowhere is left for yrs to wait for.
+        let mut waiting = Vec::new();
+        waiting.write_var(1u32);
+        waiting.write_var(1u32);
+        waiting.write_var(2u64);
+        waiting.write_var(0u32);
+        waiting.write_u8(CONTENT_ANY);
+        waiting.write_var(0u32);
+        waiting.write_var(9u64);
+        waiting.write_var(4u32);
+        waiting.write_var(1u32);
+        waiting.write_u8(ANY_NULL);
+        waiting.write_var(0u32);
+        inspect(&waiting, &limits(64))
+            .unwrap()
+            .check_parents(|_| false, |_| unreachable!())
+            .unwrap();
+    }
+
+    fn location(root: &str, entry: Option<&str>, field: Option<&str>) -> Location {
+        Location {
+            root: root.into(),
+            entry: entry.map(Into::into),
+            field: field.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn items_are_located_at_their_root_entry_and_field() {
+        let doc = Doc::new();
+        let map_entry = {
+            let mut txn = doc.transact_mut();
+            txn.get_or_insert_text("t").insert(&mut txn, 0, "ab");
+            let suggestions = txn.get_or_insert_map("suggestions");
+            let entry = suggestions.insert(&mut txn, "s1", MapPrelim::default());
+            entry.insert(&mut txn, "status", "pending");
+            entry.insert(
+                &mut txn,
+                "nested",
+                MapPrelim::from([("deep", Any::from(1))]),
+            );
+            txn.encode_update_v1()
+        };
+        let outline = inspect(&map_entry, &limits(64)).unwrap();
+        let mut seen: Vec<Location> = outline
+            .locate(|_| None)
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, place)| match place {
+                Place::At(location) => (*location).clone(),
+                Place::Nowhere => panic!("nothing here is collected"),
+            })
+            .collect();
+        seen.sort_by_key(|l| format!("{l:?}"));
+        seen.dedup();
+        assert_eq!(
+            seen,
+            vec![
+                location("suggestions", Some("s1"), None),
+                location("suggestions", Some("s1"), Some("nested")),
+                location("suggestions", Some("s1"), Some("status")),
+                location("t", None, None),
+            ]
+        );
+
+        // Typing after existing text is located through the document, without it only refused.
+        let typing = {
+            let mut txn = doc.transact_mut();
+            txn.get_or_insert_text("t").insert(&mut txn, 2, "c");
+            txn.encode_update_v1()
+        };
+        let outline = inspect(&typing, &limits(64)).unwrap();
+        assert_eq!(outline.locate(|_| None), Err(UpdateError::UnknownParent));
+        let text = Place::At(Arc::new(location("t", None, None)));
+        let located = outline.locate(|_| Some(text.clone())).unwrap();
+        assert_eq!(located.len(), 1);
+        assert_eq!(located[0].2, text);
+        let located = outline.locate(|_| Some(Place::Nowhere)).unwrap();
+        assert_eq!(
+            located[0].2,
+            Place::Nowhere,
+            "typing next to collected text lands nowhere"
+        );
+
+        // Overwriting a field is located at that field through the value it replaces.
+        let overwrite = {
+            let mut txn = doc.transact_mut();
+            let suggestions = txn.get_or_insert_map("suggestions");
+            let Some(yrs::Out::YMap(entry)) = suggestions.get(&txn, "s1") else {
+                panic!("the entry");
+            };
+            entry.insert(&mut txn, "status", "accepted");
+            txn.encode_update_v1()
+        };
+        let outline = inspect(&overwrite, &limits(64)).unwrap();
+        assert_eq!(outline.deletes().len(), 1, "the old value is deleted");
+        let status = Place::At(Arc::new(location(
+            "suggestions",
+            Some("s1"),
+            Some("status"),
+        )));
+        let located = outline.locate(|_| Some(status.clone())).unwrap();
+        assert_eq!(located[0].2, status);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Building, running and stopping the server.
 //!
-//! Shared state is built once here, outside actix's per-worker factory, and cloned into
-//! every worker: all workers see the same rooms.
+//! Start-up connects the database and runs every migration (the store's tables and the
+//! server's), then hands the store a clone of the connection: the server keeps its own
+//! handle for the tables it owns. Shared state is built once here, outside actix's
+//! per-worker factory, and cloned into every worker: all workers see the same rooms.
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -11,11 +13,14 @@ use actix_web::{App, web};
 use anyhow::Context;
 use crdt_store::{RoomRegistry, Storage};
 use metrics_exporter_prometheus::PrometheusHandle;
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::{Database, DatabaseConnection};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::accounts::access::AccessEvents;
-use crate::accounts::auth::{Auth, system_clock};
+use crate::accounts::auth::Auth;
+use crate::clock::{Clock, system_clock};
 use crate::cluster::RedisBus;
 use crate::collab::activity::Activity;
 use crate::collab::presence::Presence;
@@ -28,6 +33,11 @@ use crate::telemetry::{SessionMetrics, install_metrics};
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The database: the server's own handle (the store has a clone).
+    database: DatabaseConnection,
+    /// The clock every handler reads the time of day from, through [`AppState::now`] (see
+    /// [`crate::clock`]).
+    clock: Clock,
     /// All rooms.
     pub registry: RoomRegistry,
     /// WebSocket session settings.
@@ -64,8 +74,13 @@ pub struct AppState {
 
 impl AppState {
     /// The database.
-    pub fn db(&self) -> &sea_orm::DatabaseConnection {
-        self.registry.storage().connection()
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.database
+    }
+
+    /// Now, in milliseconds since the Unix epoch, by the server's one clock.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
     }
 }
 
@@ -82,20 +97,15 @@ impl Application {
         Self::build_with_clock(config, system_clock()).await
     }
 
-    /// [`Application::build`] with the clock that token, session, lockout and link expiry
-    /// use; tests pass one they control.
-    pub async fn build_with_clock(
-        config: Config,
-        clock: crate::accounts::auth::Clock,
-    ) -> anyhow::Result<Self> {
+    /// [`Application::build`] with the clock every part of the server reads the time of day
+    /// from (see [`crate::clock`]); tests pass one they control.
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let metrics = install_metrics()?;
         // The AI provider's HTTP client uses rustls without a built-in crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let synchronous_full = config.store.durability == crdt_store::Durability::Durable;
-        let storage = Storage::connect(&config.database_url, synchronous_full)
-            .await
-            .context("opening the database")?;
-        let auth = Auth::init(storage.connection().clone(), config.auth.clone(), clock)
+        let database = connect_database(&config.database_url, synchronous_full).await?;
+        let auth = Auth::init(database.clone(), config.auth.clone(), clock.clone())
             .await
             .context("initialising authentication")?;
         let shutdown = CancellationToken::new();
@@ -112,18 +122,21 @@ impl Application {
         };
         let registry = RoomRegistry::start_with_bus(
             config.store.clone(),
-            storage,
+            Storage::new(database.clone()),
             cluster
                 .clone()
                 .map(|bus| std::sync::Arc::new(bus) as std::sync::Arc<dyn crdt_store::RoomBus>),
         );
-        let activity = Activity::start(registry.storage().connection().clone(), &registry);
+        let activity = Activity::start(database.clone(), clock.clone(), &registry);
         let webhooks = crate::collab::webhooks::Webhooks::start(
             config.webhooks.clone(),
-            registry.storage().connection().clone(),
+            database.clone(),
+            clock.clone(),
             activity.subscribe(),
         );
         let state = AppState {
+            database,
+            clock,
             registry,
             session: config.session.clone(),
             session_metrics: SessionMetrics::register(),
@@ -241,6 +254,18 @@ impl Application {
         info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Connects to the database at `url` with the store's connection options and brings its
+/// schema up to date with every migration, before anything reads or writes it.
+async fn connect_database(url: &str, synchronous_full: bool) -> anyhow::Result<DatabaseConnection> {
+    let database = Database::connect(Storage::connect_options(url, synchronous_full))
+        .await
+        .context("opening the database")?;
+    Migrator::up(&database, None)
+        .await
+        .context("migrating the database")?;
+    Ok(database)
 }
 
 /// Runs the HTTP server on `listener`: actix-web's application over actix-http's HTTP/1

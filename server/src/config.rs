@@ -594,3 +594,64 @@ impl ServeArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_debug_shows_where_it_connects_and_no_secret() {
+        let secrets = [
+            "db-password-1",
+            "jwt-secret-value-1",
+            "redis-password-1",
+            "ai-url-password-1",
+            "ai-query-key-1",
+            "ai-api-key-1",
+            "fallback-key-1",
+            "peer-secret-value-0001",
+            "proxy-password-1",
+        ];
+        let Command::Serve(args) = Cli::try_parse_from([
+            "tandem",
+            "serve",
+            "--database-url",
+            "postgres://tandem:db-password-1@db:5432/tandem",
+            "--jwt-secret",
+            "jwt-secret-value-1",
+            "--redis-url",
+            "redis://:redis-password-1@cache:6379/",
+            "--ai-base-url",
+            "https://user:ai-url-password-1@api.example/v1?api_key=ai-query-key-1",
+            "--ai-api-key",
+            "ai-api-key-1",
+            "--ai-fallbacks",
+            "https://fallback.example/v1|small|fallback-key-1",
+            "--ai-peer",
+            "external",
+            "--ai-peer-secret",
+            "peer-secret-value-0001",
+            "--webhook-proxy",
+            "http://proxy-user:proxy-password-1@proxy:3128",
+        ])
+        .expect("a valid command line")
+        .command
+        else {
+            unreachable!("parsed a `serve` command line");
+        };
+        let config = args.into_config().expect("a valid configuration");
+        let shown = format!("{config:?}");
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        // What locates each service is still there.
+        for place in [
+            "db:5432/tandem",
+            "cache:6379",
+            "api.example/v1",
+            "proxy:3128",
+        ] {
+            assert!(shown.contains(place), "{place} missing from {shown}");
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables (clap) turned into one [`config::Config`].
-//! - [`app`]: builds shared state once, binds, runs, and shuts down gracefully.
+//! - [`app`]: connects the database and runs the migrations, builds shared state once,
+//!   binds, runs, and shuts down gracefully.
+//! - [`clock`]: the one clock every part reads the time of day from, passed in at start-up.
 //! - [`http`]: the route table, OpenAPI, security headers, CORS, the [`http::ApiError`] shape
 //!   every REST failure uses, the caller extractors and [`http::AuthorizedRoom`] (the one
 //!   extractor of room routes), shared input checks, per-client limits, the slow-loris
@@ -32,6 +34,7 @@
 pub mod accounts;
 pub mod ai;
 pub mod app;
+pub mod clock;
 pub mod cluster;
 pub mod collab;
 pub mod config;

@@ -59,6 +59,11 @@ impl TestApp {
         self.now.fetch_add(secs * 1000, Ordering::SeqCst);
     }
 
+    /// Now, by the clock the server reads.
+    fn now_ms(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(token) = token {
@@ -249,4 +254,52 @@ async fn an_invite_that_never_expires_still_works_years_later() {
     let (status, body) = app.post(&accept, Some(&guest), json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["role"], "viewer");
+}
+
+#[actix_web::test]
+async fn room_events_and_notifications_are_dated_by_the_server_clock() {
+    let app = TestApp::start(&[]).await;
+    let owner = app.register("owner@example.test").await;
+    let guest = app.register("guest@example.test").await;
+    app.post("/api/rooms", Some(&owner), json!({"id": "r", "name": "R"}))
+        .await;
+    // Within the access tokens' lifetime, so the tokens above still work.
+    app.advance_secs(120);
+    let (status, body) = app
+        .post(
+            "/api/rooms/r/members",
+            Some(&owner),
+            json!({"email": "guest@example.test", "role": "editor"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, page) = app.get("/api/notifications", &guest).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["notifications"][0]["kind"], "invited");
+    assert_eq!(page["notifications"][0]["created_at_ms"], app.now_ms());
+
+    app.advance_secs(60);
+    let (status, body) = app
+        .post(
+            "/api/rooms/r/versions",
+            Some(&owner),
+            json!({"label": "checkpoint"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // The feed is written by a task of its own: wait (boundedly) for the event to land.
+    let mut recorded = None;
+    for _ in 0..500 {
+        let (_, feed) = app.get("/api/rooms/r/activity", &owner).await;
+        recorded = feed["events"]
+            .as_array()
+            .and_then(|events| events.iter().find(|e| e["kind"] == "version_created"))
+            .cloned();
+        if recorded.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let recorded = recorded.expect("the checkpoint reaches the activity feed");
+    assert_eq!(recorded["created_at_ms"], app.now_ms());
 }

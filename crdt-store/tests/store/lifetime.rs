@@ -245,7 +245,10 @@ async fn an_update_the_database_refuses_is_isolated_and_refused_to_its_sender() 
     let poison = poisoned_doc.append("t", "POISON");
     let second = healthy_doc.append("t", "second");
     let apply = |room: crdt_store::Room, update: Bytes| {
-        tokio::spawn(async move { room.apply_update(ConnectionId::SERVER, update, None).await })
+        tokio::spawn(async move {
+            room.apply_update(ConnectionId::SERVER, update, None, None)
+                .await
+        })
     };
     let first_applied = apply(healthy_author.room().clone(), first.clone());
     let_other_tasks_run().await;

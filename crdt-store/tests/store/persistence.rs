@@ -117,7 +117,7 @@ async fn durable_mode_delivers_an_update_only_after_its_commit() {
         let blocked = blocked.clone();
         tokio::spawn(async move {
             author_room
-                .apply_update(crdt_store::ConnectionId::SERVER, blocked, None)
+                .apply_update(crdt_store::ConnectionId::SERVER, blocked, None, None)
                 .await
         })
     };

@@ -191,6 +191,73 @@ async fn a_malformed_update_is_refused_and_changes_nothing() {
     assert_eq!(next_update(&mut reader).await, next);
 }
 
+/// One v1 update of `client` at clock 0 holding one item: `null` inside the item `6:0`.
+fn null_inside_6_0(client: u64) -> Bytes {
+    use yrs::encoding::write::Write;
+    let mut update = Vec::new();
+    update.write_var(1u32); // one client
+    update.write_var(1u32); // one struct
+    update.write_var(client);
+    update.write_var(0u32); // clock
+    update.write_u8(8); // values, placed by parent id
+    update.write_var(0u32); // parent by id: 6:0
+    update.write_var(6u64);
+    update.write_var(0u32);
+    update.write_var(1u32); // one value: null
+    update.write_u8(126);
+    update.write_var(0u32); // no deletions
+    Bytes::from(update)
+}
+
+/// A child may wait in a room for a parent that is not there yet; when the parent arrives as
+/// text, `yrs` refuses it midway, after integrating part of it. The room is then discarded
+/// (its connections resync) and loads again from storage, which holds none of that update.
+#[tokio::test]
+async fn a_parent_that_arrives_as_text_for_a_waiting_child_reloads_the_room() {
+    let db = TestDb::new().await;
+    let (registry, _metrics) = db.start(test_config()).await;
+    let room = room_id("orphan");
+    let author = registry.connect(&room).await.expect("connect");
+    let mut reader = registry.connect(&room).await.expect("connect");
+    let waiting = null_inside_6_0(5);
+    author
+        .apply_update(waiting.clone(), None)
+        .await
+        .expect("a child may wait for its parent");
+    assert_eq!(next_update(&mut reader).await, waiting);
+    let parent_as_text = ClientDoc::with_id(6).insert("t", 0, "x");
+    assert!(matches!(
+        author.apply_update(parent_as_text, None).await,
+        Err(ApplyError::Rejected(_))
+    ));
+    assert!(
+        matches!(next_delivery(&mut reader).await, Delivery::Lagged),
+        "the room's connections resync"
+    );
+    assert!(
+        author
+            .apply_update(ClientDoc::new().append("u", "no"), None)
+            .await
+            .is_err(),
+        "the discarded copy takes no edits"
+    );
+
+    let author = registry.connect(&room).await.expect("connect again");
+    let mut reader = registry.connect(&room).await.expect("connect again");
+    assert_eq!(
+        author.room().to_json().unwrap(),
+        json!({}),
+        "nothing of the refused update is in the room loaded again"
+    );
+    let fine = ClientDoc::new().append("t", "fine");
+    author
+        .apply_update(fine.clone(), None)
+        .await
+        .expect("a later update commits");
+    assert_eq!(next_update(&mut reader).await, fine);
+    assert_eq!(author.room().to_json().unwrap(), json!({ "t": "fine" }));
+}
+
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_told_so() {
     let db = TestDb::new().await;

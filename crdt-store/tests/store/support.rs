@@ -14,6 +14,7 @@ use crdt_store::{
     Delivery, RoomConnection, RoomId, RoomRegistry, Storage, StoreConfig, doc_options, new_doc,
 };
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use migrations::{Migrator, MigratorTrait};
 use protocol::Message;
 use sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
@@ -37,18 +38,14 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let storage = Storage::connect(&db_url(&dir), true)
-            .await
-            .expect("SQLite database opens and migrates");
+        let storage = connect_and_migrate(&db_url(&dir)).await;
         Self { dir, storage }
     }
 
     /// A second, independent connection pool on the same file, as another server process
     /// (or the same one after a restart) would open it.
     pub async fn reopen(&self) -> Storage {
-        Storage::connect(&db_url(&self.dir), true)
-            .await
-            .expect("SQLite database reopens")
+        connect_and_migrate(&db_url(&self.dir)).await
     }
 
     /// A plain connection for SQL the store itself never issues (inspection, corruption).
@@ -66,6 +63,20 @@ impl TestDb {
 
 fn db_url(dir: &TempDir) -> String {
     format!("sqlite://{}/t.db", dir.path().display())
+}
+
+/// Opens `url` the way the binary does at start-up (the store's connection options in
+/// durable mode, then every migration) and hands the connection to the store. The store
+/// itself neither connects nor migrates, so its tests do what the binary does; `migrations`
+/// is a dev-dependency for this alone.
+async fn connect_and_migrate(url: &str) -> Storage {
+    let db = Database::connect(Storage::connect_options(url, true))
+        .await
+        .expect("SQLite database opens");
+    Migrator::up(&db, None)
+        .await
+        .expect("SQLite database migrates");
+    Storage::new(db)
 }
 
 /// Starts a registry over `storage`, with its metrics recorded by the returned probe.

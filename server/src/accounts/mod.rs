@@ -15,7 +15,7 @@ pub use access::{AccessEvent, AccessEvents, Identity, RoomAccess, room_access};
 pub use auth::secrets::{
     API_KEY_PREFIX, INVITE_TOKEN_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash,
 };
-pub use auth::{Auth, AuthError, Clock, CredentialStatus, Principal, Role, system_clock};
+pub use auth::{Auth, AuthError, CredentialStatus, Principal, Role};
 
 /// The account the built-in AI assistant acts as, in every room it works in.
 pub const ASSISTANT_USER_ID: &str = "ai-assistant";

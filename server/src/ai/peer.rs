@@ -167,7 +167,7 @@ fn initial_awareness_clock(now_ms: i64) -> u32 {
 pub fn spawn(
     ws_url: String,
     room: String,
-    now: crate::accounts::Clock,
+    now: crate::clock::Clock,
     gate: AcceptGate,
     tasks: &TaskTracker,
     stop: CancellationToken,
@@ -202,7 +202,7 @@ struct Peer {
     doc: Doc,
     awareness: Awareness,
     status: Status,
-    now: crate::accounts::Clock,
+    now: crate::clock::Clock,
     gate: Option<AcceptGate>,
 }
 
@@ -210,7 +210,7 @@ async fn run(
     ws_url: String,
     room: &str,
     mut commands: mpsc::Receiver<PeerCommand>,
-    now: crate::accounts::Clock,
+    now: crate::clock::Clock,
     gate: AcceptGate,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {

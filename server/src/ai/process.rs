@@ -314,7 +314,7 @@ impl Session<'_> {
         let peer = peer::spawn(
             peer::room_url(&self.endpoints.rooms, &room, token),
             room.clone(),
-            crate::accounts::system_clock(),
+            crate::clock::system_clock(),
             self.gate(&room),
             self.tasks,
             self.rooms_stop.child_token(),

@@ -33,9 +33,9 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
+        // Never print the key (nor a password or query the URL may carry).
         f.debug_struct("Endpoint")
-            .field("base_url", &self.base_url)
+            .field("base_url", &crate::redact::Url(&self.base_url))
             .field("model", &self.model)
             .finish_non_exhaustive()
     }

@@ -29,6 +29,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::access::{AccessEvent, AccessEvents};
+use crate::clock::Clock;
 use crate::entity::{
     api_key, login_throttle, rotated_refresh_token, server_setting, session, share_link, user,
 };
@@ -36,14 +37,6 @@ pub use hashing::HashingLimits;
 use hashing::HashingPool;
 use secrets::{API_KEY_PREFIX, SHARE_TOKEN_PREFIX, random_id, random_token, token_hash};
 use throttle::LoginPolicy;
-
-/// A source of "now" in milliseconds since the epoch; replaced in tests.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The wall clock.
-pub fn system_clock() -> Clock {
-    Arc::new(crdt_store::storage::now_millis)
-}
 
 /// Authentication settings.
 #[derive(Clone)]

@@ -2,8 +2,10 @@
 //! listeners (webhooks).
 //!
 //! Handlers [`Activity::emit`] events as they happen; the store's own events (commits,
-//! automatic versions) join them here. One task records every feed event in the `activity`
-//! table, in order, and then passes each event to every [`Activity::subscribe`]r.
+//! automatic versions) join them here. Each event is dated by the server's clock as it is
+//! emitted (a store event, as the recording task takes it). One task records every feed
+//! event in the `activity` table, in order, and then passes each event to every
+//! [`Activity::subscribe`]r.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, warn};
 
 use crate::accounts::Identity;
+use crate::clock::Clock;
 use crate::entity::{activity, room};
 
 pub(crate) mod routes;
@@ -100,12 +103,13 @@ pub struct RoomEvent {
     pub actor: Option<Identity>,
     /// Details (a JSON object).
     pub data: serde_json::Value,
-    /// When, in milliseconds since the Unix epoch.
+    /// When, in milliseconds since the Unix epoch by the server's clock: set as the event is
+    /// emitted ([`Activity::emit`]), 0 before.
     pub at_ms: i64,
 }
 
 impl RoomEvent {
-    /// An event happening now.
+    /// An event happening now, dated when it is emitted.
     pub fn new(
         room: impl Into<String>,
         kind: EventKind,
@@ -117,7 +121,7 @@ impl RoomEvent {
             kind,
             actor,
             data,
-            at_ms: crdt_store::storage::now_millis(),
+            at_ms: 0,
         }
     }
 }
@@ -132,6 +136,8 @@ const LISTENER_CAPACITY: usize = 4096;
 pub struct Activity {
     queue: mpsc::Sender<Queued>,
     listeners: broadcast::Sender<Arc<RoomEvent>>,
+    /// Dates the events.
+    clock: Clock,
 }
 
 /// What the recording task is handed.
@@ -146,20 +152,24 @@ enum Queued {
 impl Activity {
     /// Starts the recording task: it runs until every handle is dropped and the store stops
     /// announcing events.
-    pub fn start(db: DatabaseConnection, store: &crdt_store::RoomRegistry) -> Self {
+    /// Events are dated by `clock`.
+    pub fn start(db: DatabaseConnection, clock: Clock, store: &crdt_store::RoomRegistry) -> Self {
         let (queue, events) = mpsc::channel(QUEUE);
         let listeners = broadcast::Sender::new(LISTENER_CAPACITY);
         let activity = Self {
             queue,
             listeners: listeners.clone(),
+            clock: clock.clone(),
         };
-        tokio::spawn(run(db, events, store.subscribe(), listeners));
+        tokio::spawn(run(db, clock, events, store.subscribe(), listeners));
         activity
     }
 
-    /// Records `event` (without waiting). Events are notifications; if the queue is full
-    /// (the database is stuck) the event is dropped and logged, never the caller blocked.
-    pub fn emit(&self, event: RoomEvent) {
+    /// Dates `event` now and records it (without waiting). Events are notifications; if the
+    /// queue is full (the database is stuck) the event is dropped and logged, never the
+    /// caller blocked.
+    pub fn emit(&self, mut event: RoomEvent) {
+        event.at_ms = (self.clock)();
         if let Err(err) = self.queue.try_send(Queued::Event(event)) {
             warn!(error = %err, "activity queue full; event dropped");
         }
@@ -183,6 +193,7 @@ impl Activity {
 
 async fn run(
     db: DatabaseConnection,
+    clock: Clock,
     mut events: mpsc::Receiver<Queued>,
     mut store: broadcast::Receiver<crdt_store::StoreEvent>,
     listeners: broadcast::Sender<Arc<RoomEvent>>,
@@ -194,7 +205,7 @@ async fn run(
             biased;
             event = store.recv(), if store_open => match event {
                 Ok(event) => match from_store(event) {
-                    Some(event) => event,
+                    Some(event) => RoomEvent { at_ms: clock(), ..event },
                     None => continue,
                 },
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -205,14 +205,15 @@ async fn publish(
     }
 }
 
+/// Notifies everyone `mentioned` in a comment of `thread` (but its author), dated `at_ms`.
 async fn notify_mentions(
     db: &impl ConnectionTrait,
-    room_id: &RoomId,
     author: &Identity,
     mentioned: &[String],
     thread: &comment_thread::Model,
     comment_id: &str,
     body: &str,
+    at_ms: i64,
 ) -> Result<(), ApiError> {
     for user_id in mentioned {
         if Some(user_id) == author.user_id.as_ref() {
@@ -222,7 +223,7 @@ async fn notify_mentions(
             db,
             user_id,
             NotificationKind::Mentioned,
-            Some(room_id.as_str()),
+            Some(thread.room_id.as_str()),
             Some(author),
             json!({
                 "thread_id": thread.id,
@@ -230,6 +231,7 @@ async fn notify_mentions(
                 "file": thread.file,
                 "excerpt": excerpt(body),
             }),
+            at_ms,
         )
         .await?;
     }
@@ -335,7 +337,7 @@ pub(crate) async fn create_thread(
         .anchor(&request.file, request.start, request.end)
         .map_err(|message| field_error("file", message))?;
     let mentioned = resolve_mentions(state.db(), room_id, &text, &request.mentions).await?;
-    let now = crdt_store::storage::now_millis();
+    let now = state.now();
     let thread = comment_thread::Model {
         id: random_id(),
         room_id: room_id.as_str().to_owned(),
@@ -363,10 +365,7 @@ pub(crate) async fn create_thread(
     thread.clone().into_active_model().insert(&txn).await?;
     first.clone().into_active_model().insert(&txn).await?;
     let identity = &author.identity;
-    notify_mentions(
-        &txn, room_id, identity, &mentioned, &thread, &first.id, &text,
-    )
-    .await?;
+    notify_mentions(&txn, identity, &mentioned, &thread, &first.id, &text, now).await?;
     txn.commit().await?;
     state.activity.emit(comment_event(
         room_id,
@@ -390,7 +389,7 @@ pub(crate) async fn reply(
     let text = check_body(&request.body)?;
     let stored = load_existing(state.db(), room_id, thread_id).await?;
     let mentioned = resolve_mentions(state.db(), room_id, &text, &request.mentions).await?;
-    let now = crdt_store::storage::now_millis();
+    let now = state.now();
     let added = comment::Model {
         id: random_id(),
         thread_id: thread_id.to_owned(),
@@ -407,12 +406,12 @@ pub(crate) async fn reply(
     let identity = &author.identity;
     notify_mentions(
         &txn,
-        room_id,
         identity,
         &mentioned,
         &stored.thread,
         &added.id,
         &text,
+        now,
     )
     .await?;
     txn.commit().await?;
@@ -468,7 +467,7 @@ pub(crate) async fn edit_comment(
         .filter(|id| !before.contains(*id))
         .cloned()
         .collect();
-    let now = crdt_store::storage::now_millis();
+    let now = state.now();
     let txn = state.db().begin().await?;
     let mut active = existing.clone().into_active_model();
     active.body = Set(text.clone());
@@ -479,12 +478,12 @@ pub(crate) async fn edit_comment(
     let identity = &author.identity;
     notify_mentions(
         &txn,
-        room_id,
         identity,
         &newly,
         &stored.thread,
         comment_id,
         &text,
+        now,
     )
     .await?;
     txn.commit().await?;
@@ -516,7 +515,7 @@ pub(crate) async fn delete_comment(
             .exec(&txn)
             .await?;
     } else {
-        touch(&txn, &stored.thread, crdt_store::storage::now_millis()).await?;
+        touch(&txn, &stored.thread, state.now()).await?;
     }
     txn.commit().await?;
     state.activity.emit(comment_event(
@@ -588,7 +587,7 @@ pub(crate) async fn set_status(
         let mut active = stored.thread.clone().into_active_model();
         active.status = Set(status.as_str().to_owned());
         active.resolved_by = Set(resolved.then_some(author.user_id));
-        active.updated_at = Set(crdt_store::storage::now_millis());
+        active.updated_at = Set(state.now());
         active.update(state.db()).await?;
         state.activity.emit(comment_event(
             room_id,

@@ -37,7 +37,7 @@ impl NotificationKind {
     }
 }
 
-/// Stores one notification for `user_id`.
+/// Stores one notification for `user_id`, dated `at_ms` (ms since the Unix epoch).
 pub async fn notify<C: ConnectionTrait>(
     db: &C,
     user_id: &str,
@@ -45,6 +45,7 @@ pub async fn notify<C: ConnectionTrait>(
     room_id: Option<&str>,
     actor: Option<&Identity>,
     data: serde_json::Value,
+    at_ms: i64,
 ) -> Result<(), DbErr> {
     notification::ActiveModel {
         user_id: Set(user_id.to_owned()),
@@ -54,7 +55,7 @@ pub async fn notify<C: ConnectionTrait>(
         actor_name: Set(actor.map(|a| a.name.clone())),
         data: Set(data.to_string()),
         read_at: Set(None),
-        created_at: Set(crdt_store::storage::now_millis()),
+        created_at: Set(at_ms),
         ..Default::default()
     }
     .insert(db)
@@ -116,13 +117,14 @@ pub(crate) async fn page(
     })
 }
 
-/// Marks notification `id` read if `user_id` sees it in `scope`; false when they see none
-/// such.
+/// Marks notification `id` read at `at_ms` if `user_id` sees it in `scope`; false when they
+/// see none such.
 pub(crate) async fn mark_read(
     db: &DatabaseConnection,
     user_id: &str,
     scope: &RoomScope,
     id: i64,
+    at_ms: i64,
 ) -> Result<bool, DbErr> {
     let found = visible(user_id, scope)
         .filter(notification::Column::Id.eq(id))
@@ -132,10 +134,7 @@ pub(crate) async fn mark_read(
         return Ok(false);
     }
     notification::Entity::update_many()
-        .col_expr(
-            notification::Column::ReadAt,
-            Expr::value(crdt_store::storage::now_millis()),
-        )
+        .col_expr(notification::Column::ReadAt, Expr::value(at_ms))
         .filter(notification::Column::Id.eq(id))
         .filter(notification::Column::ReadAt.is_null())
         .exec(db)
@@ -143,17 +142,16 @@ pub(crate) async fn mark_read(
     Ok(true)
 }
 
-/// Marks every notification `user_id` sees in `scope` read (the others stay unread).
+/// Marks every notification `user_id` sees in `scope` read at `at_ms` (the others stay
+/// unread).
 pub(crate) async fn mark_all_read(
     db: &DatabaseConnection,
     user_id: &str,
     scope: &RoomScope,
+    at_ms: i64,
 ) -> Result<(), DbErr> {
     notification::Entity::update_many()
-        .col_expr(
-            notification::Column::ReadAt,
-            Expr::value(crdt_store::storage::now_millis()),
-        )
+        .col_expr(notification::Column::ReadAt, Expr::value(at_ms))
         .filter(notification::Column::UserId.eq(user_id))
         .filter(scope.condition(notification::Column::RoomId))
         .filter(notification::Column::ReadAt.is_null())

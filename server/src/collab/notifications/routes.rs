@@ -125,7 +125,7 @@ pub async fn mark_read(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_of(&caller)?;
     let scope = RoomScope::of(&caller.0);
-    if !super::mark_read(state.db(), user_id, &scope, *id).await? {
+    if !super::mark_read(state.db(), user_id, &scope, *id, state.now()).await? {
         return Err(ApiError::not_found("no such notification"));
     }
     Ok(HttpResponse::NoContent().finish())
@@ -139,6 +139,6 @@ pub async fn mark_all_read(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_of(&caller)?;
-    super::mark_all_read(state.db(), user_id, &RoomScope::of(&caller.0)).await?;
+    super::mark_all_read(state.db(), user_id, &RoomScope::of(&caller.0), state.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

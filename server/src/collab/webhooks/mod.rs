@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::clock::Clock;
 use crate::collab::activity::{EventKind, RoomEvent};
 use crate::entity::{webhook, webhook_delivery};
 
@@ -128,6 +129,8 @@ pub struct Webhooks {
 struct Inner {
     config: WebhookConfig,
     db: DatabaseConnection,
+    /// Dates deliveries, attempts and signatures.
+    clock: Clock,
     http: reqwest::Client,
     /// Signalled by the collector when it wrote deliveries, so they go out at once.
     new_deliveries: Notify,
@@ -137,10 +140,11 @@ struct Inner {
 }
 
 impl Webhooks {
-    /// Starts the collector (on `events`) and the dispatcher.
+    /// Starts the collector (on `events`) and the dispatcher, which tell time by `clock`.
     pub fn start(
         config: WebhookConfig,
         db: DatabaseConnection,
+        clock: Clock,
         events: broadcast::Receiver<Arc<RoomEvent>>,
     ) -> Self {
         let mut http = reqwest::Client::builder();
@@ -169,6 +173,7 @@ impl Webhooks {
             inner: Arc::new(Inner {
                 config,
                 db,
+                clock,
                 http,
                 new_deliveries: Notify::new(),
                 stop: CancellationToken::new(),
@@ -186,6 +191,11 @@ impl Webhooks {
         self.inner.stop.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+    }
+
+    /// Now, in milliseconds since the Unix epoch, by the server's clock.
+    fn now(&self) -> i64 {
+        (self.inner.clock)()
     }
 
     /// Whether `url` may be registered: `http` or `https`, with a host, and (unless private
@@ -234,7 +244,7 @@ impl Webhooks {
                         self.take(&mut changed, &event).await;
                     }
                     for (room, (_, _, updates)) in std::mem::take(&mut changed) {
-                        self.enqueue(&changed_event(room, updates)).await;
+                        self.enqueue(&changed_event(room, updates, self.now())).await;
                     }
                     break;
                 }
@@ -256,7 +266,7 @@ impl Webhooks {
                         .collect();
                     for room in due {
                         if let Some((_, _, updates)) = changed.remove(&room) {
-                            self.enqueue(&changed_event(room, updates)).await;
+                            self.enqueue(&changed_event(room, updates, self.now())).await;
                         }
                     }
                 }
@@ -294,7 +304,7 @@ impl Webhooks {
                 if !wants(&hook, event.kind) {
                     continue;
                 }
-                let now = crdt_store::storage::now_millis();
+                let now = self.now();
                 let payload = json!({
                     "event": event.kind.as_str(),
                     "event_id": crate::accounts::random_id(),
@@ -368,7 +378,7 @@ impl Webhooks {
         attempts: &TaskTracker,
     ) -> Result<Duration, DbErr> {
         let db = &self.inner.db;
-        let now = crdt_store::storage::now_millis();
+        let now = self.now();
         let due = webhook_delivery::Entity::find()
             .filter(webhook_delivery::Column::Status.eq(status::PENDING))
             .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
@@ -432,7 +442,7 @@ impl Webhooks {
             None => Outcome::Final("the webhook was removed".into()),
         };
         let attempts = delivery.attempts + 1;
-        let now = crdt_store::storage::now_millis();
+        let now = self.now();
         let (state, status_code, error, next_attempt_at) = match outcome {
             Outcome::Delivered(code) => (status::DELIVERED, Some(code), None, now),
             Outcome::Failed(code, error) if (attempts as u32) < self.inner.config.max_attempts => {
@@ -472,7 +482,7 @@ impl Webhooks {
             Ok(url) => url,
             Err(reason) => return Outcome::Final(reason),
         };
-        let timestamp = (crdt_store::storage::now_millis() / 1000).to_string();
+        let timestamp = (self.now() / 1000).to_string();
         let signature = sign(&hook.secret, &timestamp, delivery.payload.as_bytes());
         let response = self
             .inner
@@ -572,13 +582,17 @@ fn wants(hook: &webhook::Model, kind: EventKind) -> bool {
         .is_ok_and(|events| events.iter().any(|e| e == kind.as_str()))
 }
 
-fn changed_event(room: String, updates: u64) -> RoomEvent {
-    RoomEvent::new(
-        room,
-        EventKind::DocumentChanged,
-        None,
-        json!({ "updates": updates }),
-    )
+/// The `document_changed` event a debounced burst of commits becomes, dated `at_ms`.
+fn changed_event(room: String, updates: u64, at_ms: i64) -> RoomEvent {
+    RoomEvent {
+        at_ms,
+        ..RoomEvent::new(
+            room,
+            EventKind::DocumentChanged,
+            None,
+            json!({ "updates": updates }),
+        )
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

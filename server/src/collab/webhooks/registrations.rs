@@ -16,14 +16,15 @@ const MAX_WEBHOOKS_PER_ROOM: u64 = 20;
 /// Prefix of webhook signing secrets.
 const SECRET_PREFIX: &str = "whsec_";
 
-/// Registers a webhook of room `id` POSTing `events` to `url`, with a new signing secret;
-/// 409 `too_many_webhooks` past the room's limit.
+/// Registers a webhook of room `id` POSTing `events` to `url`, with a new signing secret,
+/// created at `at_ms`; 409 `too_many_webhooks` past the room's limit.
 pub(super) async fn create(
     db: &DatabaseConnection,
     id: &RoomId,
     url: &str,
     events: &[String],
     created_by: &str,
+    at_ms: i64,
 ) -> Result<webhook::Model, ApiError> {
     // Counted outside a transaction: on SQLite a transaction that reads before it writes can
     // fail to upgrade when another writer commits meanwhile. Two registrations racing past
@@ -45,7 +46,7 @@ pub(super) async fn create(
         secret: Set(random_token(SECRET_PREFIX)),
         events: Set(serde_json::to_string(events).unwrap_or_else(|_| "[]".into())),
         created_by: Set(created_by.to_owned()),
-        created_at: Set(crdt_store::storage::now_millis()),
+        created_at: Set(at_ms),
     }
     .insert(db)
     .await?)

@@ -119,7 +119,15 @@ pub async fn create_webhook(
         .map_err(|reason| field_error("url", reason))?;
     let events = parse_events(events)?;
     let creator = room.user_id().unwrap_or_default();
-    let model = registrations::create(state.db(), &room.id, url.as_str(), &events, creator).await?;
+    let model = registrations::create(
+        state.db(),
+        &room.id,
+        url.as_str(),
+        &events,
+        creator,
+        state.now(),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(CreatedWebhook {
         webhook: view(&model),
         secret: model.secret,

@@ -149,6 +149,7 @@ pub(crate) async fn add_member(
         Some(id.as_str()),
         Some(inviter),
         json!({"room_name": room_name, "role": role.as_str()}),
+        state.now(),
     )
     .await?;
     txn.commit().await?;
