@@ -20,10 +20,10 @@ use tracing::info;
 
 use crate::accounts::access::AccessEvents;
 use crate::accounts::auth::Auth;
-use crate::accounts::presence::Presence;
 use crate::clock::{Clock, system_clock};
 use crate::cluster::RedisBus;
 use crate::collab::activity::Activity;
+use crate::collab::presence::Presence;
 use crate::config::{Config, SessionConfig};
 use crate::http;
 use crate::http::head_deadline::HeadDeadlineStream;
@@ -56,6 +56,8 @@ pub struct AppState {
     pub presence: Presence,
     /// Room events: the activity feed and its listeners.
     pub activity: Activity,
+    /// Serialises the writes of each room's `comments` mirror.
+    pub comments: crate::collab::CommentMirror,
     /// The cluster bus, when clustered.
     pub cluster: Option<RedisBus>,
     /// The AI assistant (answers "not configured" without a provider).
@@ -144,6 +146,7 @@ impl Application {
             events: AccessEvents::new(1024),
             presence: Presence::new(activity.clone()),
             activity,
+            comments: Default::default(),
             cluster,
             ai: None,
             file_limits: config.file_limits,

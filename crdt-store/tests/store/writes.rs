@@ -288,13 +288,21 @@ async fn updates_may_wait_only_for_clients_the_room_has_never_seen() {
         .apply_update_as(missing, None, &editing)
         .await
         .expect("its dependency arrives");
-    assert_eq!(editor.room().to_json().unwrap(), json!({ "t": "missing dependent" }));
+    assert_eq!(
+        editor.room().to_json().unwrap(),
+        json!({ "t": "missing dependent" })
+    );
 
     // The room knows client 41 now: something hanging off its next item is refused.
     let ahead = lost.append("t", " more");
     let after = {
         let next = ClientDoc::with_id(43);
-        next.apply(&lost.doc.transact().encode_state_as_update_v1(&Default::default()));
+        next.apply(
+            &lost
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&Default::default()),
+        );
         next.append("t", "!")
     };
     assert_eq!(denied(&editor, after, &editing).await, WriteDenied::Unknown);

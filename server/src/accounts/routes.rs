@@ -1,23 +1,16 @@
 //! `/api/auth/*`, `/api/me` and `/api/api-keys`.
 
-use std::collections::BTreeMap;
-
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounts::access::AccessEvent;
-use crate::accounts::auth::secrets::{API_KEY_PREFIX, random_id, random_token, token_hash};
-use crate::accounts::auth::{Role, TokenPair};
+use super::store::{self, NewApiKey};
+use crate::accounts::auth::TokenPair;
+use crate::accounts::{API_KEY_PREFIX, ASSISTANT_NAME, AccessEvent, Role, random_token};
 use crate::app::AppState;
-use crate::entity::{api_key, room_member, user};
-use crate::http::caller::SessionUser;
-use crate::http::error::ApiError;
+use crate::entity::{api_key, user};
+use crate::http::{ApiError, FieldErrors, SessionUser, check_name, validated};
 
 /// An account as others may see it (never the password hash).
 #[derive(Serialize, ToSchema)]
@@ -111,11 +104,7 @@ impl FromRequest for AuthRateLimited {
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 256;
 
-fn check_password(
-    fields: &mut BTreeMap<&'static str, String>,
-    field: &'static str,
-    password: &str,
-) {
+fn check_password(fields: &mut FieldErrors, field: &'static str, password: &str) {
     let len = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
         fields.insert(
@@ -125,7 +114,7 @@ fn check_password(
     }
 }
 
-fn check_email(fields: &mut BTreeMap<&'static str, String>, email: &str) {
+fn check_email(fields: &mut FieldErrors, email: &str) {
     let email = email.trim();
     let plausible = email.len() <= 320
         && !email.contains(char::is_whitespace)
@@ -137,30 +126,6 @@ fn check_email(fields: &mut BTreeMap<&'static str, String>, email: &str) {
     }
 }
 
-/// Checks a human-entered name: 1 to `max` characters after trimming, no control characters.
-pub fn check_name(
-    fields: &mut BTreeMap<&'static str, String>,
-    field: &'static str,
-    name: &str,
-    max: usize,
-) {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > max || name.chars().any(char::is_control) {
-        fields.insert(
-            field,
-            format!("must be 1 to {max} characters without control characters"),
-        );
-    }
-}
-
-fn validated(fields: BTreeMap<&'static str, String>) -> Result<(), ApiError> {
-    if fields.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(fields))
-    }
-}
-
 /// Creates an account and logs in.
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
     responses((status = 201, body = SessionView), (status = 409), (status = 422), (status = 429), (status = 503)))]
@@ -169,7 +134,7 @@ pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = FieldErrors::new();
     check_email(&mut fields, &body.email);
     check_password(&mut fields, "password", &body.password);
     check_name(&mut fields, "display_name", &body.display_name, 100);
@@ -177,7 +142,7 @@ pub async fn register(
     if body
         .display_name
         .trim()
-        .eq_ignore_ascii_case(crate::ai::peer::ASSISTANT_NAME)
+        .eq_ignore_ascii_case(ASSISTANT_NAME)
     {
         fields.insert(
             "display_name",
@@ -246,7 +211,7 @@ pub async fn change_password(
     caller: SessionUser,
     body: web::Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = FieldErrors::new();
     check_password(&mut fields, "new_password", &body.new_password);
     validated(fields)?;
     state
@@ -267,8 +232,7 @@ pub async fn change_password(
 /// The logged-in account.
 #[utoipa::path(get, path = "/api/me", tag = "auth", responses((status = 200, body = UserView), (status = 401)))]
 pub async fn me(state: web::Data<AppState>, caller: SessionUser) -> Result<HttpResponse, ApiError> {
-    let account = user::Entity::find_by_id(&caller.user_id)
-        .one(state.db())
+    let account = store::account(state.db(), &caller.user_id)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("account no longer exists"))?;
     Ok(HttpResponse::Ok().json(UserView::from(account)))
@@ -337,45 +301,27 @@ pub async fn create_api_key(
     caller: SessionUser,
     body: web::Json<CreateApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = BTreeMap::new();
+    let mut fields = FieldErrors::new();
     check_name(&mut fields, "name", &body.name, 100);
     if body.rooms.is_empty() || body.rooms.len() > 100 {
         fields.insert("rooms", "list 1 to 100 rooms".to_owned());
-    } else {
+    } else if !store::takes_part_in_all(state.db(), &caller.user_id, &body.rooms).await? {
         // A key may only name rooms its maker takes part in (and never exceeds the maker's
         // role there when used).
-        let memberships = room_member::Entity::find()
-            .filter(room_member::Column::UserId.eq(&caller.user_id))
-            .filter(room_member::Column::RoomId.is_in(body.rooms.clone()))
-            .all(state.db())
-            .await?;
-        if body
-            .rooms
-            .iter()
-            .any(|r| !memberships.iter().any(|m| &m.room_id == r))
-        {
-            fields.insert(
-                "rooms",
-                "every room must exist and you must be a participant".to_owned(),
-            );
-        }
+        fields.insert(
+            "rooms",
+            "every room must exist and you must be a participant".to_owned(),
+        );
     }
     validated(fields)?;
     let key = random_token(API_KEY_PREFIX);
-    let model = api_key::ActiveModel {
-        id: Set(random_id()),
-        user_id: Set(caller.user_id),
-        name: Set(body.name.trim().to_owned()),
-        key_hash: Set(token_hash(&key)),
-        prefix: Set(key.chars().take(10).collect()),
-        role: Set(body.role.as_str().to_owned()),
-        rooms: Set(serde_json::to_string(&body.rooms).unwrap_or_else(|_| "[]".into())),
-        created_at: Set(state.auth.now()),
-        last_used_at: Set(None),
-        revoked_at: Set(None),
-    }
-    .insert(state.db())
-    .await?;
+    let new = NewApiKey {
+        name: &body.name,
+        role: body.role,
+        rooms: &body.rooms,
+    };
+    let model =
+        store::create_api_key(state.db(), &caller.user_id, &key, new, state.auth.now()).await?;
     Ok(HttpResponse::Created().json(CreatedApiKey {
         key,
         api_key: model.into(),
@@ -388,10 +334,7 @@ pub async fn list_api_keys(
     state: web::Data<AppState>,
     caller: SessionUser,
 ) -> Result<HttpResponse, ApiError> {
-    let keys: Vec<ApiKeyView> = api_key::Entity::find()
-        .filter(api_key::Column::UserId.eq(&caller.user_id))
-        .order_by_asc(api_key::Column::CreatedAt)
-        .all(state.db())
+    let keys: Vec<ApiKeyView> = store::api_keys(state.db(), &caller.user_id)
         .await?
         .into_iter()
         .map(Into::into)
@@ -406,14 +349,9 @@ pub async fn revoke_api_key(
     caller: SessionUser,
     key_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = api_key::Entity::update_many()
-        .col_expr(api_key::Column::RevokedAt, Expr::value(state.auth.now()))
-        .filter(api_key::Column::Id.eq(key_id.as_str()))
-        .filter(api_key::Column::UserId.eq(&caller.user_id))
-        .filter(api_key::Column::RevokedAt.is_null())
-        .exec(state.db())
-        .await?;
-    if result.rows_affected == 0 {
+    let revoked =
+        store::revoke_api_key(state.db(), &caller.user_id, &key_id, state.auth.now()).await?;
+    if !revoked {
         return Err(ApiError::not_found("no such active API key"));
     }
     state.events.publish(AccessEvent::ApiKeyRevoked {

@@ -1,9 +1,12 @@
 //! The ai wing: the AI assistant, a model behind an OpenAI-compatible API ([`provider`]),
-//! and a peer that joins rooms like any client ([`peer`]), with its routes (`routes`), the
-//! suggestion schema ([`suggestion`]) and the commands a peer takes ([`command`]). It owns
-//! the conversations, usage, rate limits and suggestions. Invariant: the model is only
-//! called from this process, never from a peer; and a suggestion reaches the document's
-//! text only after the gate found its anchored text intact and took the checkpoint version.
+//! and a peer that joins rooms like any client ([`peer`]), with its routes (`routes`: extract,
+//! call, map), the chat turn they start (`chat`), the conversations as stored
+//! (`conversations`), deciding on suggestions (`decisions`), the peer process's control
+//! socket (`control_socket`), the suggestion schema ([`suggestion`]) and the commands a peer
+//! takes ([`command`]). It owns the conversations, usage, rate limits and suggestions.
+//! Invariant: the model is only called from this process, never from a peer; and a
+//! suggestion reaches the document's text only after the gate found its anchored text intact
+//! and took the checkpoint version.
 //!
 //! A chat request is handled as: build the prompt from the selection, the text around it and
 //! an outline of the room's other files, within the token budget; count it against the
@@ -19,8 +22,12 @@
 //! retries, the rate limits, the conversations and the streaming stay in one place, and the
 //! peer (wherever it runs) is only the assistant's presence in the room.
 
+mod chat;
 pub mod command;
 pub mod control;
+mod control_socket;
+mod conversations;
+mod decisions;
 pub mod peer;
 pub mod process;
 pub mod provider;
@@ -43,15 +50,15 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::auth::Auth;
+use crate::accounts::Auth;
 use crate::entity::{room_member, user};
 use control::PeerSecret;
 use peer::PeerHandle;
 use provider::{Prompt, Provider, ProviderConfig, estimate_tokens};
 use suggestion::{AnchoredRange, FileRange, GateVerdict};
 
-/// The account the assistant acts as.
-pub const ASSISTANT_USER_ID: &str = "ai-assistant";
+/// The account the assistant acts as (the accounts wing reserves it).
+pub use crate::accounts::ASSISTANT_USER_ID;
 
 /// Assistant settings.
 #[derive(Clone, Debug)]
@@ -227,7 +234,7 @@ impl Ai {
         user::Entity::insert(user::ActiveModel {
             id: Set(ASSISTANT_USER_ID.to_owned()),
             email: Set("assistant@tandem.invalid".to_owned()),
-            display_name: Set(peer::ASSISTANT_NAME.to_owned()),
+            display_name: Set(crate::accounts::ASSISTANT_NAME.to_owned()),
             // Not a PHC string: no password ever verifies against it.
             password_hash: Set("!".to_owned()),
             created_at: Set(auth.now()),
@@ -368,7 +375,7 @@ impl Ai {
         room_member::Entity::insert(room_member::ActiveModel {
             room_id: Set(room.to_owned()),
             user_id: Set(ASSISTANT_USER_ID.to_owned()),
-            role: Set(crate::accounts::auth::Role::Editor.as_str().to_owned()),
+            role: Set(crate::accounts::Role::Editor.as_str().to_owned()),
             created_at: Set(self.inner.auth.now()),
         })
         .on_conflict(

@@ -34,8 +34,8 @@ use yrs::{
     Text, TextRef, Transact, TransactionMut, Update, WriteTxn,
 };
 
-/// The name the assistant shows.
-pub const ASSISTANT_NAME: &str = "AI assistant";
+/// The name the assistant shows (the accounts wing reserves it).
+pub use crate::accounts::ASSISTANT_NAME;
 /// Its colour in presence.
 pub const ASSISTANT_COLOR: &str = "#7c3aed";
 
@@ -298,6 +298,16 @@ fn field(map: &MapRef, txn: &impl ReadTxn, key: &str) -> Option<String> {
     }
 }
 
+/// A suggestion's status; `None` when it has none a server would write.
+fn status(map: &MapRef, txn: &impl ReadTxn) -> Option<SuggestionStatus> {
+    SuggestionStatus::parse(&field(map, txn, field::STATUS)?)
+}
+
+/// Writes a suggestion's status.
+fn set_status(map: &MapRef, txn: &mut TransactionMut<'_>, status: SuggestionStatus) {
+    map.insert(txn, field::STATUS, status.as_str());
+}
+
 impl Peer {
     /// Starts the local awareness clock at [`initial_awareness_clock`].
     fn seed_awareness_clock(&mut self) {
@@ -410,10 +420,9 @@ impl Peer {
                     let mut txn = self.doc.transact_mut();
                     if let Some(Out::YMap(s)) =
                         txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id)
-                        && field(&s, &txn, field::STATUS).as_deref()
-                            == Some(SuggestionStatus::Pending.as_str())
+                        && status(&s, &txn) == Some(SuggestionStatus::Pending)
                     {
-                        s.insert(&mut txn, field::STATUS, SuggestionStatus::Conflict.as_str());
+                        set_status(&s, &mut txn, SuggestionStatus::Conflict);
                     }
                     txn.encode_update_v1()
                 };
@@ -436,7 +445,7 @@ impl Peer {
             s.range.end.clone(),
             s.range.original.clone(),
         );
-        let id = crate::accounts::auth::secrets::random_id();
+        let id = crate::accounts::random_id();
         let entry: HashMap<String, Any> = HashMap::from([
             (field::FILE.into(), Any::from(s.range.file.as_str())),
             (field::START.into(), Any::Buffer(start.into())),
@@ -482,8 +491,7 @@ impl Peer {
                 .iter(&txn)
                 .filter_map(|(id, value)| match value {
                     Out::YMap(s)
-                        if field(&s, &txn, field::STATUS).as_deref()
-                            == Some(SuggestionStatus::Accepted.as_str())
+                        if status(&s, &txn) == Some(SuggestionStatus::Accepted)
                             && s.get(&txn, field::APPLIED_AT_MS).is_none() =>
                     {
                         Some(id.to_owned())
@@ -505,16 +513,12 @@ impl Peer {
             let update = {
                 let mut txn = self.doc.transact_mut();
                 if let Some(Out::YMap(s)) = txn.get_or_insert_map(SUGGESTIONS_ROOT).get(&txn, &id) {
-                    s.insert(
-                        &mut txn,
-                        field::STATUS,
-                        if intact {
-                            SuggestionStatus::Pending
-                        } else {
-                            SuggestionStatus::Conflict
-                        }
-                        .as_str(),
-                    );
+                    let reopened = if intact {
+                        SuggestionStatus::Pending
+                    } else {
+                        SuggestionStatus::Conflict
+                    };
+                    set_status(&s, &mut txn, reopened);
                 }
                 if intact {
                     decide_in(&mut txn, &id, true, (self.now)());
@@ -532,10 +536,7 @@ impl Peer {
         let mut applied: Vec<(f64, String, MapRef)> = suggestions
             .iter(&txn)
             .filter_map(|(id, value)| match value {
-                Out::YMap(s)
-                    if field(&s, &txn, field::STATUS).as_deref()
-                        == Some(SuggestionStatus::Accepted.as_str()) =>
-                {
+                Out::YMap(s) if status(&s, &txn) == Some(SuggestionStatus::Accepted) => {
                     // Only a plain number counts: a shared type there is a client's doing,
                     // and reading one is not the peer's business.
                     match s.get(&txn, field::APPLIED_AT_MS)? {
@@ -571,7 +572,7 @@ impl Peer {
             }
             text.remove_range(&mut txn, start, end - start);
             text.insert(&mut txn, start, &original);
-            s.insert(&mut txn, field::STATUS, SuggestionStatus::Undone.as_str());
+            set_status(&s, &mut txn, SuggestionStatus::Undone);
             undone.push(id);
         }
         (undone, txn.encode_update_v1())
@@ -583,14 +584,14 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
     let Some(Out::YMap(s)) = suggestions.get(txn, id) else {
         return AcceptOutcome::NotFound;
     };
-    let status = field(&s, txn, field::STATUS).unwrap_or_default();
-    if status != SuggestionStatus::Pending.as_str() {
-        return AcceptOutcome::AlreadyDecided { status };
+    let current = status(&s, txn);
+    if current != Some(SuggestionStatus::Pending) {
+        return AcceptOutcome::AlreadyDecided { status: current };
     }
     if !accept {
-        s.insert(txn, field::STATUS, SuggestionStatus::Rejected.as_str());
+        set_status(&s, txn, SuggestionStatus::Rejected);
         return AcceptOutcome::AlreadyDecided {
-            status: SuggestionStatus::Rejected.as_str().into(),
+            status: Some(SuggestionStatus::Rejected),
         };
     }
     let (Some(file), Some(start), Some(end), Some(original), Some(replacement)) = (
@@ -600,14 +601,14 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
         field(&s, txn, field::ORIGINAL),
         field(&s, txn, field::REPLACEMENT),
     ) else {
-        s.insert(txn, field::STATUS, SuggestionStatus::Conflict.as_str());
+        set_status(&s, txn, SuggestionStatus::Conflict);
         return AcceptOutcome::Conflict;
     };
     let Some((text, start, end, _)) =
         resolve_anchor(txn, &file, &start, &end).filter(|(_, _, _, covered)| *covered == original)
     else {
         // The anchored text was deleted or changed meanwhile: never apply over it.
-        s.insert(txn, field::STATUS, SuggestionStatus::Conflict.as_str());
+        set_status(&s, txn, SuggestionStatus::Conflict);
         return AcceptOutcome::Conflict;
     };
     text.remove_range(txn, start, end - start);
@@ -620,7 +621,7 @@ fn decide_in(txn: &mut TransactionMut<'_>, id: &str, accept: bool, now: i64) -> 
         s.insert(txn, field::APPLIED_START, a);
         s.insert(txn, field::APPLIED_END, b);
     }
-    s.insert(txn, field::STATUS, SuggestionStatus::Accepted.as_str());
+    set_status(&s, txn, SuggestionStatus::Accepted);
     s.insert(txn, field::APPLIED_AT_MS, now as f64);
     AcceptOutcome::Accepted
 }

@@ -38,8 +38,10 @@ pub mod field {
     pub const APPLIED_AT_MS: &str = "applied_at_ms";
 }
 
-/// Where a suggestion stands, as stored in its [`field::STATUS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a suggestion stands, as stored in its [`field::STATUS`] (and as sent, in the same
+/// spelling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SuggestionStatus {
     /// Waiting for someone to decide.
     Pending,
@@ -63,6 +65,19 @@ impl SuggestionStatus {
             Self::Conflict => "conflict",
             Self::Undone => "undone",
         }
+    }
+
+    /// From the stored spelling; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Accepted,
+            Self::Rejected,
+            Self::Conflict,
+            Self::Undone,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
     }
 }
 
@@ -126,8 +141,8 @@ pub enum AcceptOutcome {
     Conflict,
     /// It was already decided.
     AlreadyDecided {
-        /// Its status.
-        status: String,
+        /// Its status (`None` when what is stored is no status at all).
+        status: Option<SuggestionStatus>,
     },
     /// No such suggestion.
     NotFound,
@@ -139,7 +154,8 @@ pub enum AcceptOutcome {
 pub enum GateVerdict {
     /// The anchored text is intact and the checkpoint is taken: apply.
     Apply,
-    /// The anchored text changed on the server's copy: mark the suggestion `conflict`.
+    /// The anchored text changed on the server's copy: mark the suggestion
+    /// [`SuggestionStatus::Conflict`].
     Conflict,
     /// The server could not be asked (the peer is losing its connection): leave the
     /// suggestion as the client left it, for the next peer to apply.

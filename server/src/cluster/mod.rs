@@ -47,7 +47,7 @@ use tracing::{debug, info, warn};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::encoder::Encode;
 
-use crate::accounts::access::{AccessEvent, AccessEvents};
+use crate::accounts::{AccessEvent, AccessEvents};
 
 /// Cluster settings.
 #[derive(Clone)]

@@ -1,10 +1,10 @@
-//! Request extractors for the caller's identity, and the room permission check.
+//! Request extractors for the caller's identity, and the room permission check that
+//! [`AuthorizedRoom`](crate::http::AuthorizedRoom) and the WebSocket upgrade go through.
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
 
-use crate::accounts::access::{Identity, RoomAccess, room_access};
-use crate::accounts::auth::{AuthError, Principal, Role};
+use crate::accounts::{AuthError, Identity, Principal, Role, RoomAccess, room_access};
 use crdt_store::RoomId;
 
 use crate::app::AppState;
@@ -60,6 +60,22 @@ pub struct SessionUser {
 }
 
 impl SessionUser {
+    /// The session user behind `principal`; 403 for an API key or a share link.
+    pub fn of(principal: Principal) -> Result<Self, ApiError> {
+        match principal {
+            Principal::User {
+                user_id,
+                session_id,
+            } => Ok(SessionUser {
+                user_id,
+                session_id,
+            }),
+            _ => Err(ApiError::forbidden(
+                "this endpoint needs a logged-in user, not an API key or share link",
+            )),
+        }
+    }
+
     /// The same caller as a [`Principal`], for room permission checks.
     pub fn principal(&self) -> Principal {
         Principal::User {
@@ -75,26 +91,13 @@ impl FromRequest for SessionUser {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let caller = Caller::from_request(req, payload);
-        Box::pin(async move {
-            match caller.await?.0 {
-                Principal::User {
-                    user_id,
-                    session_id,
-                } => Ok(SessionUser {
-                    user_id,
-                    session_id,
-                }),
-                _ => Err(ApiError::forbidden(
-                    "this endpoint needs a logged-in user, not an API key or share link",
-                )),
-            }
-        })
+        Box::pin(async move { SessionUser::of(caller.await?.0) })
     }
 }
 
 /// The rooms whose data a caller may see on endpoints that gather it across rooms (the
 /// caller's notifications, AI usage). Room endpoints check one room through
-/// [`require_role`]; these apply the same limit to a list.
+/// [`AuthorizedRoom`](crate::http::AuthorizedRoom); these apply the same limit to a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoomScope {
     /// A user's session: every room of theirs.
@@ -124,45 +127,9 @@ impl RoomScope {
     }
 }
 
-/// A room a request may use: its id, a lease that keeps it loaded, and who is asking.
-pub struct AuthorizedRoom {
-    /// The room.
-    pub id: crdt_store::RoomId,
-    /// Keeps the room in memory for the request.
-    pub lease: crdt_store::RoomLease,
-    /// The caller as others see them.
-    pub identity: Identity,
-}
-
-impl AuthorizedRoom {
-    /// The room's document.
-    pub fn room(&self) -> &crdt_store::Room {
-        self.lease.room()
-    }
-}
-
-/// Parses `room`, checks that `principal` holds at least `min` there, and loads it.
-pub async fn authorized_room(
-    state: &AppState,
-    principal: &Principal,
-    room: &str,
-    min: Role,
-) -> Result<AuthorizedRoom, ApiError> {
-    let id = crdt_store::RoomId::parse(room)?;
-    require_role(state, principal, &id, min).await?;
-    let lease = state.registry.lease(&id).await?;
-    // Checked again with the room held: a deletion between the first check and the lease
-    // would otherwise hand this caller a room created afresh under the id, by someone else.
-    // Held, the room is the one checked; if it is deleted later, its writes are refused.
-    let (_, identity) = require_role(state, principal, &id, min).await?;
-    Ok(AuthorizedRoom {
-        id,
-        lease,
-        identity,
-    })
-}
-
-/// Checks that `principal` holds at least `min` in `room_id`.
+/// Checks that `principal` holds at least `min` in `room_id`. Room routes check through
+/// [`AuthorizedRoom`](crate::http::AuthorizedRoom); this is for what names its room
+/// elsewhere (the WebSocket upgrade, a share token's own room).
 pub async fn require_role(
     state: &AppState,
     principal: &Principal,
@@ -175,12 +142,17 @@ pub async fn require_role(
             "you are not a participant of this room",
         )),
         RoomAccess::Granted { role, identity } if role >= min => Ok((role, identity)),
-        RoomAccess::Granted { role, .. } => Err(ApiError::forbidden(format!(
-            "this needs the {} role; you are {}",
-            min.as_str(),
-            role.as_str()
-        ))),
+        RoomAccess::Granted { role, .. } => Err(role_too_small(role, min)),
     }
+}
+
+/// The 403 of a caller whose role in a room is below the one asked for.
+pub fn role_too_small(role: Role, min: Role) -> ApiError {
+    ApiError::forbidden(format!(
+        "this needs the {} role; you are {}",
+        min.as_str(),
+        role.as_str()
+    ))
 }
 
 /// The id of a room named in a path whose routes answer 404, not 400, for a name that is no

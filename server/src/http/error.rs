@@ -10,7 +10,7 @@ use crdt_store::{ApplyError, InvalidRoomId, JoinError, RestoreError, StorageErro
 use serde::Serialize;
 use tracing::error;
 
-use crate::accounts::auth::AuthError;
+use crate::accounts::AuthError;
 
 /// A REST failure: a status, a stable machine-readable code and a human message.
 #[derive(Debug)]

@@ -1,17 +1,30 @@
 //! The HTTP edge: the route table and OpenAPI document, the middleware every response goes
 //! through (security headers, CORS, head and body deadlines), the one JSON error shape
-//! ([`error::ApiError`]), the caller and authorized-room extractors, per-client limits, health
-//! and metrics endpoints, and the browser client's files. Invariant: every REST failure leaves
-//! through [`error::ApiError`], and no handler reads a credential except through [`caller`];
-//! this wing holds no domain rule and no database or document work of its own.
+//! ([`ApiError`]), the caller extractors and the one extractor of room routes
+//! ([`AuthorizedRoom`]), input validation every wing shares ([`input`]), per-client limits,
+//! health and metrics endpoints, and the browser client's files. Invariant: every REST failure
+//! leaves through [`ApiError`], no handler reads a credential except through [`caller`], and
+//! every route under `/api/rooms/{room}` authorizes through [`AuthorizedRoom`]; this wing holds
+//! no domain rule and no database or document work of its own.
 
+mod authorized_room;
 pub(crate) mod body_deadline;
 pub(crate) mod caller;
 pub mod error;
 pub(crate) mod head_deadline;
 mod health;
+pub mod input;
 pub mod limits;
 pub mod web_client;
+
+pub use authorized_room::{
+    AuthorizedRoom, BadRequestIfInvalid, Editor, InvalidName, Load, Loaded, MinRole,
+    NotFoundIfInvalid, Owner, RoomParam, Session, Unloaded, Viewer,
+};
+pub use caller::{Caller, RoomScope, SessionUser, bearer_token, existing_room_id, require_role};
+pub use error::ApiError;
+pub use input::{FieldErrors, check_name, field_error, read_body, validated};
+pub use limits::{ClientLimits, ConnectionSlot, LimitError};
 
 use actix_cors::Cors;
 use actix_web::middleware::DefaultHeaders;
@@ -21,13 +34,15 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 use crate::accounts::routes as accounts;
 use crate::ai::routes as ai;
-use crate::collab::activity::routes as activity;
-use crate::collab::notifications::routes as notifications;
-use crate::collab::webhooks::routes as webhooks;
-use crate::collab::{comments, documents, files};
-use crate::rooms::{invites, members, room, share_links};
+use crate::collab::{
+    activity_routes as activity, comment_routes as comments, document_routes as documents,
+    file_routes as files, notification_routes as notifications, webhook_routes as webhooks,
+};
+use crate::rooms::{
+    invite_routes as invites, member_routes as members, room_routes as room,
+    share_link_routes as share_links,
+};
 use crate::sync;
-use error::ApiError;
 
 /// Largest JSON request body accepted by the REST API.
 const MAX_JSON_BODY: usize = 64 * 1024;
@@ -59,7 +74,7 @@ const MAX_JSON_BODY: usize = 64 * 1024;
         comments::delete_comment, comments::resolve, comments::reopen,
         notifications::list_notifications, notifications::mark_read, notifications::mark_all_read,
         files::list_files, files::create_file, files::download_file, files::upload_file,
-        files::rename_file, files::delete_file, files::export_room, files::import_room,
+        files::rename_file, files::delete_file, files::export_room, room::import_room,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook,
         webhooks::list_deliveries,
     ),
@@ -184,7 +199,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/invites/{token}/accept",
         web::post().to(invites::accept_invite),
     )
-    .route("/api/import", web::post().to(files::import_room))
+    .route("/api/import", web::post().to(room::import_room))
     .route(
         "/api/share-links/current",
         web::get().to(share_links::current_share_link),

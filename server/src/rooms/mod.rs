@@ -1,35 +1,27 @@
 //! The rooms wing: rooms and who is in them. It owns the `rooms`, `room_members`, `invites`
-//! and `share_links` tables and their routes, one file per resource: [`room`], [`members`],
-//! [`invites`], [`share_links`]. Invariant: a room always has at least one owner, every
-//! change that can lower someone's access is announced on
-//! [`AccessEvents`](crate::accounts::access::AccessEvents) once committed, and deleting a
-//! room removes every row that names it in one transaction.
+//! and `share_links` tables, one folder per resource, each a service (`mod.rs`: the database
+//! work) and its routes (`routes.rs`: extract, call, map): [`room`] (create, list, rename,
+//! delete, fork, import), [`members`], [`invites`], [`share_links`]. Invariant: a room always
+//! has at least one owner, every change that can lower someone's access is announced on
+//! [`AccessEvents`](crate::accounts::AccessEvents) once committed, and deleting a room
+//! removes every row that names it in one transaction.
 
 pub(crate) mod invites;
 pub(crate) mod members;
 pub(crate) mod room;
 pub(crate) mod share_links;
 
-use std::collections::BTreeMap;
+pub(crate) use invites::routes as invite_routes;
+pub(crate) use members::routes as member_routes;
+pub(crate) use room::routes as room_routes;
+pub(crate) use share_links::routes as share_link_routes;
+
 use std::time::Duration;
 
-use crdt_store::RoomId;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::http::error::ApiError;
-
-pub(crate) fn validated(fields: BTreeMap<&'static str, String>) -> Result<(), ApiError> {
-    if fields.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(fields))
-    }
-}
-
-fn parse_room(room: &str) -> Result<RoomId, ApiError> {
-    Ok(RoomId::parse(room)?)
-}
+use crate::http::{ApiError, field_error};
 
 /// Parses `"7d"`, `"30d"`, `"12h"` (any humantime duration) or `"never"`.
 fn parse_expiry(expires_in: Option<&str>, default: Duration) -> Result<Option<Duration>, ApiError> {
@@ -37,10 +29,10 @@ fn parse_expiry(expires_in: Option<&str>, default: Duration) -> Result<Option<Du
         None => Ok(Some(default)),
         Some("never") => Ok(None),
         Some(text) => humantime::parse_duration(text).map(Some).map_err(|_| {
-            ApiError::validation(BTreeMap::from([(
+            field_error(
                 "expires_in",
-                "use a duration such as \"7d\", \"30d\", \"12h\", or \"never\"".to_owned(),
-            )]))
+                "use a duration such as \"7d\", \"30d\", \"12h\", or \"never\"",
+            )
         }),
     }
 }

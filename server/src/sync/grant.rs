@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use crdt_store::writes::WriteGrant;
 
-use crate::accounts::access::Identity;
-use crate::accounts::auth::Role;
+use crate::accounts::{Identity, Role};
 
 /// The grant of a socket with `role` speaking as `identity`. The assistant's suggestions are
 /// stamped with its name like anyone's; its decisions are the server's gate's, so it alone
@@ -19,7 +18,7 @@ pub fn write_grant(role: Role, identity: &Identity) -> WriteGrant {
     WriteGrant {
         content: role >= Role::Editor,
         suggest: role >= Role::Suggester,
-        decide: identity.user_id.as_deref() == Some(crate::ai::ASSISTANT_USER_ID),
+        decide: identity.user_id.as_deref() == Some(crate::accounts::ASSISTANT_USER_ID),
         author,
         author_name: identity.name.as_str().into(),
     }

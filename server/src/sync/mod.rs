@@ -49,19 +49,18 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, Sleep};
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::accounts::access::{AccessEvent, Identity, RoomAccess, room_access};
-use crate::accounts::auth::{AuthError, CredentialStatus, Principal, Role};
+use crate::accounts::{
+    AccessEvent, AuthError, CredentialStatus, Identity, Principal, Role, RoomAccess, room_access,
+};
 use crate::app::AppState;
-use crate::http::caller::{bearer_token, require_role};
-use crate::http::error::ApiError;
+use crate::http::{ApiError, ConnectionSlot, bearer_token, require_role};
 use crate::telemetry::refused;
 
 mod grant;
 pub(crate) mod keepalive;
 
 use grant::write_grant;
-
-use keepalive::{Keepalive, KeepaliveTick};
+pub(crate) use keepalive::{Keepalive, KeepaliveTick};
 
 /// Close code: the participant may write now; reconnecting picks the new role up.
 const CLOSE_ROLE_RAISED: u16 = 4205;
@@ -95,7 +94,7 @@ fn stamp(identity: &Identity) -> AwarenessStamp {
         identity.user_id.clone().map_or(Value::Null, Value::String),
     );
     user.insert("name".to_owned(), Value::String(identity.name.clone()));
-    let is_assistant = identity.user_id.as_deref() == Some(crate::ai::ASSISTANT_USER_ID);
+    let is_assistant = identity.user_id.as_deref() == Some(crate::accounts::ASSISTANT_USER_ID);
     AwarenessStamp {
         user,
         strip: if is_assistant {
@@ -119,36 +118,10 @@ pub async fn connect(
     let room_id = RoomId::parse(&room)?;
     // Listen before checking, so a change between the check and the loop is not missed.
     let events = state.events.subscribe();
-    let token = bearer_token(&req).ok_or(AuthError::Missing)?;
-    let principal = state.auth.authenticate(&token).await?;
-    let expires_at = match state
-        .auth
-        .credential_status(&principal)
-        .await
-        .map_err(AuthError::from)?
-    {
-        CredentialStatus::Live { expires_at } => expires_at,
-        CredentialStatus::Revoked => return Err(AuthError::InvalidToken.into()),
-        CredentialStatus::Expired => return Err(AuthError::Expired.into()),
-    };
-    // Per-address upgrade rate and connection cap (429 before the upgrade). The assistant's
-    // peers connect from the server's own address, one per room it works in; they are the
-    // server's, not a client's, and are not counted.
-    let client_slot = match &principal {
-        Principal::User { user_id, .. } if user_id == crate::ai::ASSISTANT_USER_ID => None,
-        _ => Some(state.client_limits.admit_websocket(req.peer_addr())?),
-    };
-    let (role, identity) = require_role(&state, &principal, &room_id, Role::Viewer).await?;
-    let access = SessionAccess {
-        principal,
-        role,
-        expires_at,
-        stamp: stamp(&identity),
-        grant: write_grant(role, &identity),
-    };
+    let (access, identity, client_slot) = admit(&req, &state, &room_id).await?;
     let connection = state.registry.connect(&room_id).await?;
-    // Checked again with the room joined (see `authorized_room`): a deletion that finished
-    // in between must not leave this socket in a room created afresh under the id.
+    // Checked again with the room joined (as `http::Loaded` does for REST): a deletion that
+    // finished in between must not leave this socket in a room created afresh under the id.
     require_role(&state, &access.principal, &room_id, Role::Viewer).await?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -176,6 +149,44 @@ pub async fn connect(
         .instrument(span),
     );
     Ok(response)
+}
+
+/// Checks an upgrade before the room is joined: the credential (live, 401 otherwise), the
+/// per-address limits (429) and the caller's role in the room (403, 404). Answers what the
+/// session may do, who it is, and the address's connection slot (none for the assistant).
+async fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    room_id: &RoomId,
+) -> Result<(SessionAccess, Identity, Option<ConnectionSlot>), ApiError> {
+    let token = bearer_token(req).ok_or(AuthError::Missing)?;
+    let principal = state.auth.authenticate(&token).await?;
+    let expires_at = match state
+        .auth
+        .credential_status(&principal)
+        .await
+        .map_err(AuthError::from)?
+    {
+        CredentialStatus::Live { expires_at } => expires_at,
+        CredentialStatus::Revoked => return Err(AuthError::InvalidToken.into()),
+        CredentialStatus::Expired => return Err(AuthError::Expired.into()),
+    };
+    // Per-address upgrade rate and connection cap (429 before the upgrade). The assistant's
+    // peers connect from the server's own address, one per room it works in; they are the
+    // server's, not a client's, and are not counted.
+    let client_slot = match &principal {
+        Principal::User { user_id, .. } if user_id == crate::accounts::ASSISTANT_USER_ID => None,
+        _ => Some(state.client_limits.admit_websocket(req.peer_addr())?),
+    };
+    let (role, identity) = require_role(state, &principal, room_id, Role::Viewer).await?;
+    let access = SessionAccess {
+        principal,
+        role,
+        expires_at,
+        stamp: stamp(&identity),
+        grant: write_grant(role, &identity),
+    };
+    Ok((access, identity, client_slot))
 }
 
 /// Why a session ended.

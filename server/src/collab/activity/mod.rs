@@ -9,13 +9,17 @@
 
 use std::sync::Arc;
 
+use crdt_store::RoomId;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, warn};
 
-use crate::accounts::access::Identity;
+use crate::accounts::Identity;
 use crate::clock::Clock;
 use crate::entity::{activity, room};
 
@@ -269,6 +273,28 @@ pub fn version_data(version: &crdt_store::VersionInfo) -> serde_json::Value {
         "kind": version.kind,
         "label": version.label,
     })
+}
+
+/// One page of room `id`'s feed, newest first: at most `limit` entries older than `before`,
+/// and whether older ones remain.
+pub(crate) async fn feed_page(
+    db: &DatabaseConnection,
+    id: &RoomId,
+    limit: u64,
+    before: Option<i64>,
+) -> Result<(Vec<activity::Model>, bool), DbErr> {
+    let mut select = activity::Entity::find().filter(activity::Column::RoomId.eq(id.as_str()));
+    if let Some(before) = before {
+        select = select.filter(activity::Column::Id.lt(before));
+    }
+    let mut rows = select
+        .order_by_desc(activity::Column::Id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows, more))
 }
 
 /// Records a feed event, in one statement and only while its room exists: an event of a

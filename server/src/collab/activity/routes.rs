@@ -1,15 +1,10 @@
 //! `/api/rooms/{room}/activity`: a room's activity feed, newest first.
 
 use actix_web::{HttpResponse, web};
-use crdt_store::RoomId;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::auth::Role;
 use crate::app::AppState;
-use crate::entity::activity;
-use crate::http::caller::{Caller, require_role};
-use crate::http::error::ApiError;
+use crate::http::{ApiError, AuthorizedRoom, BadRequestIfInvalid, RoomParam, Unloaded, Viewer};
 
 /// Most entries one page may hold.
 pub const MAX_PAGE: u64 = 200;
@@ -81,30 +76,17 @@ pub fn stored_json(text: &str) -> serde_json::Value {
 }
 
 /// The room's activity feed, newest first (viewers).
-#[utoipa::path(get, path = "/api/rooms/{room}/activity", tag = "collaboration", params(PageQuery),
+#[utoipa::path(get, path = "/api/rooms/{room}/activity", tag = "collaboration", params(PageQuery, RoomParam),
     responses((status = 200, body = ActivityPage), (status = 403), (status = 404)))]
 pub async fn list_activity(
     state: web::Data<AppState>,
-    caller: Caller,
-    room: web::Path<String>,
+    room: AuthorizedRoom<Viewer, Unloaded, BadRequestIfInvalid>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let room_id = RoomId::parse(&room)?;
-    require_role(&state, &caller.0, &room_id, Role::Viewer).await?;
     let limit = query.limit()?;
-    let mut select = activity::Entity::find().filter(activity::Column::RoomId.eq(room_id.as_str()));
-    if let Some(before) = query.before {
-        select = select.filter(activity::Column::Id.lt(before));
-    }
-    let rows = select
-        .order_by_desc(activity::Column::Id)
-        .limit(limit + 1)
-        .all(state.db())
-        .await?;
-    let more = rows.len() as u64 > limit;
+    let (rows, more) = super::feed_page(state.db(), &room.id, limit, query.before).await?;
     let events: Vec<ActivityView> = rows
         .into_iter()
-        .take(limit as usize)
         .map(|row| ActivityView {
             id: row.id,
             kind: row.kind,

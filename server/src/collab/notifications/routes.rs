@@ -5,15 +5,12 @@
 //! (any other is "not found") and marking all read (the others stay unread).
 
 use actix_web::{HttpResponse, web};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::collab::activity::routes::{ActorView, PageQuery, stored_json};
 use crate::entity::notification;
-use crate::http::caller::{Caller, RoomScope};
-use crate::http::error::ApiError;
+use crate::http::{ApiError, Caller, RoomScope};
 
 /// Which notifications to list.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -47,6 +44,23 @@ pub struct NotificationView {
     pub created_at_ms: i64,
 }
 
+impl From<notification::Model> for NotificationView {
+    fn from(row: notification::Model) -> Self {
+        Self {
+            id: row.id,
+            kind: row.kind,
+            room_id: row.room_id,
+            actor: row.actor_name.map(|name| ActorView {
+                id: row.actor_id,
+                name,
+            }),
+            data: stored_json(&row.data),
+            read: row.read_at.is_some(),
+            created_at_ms: row.created_at,
+        }
+    }
+}
+
 /// One page of notifications.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct NotificationPage {
@@ -65,13 +79,6 @@ fn user_of(caller: &Caller) -> Result<&str, ApiError> {
     })
 }
 
-/// The notifications the caller may see: its user's, about the rooms of its [`RoomScope`].
-fn visible_to(caller: &Caller) -> Result<sea_orm::Select<notification::Entity>, ApiError> {
-    Ok(notification::Entity::find()
-        .filter(notification::Column::UserId.eq(user_of(caller)?))
-        .filter(RoomScope::of(&caller.0).condition(notification::Column::RoomId)))
-}
-
 /// The caller's notifications, newest first.
 #[utoipa::path(get, path = "/api/notifications", tag = "collaboration", params(NotificationQuery),
     responses((status = 200, body = NotificationPage), (status = 401), (status = 403)))]
@@ -80,54 +87,30 @@ pub async fn list_notifications(
     caller: Caller,
     query: web::Query<NotificationQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let mine = visible_to(&caller)?;
+    let user_id = user_of(&caller)?;
     let limit = PageQuery {
         limit: query.limit,
         before: query.before,
     }
     .limit()?;
-    let unread_count = mine
-        .clone()
-        .filter(notification::Column::ReadAt.is_null())
-        .count(state.db())
-        .await?;
-    let mut select = mine;
-    if query.unread {
-        select = select.filter(notification::Column::ReadAt.is_null());
-    }
-    if let Some(before) = query.before {
-        select = select.filter(notification::Column::Id.lt(before));
-    }
-    let rows = select
-        .order_by_desc(notification::Column::Id)
-        .limit(limit + 1)
-        .all(state.db())
-        .await?;
-    let more = rows.len() as u64 > limit;
-    let notifications: Vec<NotificationView> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(|row| NotificationView {
-            id: row.id,
-            kind: row.kind,
-            room_id: row.room_id,
-            actor: row.actor_name.map(|name| ActorView {
-                id: row.actor_id,
-                name,
-            }),
-            data: stored_json(&row.data),
-            read: row.read_at.is_some(),
-            created_at_ms: row.created_at,
-        })
-        .collect();
-    let next_before = if more {
-        notifications.last().map(|n| n.id)
-    } else {
-        None
-    };
+    let scope = RoomScope::of(&caller.0);
+    let page = super::page(
+        state.db(),
+        user_id,
+        &scope,
+        query.unread,
+        limit,
+        query.before,
+    )
+    .await?;
+    let notifications: Vec<NotificationView> = page.rows.into_iter().map(Into::into).collect();
+    let next_before = page
+        .more
+        .then(|| notifications.last().map(|n| n.id))
+        .flatten();
     Ok(HttpResponse::Ok().json(NotificationPage {
         notifications,
-        unread_count,
+        unread_count: page.unread_count,
         next_before,
     }))
 }
@@ -140,19 +123,11 @@ pub async fn mark_read(
     caller: Caller,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let found = visible_to(&caller)?
-        .filter(notification::Column::Id.eq(*id))
-        .one(state.db())
-        .await?;
-    if found.is_none() {
+    let user_id = user_of(&caller)?;
+    let scope = RoomScope::of(&caller.0);
+    if !super::mark_read(state.db(), user_id, &scope, *id, state.now()).await? {
         return Err(ApiError::not_found("no such notification"));
     }
-    notification::Entity::update_many()
-        .col_expr(notification::Column::ReadAt, Expr::value(state.now()))
-        .filter(notification::Column::Id.eq(*id))
-        .filter(notification::Column::ReadAt.is_null())
-        .exec(state.db())
-        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -164,12 +139,6 @@ pub async fn mark_all_read(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_of(&caller)?;
-    notification::Entity::update_many()
-        .col_expr(notification::Column::ReadAt, Expr::value(state.now()))
-        .filter(notification::Column::UserId.eq(user_id))
-        .filter(RoomScope::of(&caller.0).condition(notification::Column::RoomId))
-        .filter(notification::Column::ReadAt.is_null())
-        .exec(state.db())
-        .await?;
+    super::mark_all_read(state.db(), user_id, &RoomScope::of(&caller.0), state.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

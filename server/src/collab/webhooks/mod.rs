@@ -43,6 +43,7 @@ use crate::clock::Clock;
 use crate::collab::activity::{EventKind, RoomEvent};
 use crate::entity::{webhook, webhook_delivery};
 
+mod registrations;
 pub(crate) mod routes;
 
 /// Webhook settings.
@@ -306,7 +307,7 @@ impl Webhooks {
                 let now = self.now();
                 let payload = json!({
                     "event": event.kind.as_str(),
-                    "event_id": crate::accounts::auth::secrets::random_id(),
+                    "event_id": crate::accounts::random_id(),
                     "webhook_id": hook.id,
                     "room": event.room,
                     "at_ms": event.at_ms,

@@ -2,27 +2,16 @@
 //! was delivered.
 
 use actix_web::{HttpResponse, web};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
-};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::accounts::auth::Role;
-use crate::accounts::auth::secrets::{random_id, random_token};
+use super::registrations;
 use crate::app::AppState;
 use crate::collab::activity::EventKind;
 use crate::collab::webhooks::DEFAULT_EVENTS;
-use crate::entity::{webhook, webhook_delivery};
-use crate::http::caller::{Caller, existing_room_id, require_role};
-use crate::http::error::ApiError;
-
-/// Most webhooks one room may have.
-const MAX_WEBHOOKS_PER_ROOM: u64 = 20;
-/// Prefix of webhook signing secrets.
-const SECRET_PREFIX: &str = "whsec_";
+use crate::entity::webhook;
+use crate::http::{ApiError, AuthorizedRoom, Owner, RoomParam, field_error};
 
 /// Every event a webhook can ask for.
 const EVENTS: [EventKind; 16] = [
@@ -107,101 +96,65 @@ fn parse_events(requested: Option<Vec<String>>) -> Result<Vec<String>, ApiError>
     Ok(events)
 }
 
-fn webhooks(state: &AppState) -> &crate::collab::webhooks::Webhooks {
-    &state.webhooks
+/// The `{id}` of a webhook's routes.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WebhookParam {
+    id: String,
 }
 
 /// Registers a webhook (owners); answers its signing secret once.
 #[utoipa::path(post, path = "/api/rooms/{room}/webhooks", tag = "webhooks", request_body = CreateWebhookRequest,
+    params(RoomParam),
     responses((status = 201, body = CreatedWebhook), (status = 400), (status = 403), (status = 409), (status = 422)))]
 pub async fn create_webhook(
     state: web::Data<AppState>,
-    caller: Caller,
-    room: web::Path<String>,
+    room: AuthorizedRoom<Owner>,
     body: web::Json<CreateWebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
     let CreateWebhookRequest { url, events } = body.into_inner();
-    let url = webhooks(&state)
+    let url = state
+        .webhooks
         .check_url(url.trim())
-        .map_err(|reason| ApiError::validation([("url", reason)].into_iter().collect()))?;
+        .map_err(|reason| field_error("url", reason))?;
     let events = parse_events(events)?;
-    // Counted outside a transaction: on SQLite a transaction that reads before it writes can
-    // fail to upgrade when another writer commits meanwhile. Two registrations racing past
-    // the limit together can exceed it by one; it bounds work, it is not a security limit.
-    let existing = webhook::Entity::find()
-        .filter(webhook::Column::RoomId.eq(room.as_str()))
-        .count(state.db())
-        .await?;
-    if existing >= MAX_WEBHOOKS_PER_ROOM {
-        return Err(ApiError::conflict(
-            "too_many_webhooks",
-            format!("a room has at most {MAX_WEBHOOKS_PER_ROOM} webhooks"),
-        ));
-    }
-    let secret = random_token(SECRET_PREFIX);
-    let model = webhook::ActiveModel {
-        id: Set(random_id()),
-        room_id: Set(room.to_string()),
-        url: Set(url.to_string()),
-        secret: Set(secret.clone()),
-        events: Set(serde_json::to_string(&events).unwrap_or_else(|_| "[]".into())),
-        created_by: Set(caller.0.user_id().unwrap_or_default().to_owned()),
-        created_at: Set(state.now()),
-    }
-    .insert(state.db())
+    let creator = room.user_id().unwrap_or_default();
+    let model = registrations::create(
+        state.db(),
+        &room.id,
+        url.as_str(),
+        &events,
+        creator,
+        state.now(),
+    )
     .await?;
     Ok(HttpResponse::Created().json(CreatedWebhook {
         webhook: view(&model),
-        secret,
+        secret: model.secret,
     }))
 }
 
 /// The room's webhooks (owners).
-#[utoipa::path(get, path = "/api/rooms/{room}/webhooks", tag = "webhooks",
+#[utoipa::path(get, path = "/api/rooms/{room}/webhooks", tag = "webhooks", params(RoomParam),
     responses((status = 200, body = [WebhookView]), (status = 403)))]
 pub async fn list_webhooks(
     state: web::Data<AppState>,
-    caller: Caller,
-    room: web::Path<String>,
+    room: AuthorizedRoom<Owner>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
-    let hooks = webhook::Entity::find()
-        .filter(webhook::Column::RoomId.eq(room.as_str()))
-        .order_by_asc(webhook::Column::CreatedAt)
-        .all(state.db())
-        .await?;
+    let hooks = registrations::list(state.db(), &room.id).await?;
     Ok(HttpResponse::Ok().json(json!({ "webhooks": hooks.iter().map(view).collect::<Vec<_>>() })))
-}
-
-async fn find_webhook(state: &AppState, room: &str, id: &str) -> Result<webhook::Model, ApiError> {
-    webhook::Entity::find_by_id(id)
-        .filter(webhook::Column::RoomId.eq(room))
-        .one(state.db())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("room {room:?} has no webhook {id:?}")))
 }
 
 /// Removes a webhook and its delivery history (owners).
 #[utoipa::path(delete, path = "/api/rooms/{room}/webhooks/{id}", tag = "webhooks",
+    params(RoomParam, WebhookParam),
     responses((status = 204), (status = 403), (status = 404)))]
 pub async fn delete_webhook(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    room: AuthorizedRoom<Owner>,
+    path: web::Path<WebhookParam>,
 ) -> Result<HttpResponse, ApiError> {
-    let (room, id) = path.into_inner();
-    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
-    find_webhook(&state, &room, &id).await?;
-    let txn = state.db().begin().await?;
-    webhook_delivery::Entity::delete_many()
-        .filter(webhook_delivery::Column::WebhookId.eq(id.as_str()))
-        .exec(&txn)
-        .await?;
-    webhook::Entity::delete_by_id(id.as_str())
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
+    registrations::delete(state.db(), &room.id, &path.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -236,35 +189,18 @@ pub struct DeliveryView {
 }
 
 /// A webhook's deliveries, newest first, with each one's outcome (owners).
-#[utoipa::path(get, path = "/api/rooms/{room}/webhooks/{id}/deliveries", tag = "webhooks", params(DeliveriesQuery),
+#[utoipa::path(get, path = "/api/rooms/{room}/webhooks/{id}/deliveries", tag = "webhooks",
+    params(DeliveriesQuery, RoomParam, WebhookParam),
     responses((status = 200, body = [DeliveryView]), (status = 403), (status = 404)))]
 pub async fn list_deliveries(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    room: AuthorizedRoom<Owner>,
+    path: web::Path<WebhookParam>,
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (room, id) = path.into_inner();
-    require_role(&state, &caller.0, &existing_room_id(&room)?, Role::Owner).await?;
-    find_webhook(&state, &room, &id).await?;
     let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1 to 200"));
-    }
-    let mut select = webhook_delivery::Entity::find()
-        .filter(webhook_delivery::Column::WebhookId.eq(id.as_str()))
-        .order_by_desc(webhook_delivery::Column::Id)
-        .limit(limit + 1);
-    if let Some(before) = query.before {
-        select = select.filter(webhook_delivery::Column::Id.lt(before));
-    }
-    let mut rows = select.all(state.db()).await?;
-    let next_before = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id)
-    } else {
-        None
-    };
+    let (rows, next_before) =
+        registrations::deliveries(state.db(), &room.id, &path.id, limit, query.before).await?;
     let deliveries: Vec<DeliveryView> = rows
         .into_iter()
         .map(|row| DeliveryView {

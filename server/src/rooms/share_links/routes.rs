@@ -3,22 +3,18 @@
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::room::RoomView;
-use super::{CreatedLink, expiry_ms, parse_expiry};
-use crate::accounts::access::AccessEvent;
-use crate::accounts::auth::secrets::{SHARE_TOKEN_PREFIX, random_id, random_token, token_hash};
-use crate::accounts::auth::{Principal, Role};
+use crate::accounts::{Principal, Role, SHARE_TOKEN_PREFIX, random_token, token_hash};
 use crate::app::AppState;
-use crate::entity::{room, share_link};
-use crate::http::caller::{Caller, SessionUser, existing_room_id, require_role};
-use crate::http::error::ApiError;
+use crate::entity::share_link;
+use crate::http::{
+    ApiError, AuthorizedRoom, Caller, Owner, RoomParam, Session, existing_room_id, require_role,
+};
+use crate::rooms::room::find_room;
+use crate::rooms::room::routes::RoomView;
+use crate::rooms::{CreatedLink, expiry_ms, parse_expiry};
 
 /// `POST /api/rooms/{room}/share-links` body.
 #[derive(Deserialize, ToSchema)]
@@ -52,37 +48,36 @@ impl From<share_link::Model> for ShareLinkView {
     }
 }
 
+/// The `{link_id}` of a share link's route.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LinkParam {
+    link_id: String,
+}
+
 /// Creates a read-only share link (owners): anyone holding its token can view the room
 /// without an account, until it expires or is revoked.
 #[utoipa::path(post, path = "/api/rooms/{room}/share-links", tag = "share-links", request_body = CreateShareLinkRequest,
+    params(RoomParam),
     responses((status = 201), (status = 403), (status = 404)))]
 pub async fn create_share_link(
     state: web::Data<AppState>,
-    caller: SessionUser,
-    room_id: web::Path<String>,
+    room: AuthorizedRoom<Session<Owner>>,
     body: web::Json<CreateShareLinkRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = caller.principal();
-    require_role(
-        &state,
-        &principal,
-        &existing_room_id(&room_id)?,
-        Role::Owner,
-    )
-    .await?;
     let expiry = parse_expiry(body.expires_in.as_deref(), Duration::from_secs(30 * 86_400))?;
     let token = random_token(SHARE_TOKEN_PREFIX);
     let now = state.auth.now();
-    let model = share_link::ActiveModel {
-        id: Set(random_id()),
-        room_id: Set(room_id.to_string()),
-        token_hash: Set(token_hash(&token)),
-        created_by: Set(caller.user_id),
-        created_at: Set(now),
-        expires_at: Set(expiry_ms(now, expiry)),
-        revoked_at: Set(None),
-    }
-    .insert(state.db())
+    let creator = &room.session.user_id;
+    let expires_at = expiry_ms(now, expiry);
+    let model = super::create_share_link(
+        state.db(),
+        &room.id,
+        creator,
+        token_hash(&token),
+        now,
+        expires_at,
+    )
     .await?;
     Ok(HttpResponse::Created().json(CreatedLink {
         url: format!("/share/{token}"),
@@ -92,17 +87,13 @@ pub async fn create_share_link(
 }
 
 /// Share links of a room (owners).
-#[utoipa::path(get, path = "/api/rooms/{room}/share-links", tag = "share-links", responses((status = 200, body = [ShareLinkView]), (status = 403)))]
+#[utoipa::path(get, path = "/api/rooms/{room}/share-links", tag = "share-links", params(RoomParam),
+    responses((status = 200, body = [ShareLinkView]), (status = 403)))]
 pub async fn list_share_links(
     state: web::Data<AppState>,
-    caller: Caller,
-    room_id: web::Path<String>,
+    room: AuthorizedRoom<Owner>,
 ) -> Result<HttpResponse, ApiError> {
-    require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
-    let links: Vec<ShareLinkView> = share_link::Entity::find()
-        .filter(share_link::Column::RoomId.eq(room_id.as_str()))
-        .order_by_asc(share_link::Column::CreatedAt)
-        .all(state.db())
+    let links: Vec<ShareLinkView> = super::share_links(state.db(), &room.id)
         .await?
         .into_iter()
         .map(Into::into)
@@ -111,27 +102,15 @@ pub async fn list_share_links(
 }
 
 /// Revokes a share link (owners); sockets opened with it are closed.
-#[utoipa::path(delete, path = "/api/rooms/{room}/share-links/{link_id}", tag = "share-links", responses((status = 204), (status = 403), (status = 404)))]
+#[utoipa::path(delete, path = "/api/rooms/{room}/share-links/{link_id}", tag = "share-links",
+    params(RoomParam, LinkParam),
+    responses((status = 204), (status = 403), (status = 404)))]
 pub async fn revoke_share_link(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    room: AuthorizedRoom<Owner>,
+    link: web::Path<LinkParam>,
 ) -> Result<HttpResponse, ApiError> {
-    let (room_id, link_id) = path.into_inner();
-    require_role(&state, &caller.0, &existing_room_id(&room_id)?, Role::Owner).await?;
-    let result = share_link::Entity::update_many()
-        .col_expr(share_link::Column::RevokedAt, Expr::value(state.auth.now()))
-        .filter(share_link::Column::Id.eq(&link_id))
-        .filter(share_link::Column::RoomId.eq(&room_id))
-        .filter(share_link::Column::RevokedAt.is_null())
-        .exec(state.db())
-        .await?;
-    if result.rows_affected == 0 {
-        return Err(ApiError::not_found("no such active share link"));
-    }
-    state
-        .events
-        .publish(AccessEvent::ShareLinkRevoked { link_id });
+    super::revoke_share_link(&state, &room.id, &link.link_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -148,17 +127,9 @@ pub async fn current_share_link(
             "this endpoint needs a share token (shr_…)",
         ));
     };
-    let (role, _) =
-        require_role(&state, &caller.0, &existing_room_id(room_id)?, Role::Viewer).await?;
-    let model = room::Entity::find_by_id(room_id.as_str())
-        .one(state.db())
-        .await?
-        .ok_or_else(|| ApiError::not_found("the room no longer exists"))?;
-    Ok(HttpResponse::Ok().json(RoomView {
-        online: state.presence.connections(room_id),
-        id: model.id,
-        name: model.name,
-        role,
-        created_at_ms: model.created_at,
-    }))
+    // The room is the token's, not a path's: no `AuthorizedRoom` here.
+    let id = existing_room_id(room_id)?;
+    let (role, _) = require_role(&state, &caller.0, &id, Role::Viewer).await?;
+    let model = find_room(state.db(), &id, "the room no longer exists").await?;
+    Ok(HttpResponse::Ok().json(RoomView::new(&state, model, role)))
 }

@@ -1,13 +1,13 @@
-//! Who is connected to which room right now. Kept apart from [`super::access`] because
-//! arrivals and departures are room events of the activity feed, and access itself never
-//! needs the feed.
+//! Who is connected to which room right now. Here beside the activity feed, not with access
+//! in the accounts wing: arrivals and departures are room events of the feed, and access
+//! itself never needs it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::access::Identity;
+use crate::accounts::Identity;
 use crate::collab::activity::{Activity, EventKind, RoomEvent};
 
 /// The people connected to one room: identity key → (identity, open connections).
