@@ -45,8 +45,11 @@ pub mod suggestion_field {
     pub const AUTHOR: &str = "author";
     /// Who proposed it: the identity only its author writes under (see `WriteGrant::author`).
     pub const AUTHOR_ID: &str = "author_id";
-    /// Where it stands: `pending`, `accepted`, `rejected`, `conflict`, `undone`.
+    /// Where it stands: `pending`, `accepted`, `rejected`, `conflict`, `undone` (the server's
+    /// `SuggestionStatus`).
     pub const STATUS: &str = "status";
+    /// The status a new suggestion is stamped with.
+    pub const PENDING: &str = "pending";
     /// The conversation it came from.
     pub const CONVERSATION_ID: &str = "conversation_id";
     /// When it was made, ms since the epoch.
@@ -395,7 +398,7 @@ pub(crate) fn stamp_new_suggestions(
                 continue;
             }
             map.insert(txn, suggestion_field::AUTHOR, &*grant.author_name);
-            map.insert(txn, suggestion_field::STATUS, "pending");
+            map.insert(txn, suggestion_field::STATUS, suggestion_field::PENDING);
             map.insert(
                 txn,
                 suggestion_field::CREATED_AT_MS,

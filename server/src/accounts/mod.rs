@@ -7,6 +7,7 @@
 //! It imports no other wing but `http` (for its routes' errors and extractors).
 
 pub mod access;
+pub mod access_events;
 pub mod auth;
 pub(crate) mod routes;
 pub(crate) mod store;

@@ -8,35 +8,9 @@ use serde::{Deserialize, Serialize};
 /// files a document exposes).
 pub use crdt_store::document::SUGGESTIONS_ROOT;
 
-/// The fields of one suggestion's map in [`SUGGESTIONS_ROOT`], as browsers read them.
-pub mod field {
-    /// The file it applies to.
-    pub const FILE: &str = "file";
-    /// The start of its range, an encoded Yjs relative position.
-    pub const START: &str = "start";
-    /// The end of its range, an encoded Yjs relative position.
-    pub const END: &str = "end";
-    /// The text the range covered when it was made.
-    pub const ORIGINAL: &str = "original";
-    /// The proposed text.
-    pub const REPLACEMENT: &str = "replacement";
-    /// Why.
-    pub const EXPLANATION: &str = "explanation";
-    /// Who proposed it.
-    pub const AUTHOR: &str = "author";
-    /// Its [`SuggestionStatus`](super::SuggestionStatus).
-    pub const STATUS: &str = "status";
-    /// The conversation it came from.
-    pub const CONVERSATION_ID: &str = "conversation_id";
-    /// When it was made, ms since the epoch.
-    pub const CREATED_AT_MS: &str = "created_at_ms";
-    /// Where the applied text starts (relative position), once accepted.
-    pub const APPLIED_START: &str = "applied_start";
-    /// Where the applied text ends (relative position), once accepted.
-    pub const APPLIED_END: &str = "applied_end";
-    /// When it was applied, ms since the epoch.
-    pub const APPLIED_AT_MS: &str = "applied_at_ms";
-}
+/// The fields of one suggestion's map in [`SUGGESTIONS_ROOT`], as browsers read them, and
+/// which of them the server owns: the store's, which checks who writes them.
+pub use crdt_store::writes::suggestion_field as field;
 
 /// Where a suggestion stands, as stored in its [`field::STATUS`] (and as sent, in the same
 /// spelling).
@@ -59,7 +33,7 @@ impl SuggestionStatus {
     /// The stored spelling.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Self::Pending => "pending",
+            Self::Pending => field::PENDING,
             Self::Accepted => "accepted",
             Self::Rejected => "rejected",
             Self::Conflict => "conflict",

@@ -28,7 +28,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::access::{AccessEvent, AccessEvents};
+use crate::accounts::access_events::{AccessEvent, AccessEvents};
 use crate::clock::Clock;
 use crate::entity::{
     api_key, login_throttle, rotated_refresh_token, server_setting, session, share_link, user,
